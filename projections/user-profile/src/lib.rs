@@ -1,0 +1,207 @@
+//! `user-profile`: the latest profile of every user, one row per user aggregate.
+//!
+//! Email, name and plan hold the value from the highest-versioned event that sets them
+//! (`UserRegistered` sets all three); `active` turns false at `UserDeactivated`. Every
+//! user event creates the row if it is missing and advances its version, so re-applying
+//! an event changes nothing visible.
+
+use projector::{
+    Column, ColumnType, DomainEvent, EventFilter, HandlerError, Ordering, ProjectionHandler, Record, RowError,
+    RowReader, TableSchema, Value,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+/// The read-model table `user_profile`.
+pub const SCHEMA: TableSchema = TableSchema {
+    name: "user_profile",
+    key: &[Column::new("user_id", ColumnType::Uuid)],
+    columns: &[
+        Column::new("email", ColumnType::Text).nullable(),
+        Column::new("name", ColumnType::Text).nullable(),
+        Column::new("plan", ColumnType::Text).nullable(),
+        Column::new("active", ColumnType::Bool),
+    ],
+    version_column: Some("version"),
+};
+
+/// One user's profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub plan: Option<String>,
+    pub active: bool,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self { email: None, name: None, plan: None, active: true }
+    }
+}
+
+impl Record for Profile {
+    fn to_values(&self, out: &mut Vec<Value>) {
+        out.push(self.email.clone().into());
+        out.push(self.name.clone().into());
+        out.push(self.plan.clone().into());
+        out.push(self.active.into());
+    }
+
+    fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError> {
+        Ok(Self {
+            email: values.opt_text()?,
+            name: values.opt_text()?,
+            plan: values.opt_text()?,
+            active: values.boolean()?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct Registered {
+    email: Option<String>,
+    name: Option<String>,
+    plan: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct EmailChanged {
+    email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Renamed {
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PlanUpgraded {
+    plan: Option<String>,
+}
+
+/// The handler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UserProfile;
+
+impl ProjectionHandler for UserProfile {
+    type Key = Uuid;
+    type Row = Profile;
+
+    fn name(&self) -> &'static str {
+        "user-profile"
+    }
+
+    fn schema(&self) -> &'static TableSchema {
+        &SCHEMA
+    }
+
+    fn ordering(&self) -> Ordering {
+        Ordering::AggregateVersion
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::aggregate_types(["user"])
+    }
+
+    fn key(&self, event: &DomainEvent) -> Option<Uuid> {
+        Some(event.aggregate_id)
+    }
+
+    fn handle(&self, row: &mut Option<Profile>, event: &DomainEvent) -> Result<(), HandlerError> {
+        let profile = row.get_or_insert_with(Profile::default);
+        match event.event_type.as_str() {
+            "UserRegistered" => {
+                let e: Registered = event.data()?;
+                profile.email = e.email;
+                profile.name = e.name;
+                profile.plan = e.plan;
+            }
+            "UserEmailChanged" => profile.email = event.data::<EmailChanged>()?.email,
+            "UserRenamed" => profile.name = event.data::<Renamed>()?.name,
+            "PlanUpgraded" => profile.plan = event.data::<PlanUpgraded>()?.plan,
+            "UserDeactivated" => profile.active = false,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projector::testing::{event, Scenario};
+    use serde_json::json;
+
+    fn user(id: Uuid, event_type: &str, data: serde_json::Value) -> DomainEvent {
+        event("user", id, event_type, data)
+    }
+
+    #[test]
+    fn registration_then_changes_keep_latest_values() {
+        let id = Uuid::from_u128(1);
+        let s = Scenario::new(&UserProfile)
+            .given(user(id, "UserRegistered", json!({"email": "a@x.io", "name": "Ada", "plan": "free"})))
+            .given(user(id, "UserEmailChanged", json!({"email": "ada@x.io"})))
+            .given(user(id, "UserRenamed", json!({"name": "Ada L."})))
+            .given(user(id, "PlanUpgraded", json!({"plan": "pro"})))
+            .then_row(
+                &id,
+                Some(Profile {
+                    email: Some("ada@x.io".into()),
+                    name: Some("Ada L.".into()),
+                    plan: Some("pro".into()),
+                    active: true,
+                }),
+            );
+        assert_eq!(s.version(&id), 4);
+    }
+
+    #[test]
+    fn deactivation_keeps_the_profile_and_marks_it_inactive() {
+        let id = Uuid::from_u128(2);
+        Scenario::new(&UserProfile)
+            .given(user(id, "UserRegistered", json!({"email": "b@x.io", "name": "Bo", "plan": "free"})))
+            .given(user(id, "UserDeactivated", json!({})))
+            .then_row(
+                &id,
+                Some(Profile { email: Some("b@x.io".into()), name: Some("Bo".into()), plan: Some("free".into()), active: false }),
+            );
+    }
+
+    #[test]
+    fn missing_keys_mean_null_and_unknown_events_only_advance_the_version() {
+        let id = Uuid::from_u128(3);
+        let s = Scenario::new(&UserProfile)
+            .given(user(id, "UserRegistered", json!({"email": "c@x.io"})))
+            .given(user(id, "UserLoggedIn", json!({"ip": "127.0.0.1"})))
+            .then_row(&id, Some(Profile { email: Some("c@x.io".into()), ..Profile::default() }));
+        assert_eq!(s.version(&id), 2);
+    }
+
+    #[test]
+    fn a_replayed_event_changes_nothing() {
+        let id = Uuid::from_u128(4);
+        let registered = user(id, "UserRegistered", json!({"email": "d@x.io", "name": "Di", "plan": "free"}));
+        let mut renamed = user(id, "UserRenamed", json!({"name": "Dee"}));
+        renamed.version = 2;
+        let mut stale = user(id, "UserRenamed", json!({"name": "stale"}));
+        stale.version = 2;
+        Scenario::new(&UserProfile)
+            .given(registered)
+            .given(renamed)
+            .given(stale)
+            .then_row(
+                &id,
+                Some(Profile { email: Some("d@x.io".into()), name: Some("Dee".into()), plan: Some("free".into()), active: true }),
+            );
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_names_the_event() {
+        let id = Uuid::from_u128(5);
+        Scenario::new(&UserProfile)
+            .given(user(id, "UserEmailChanged", json!({"email": 42})))
+            .then_error(|e| matches!(e, HandlerError::Payload { event_type, .. } if event_type == "UserEmailChanged"));
+    }
+}

@@ -1,0 +1,88 @@
+//! Error types shared by every store and the runtime, each with its failure class.
+
+use uuid::Uuid;
+
+/// Whether retrying can help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Connection lost, serialization failure, timeout: retry with backoff.
+    Transient,
+    /// Bad payload, handler bug, integrity failure: retrying gives the same answer.
+    Permanent,
+}
+
+/// A handler could not apply an event.
+///
+/// ### Handling
+/// `Payload` and `Rejected` are permanent: the event goes to the dead-letter queue.
+/// `Transient` asks the runtime to retry the batch.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    #[error("event {event_id} ({event_type}): payload does not fit the handler: {reason}")]
+    Payload { event_id: Uuid, event_type: String, reason: String },
+    #[error("event {event_id}: rejected by the handler: {reason}")]
+    Rejected { event_id: Uuid, reason: String },
+    #[error("transient handler failure: {0}")]
+    Transient(String),
+}
+
+impl HandlerError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            HandlerError::Transient(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// A store operation failed.
+///
+/// ### Handling
+/// - `Conflict`: reload the aggregate, decide again, append with the new version.
+/// - `Unavailable` / `Io`: transient; retry with backoff (`is_retryable()`).
+/// - `CheckpointMoved` / `LeaseLost`: another runner owns the partition now; stop
+///   working on it and re-acquire.
+/// - `Corrupt` / `Schema` / `InvalidInput`: permanent; fix data, schema or caller.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error(
+        "version conflict on aggregate {aggregate_id}: expected version {expected}, \
+         but the aggregate is at version {actual}"
+    )]
+    Conflict { aggregate_id: Uuid, expected: i64, actual: i64 },
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Io(String),
+    #[error("event row {position} is unreadable: {reason}")]
+    Corrupt { position: i64, reason: String },
+    #[error("read-model row in {table}: {reason}")]
+    Row { table: String, reason: String },
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("checkpoint of {projection} partition {partition} moved: another runner committed first")]
+    CheckpointMoved { projection: String, partition: u32 },
+    #[error("lease on {projection} partition {partition} is held by {owner}")]
+    LeaseLost { projection: String, partition: u32, owner: String },
+    #[error("unknown projection {0}")]
+    UnknownProjection(String),
+}
+
+impl StoreError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Unavailable(_) | StoreError::Io(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.class() == ErrorClass::Transient
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,316 @@
+//! Applying events to typed read-model rows in memory, and turning the result into the
+//! row changes a store writes. Shared by live batches and rebuilds.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::HandlerError;
+use crate::event::DomainEvent;
+use crate::handler::{Ordering, ProjectionHandler};
+use crate::read_model::{Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
+use crate::store::RowChanges;
+
+/// A handler failed on one event.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("projection {projection}: event {event_id} at position {position} (aggregate {aggregate_id} v{version}): {error}")]
+pub struct ApplyError {
+    pub projection: &'static str,
+    pub event_id: Uuid,
+    pub position: i64,
+    pub aggregate_id: Uuid,
+    pub version: i64,
+    pub error: HandlerError,
+}
+
+#[derive(Debug, Clone)]
+struct Slot<R> {
+    /// The row as stored (None: absent).
+    stored: Option<R>,
+    stored_version: i64,
+    row: Option<R>,
+    version: i64,
+}
+
+/// A missing stretch of an aggregate's versions that must be applied before the event
+/// that revealed it (see [`Fold::gaps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub aggregate_id: Uuid,
+    /// Last version the row has (or will have, earlier in the batch).
+    pub after: i64,
+    /// Last missing version.
+    pub upto: i64,
+}
+
+/// Typed rows of one projection, keyed by row key, with what the store holds for each.
+#[derive(Debug)]
+pub struct Fold<'h, H: ProjectionHandler> {
+    handler: &'h H,
+    slots: HashMap<H::Key, Slot<H::Row>>,
+    /// When true, keys not in `slots` are known to have no stored row (a rebuild after
+    /// clearing the table), so nothing needs loading.
+    assume_absent: bool,
+    events_applied: u64,
+    last_event_at: Option<DateTime<Utc>>,
+}
+
+impl<'h, H: ProjectionHandler> Fold<'h, H> {
+    pub fn new(handler: &'h H) -> Self {
+        Self {
+            handler,
+            slots: HashMap::new(),
+            assume_absent: false,
+            events_applied: 0,
+            last_event_at: None,
+        }
+    }
+
+    /// Keys not yet in memory are treated as absent rather than loaded.
+    pub fn assume_absent(mut self, yes: bool) -> Self {
+        self.assume_absent = yes;
+        self
+    }
+
+    pub fn handler(&self) -> &'h H {
+        self.handler
+    }
+
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    pub fn events_applied(&self) -> u64 {
+        self.events_applied
+    }
+
+    pub fn last_event_at(&self) -> Option<DateTime<Utc>> {
+        self.last_event_at
+    }
+
+    fn schema(&self) -> &'static TableSchema {
+        self.handler.schema()
+    }
+
+    fn versioned(&self) -> bool {
+        self.handler.ordering() == Ordering::AggregateVersion
+    }
+
+    /// Key values of the rows these events touch that must be loaded from the store.
+    pub fn keys_to_load(&self, events: &[DomainEvent]) -> Vec<Vec<Value>> {
+        if self.assume_absent {
+            return Vec::new();
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for event in events {
+            if let Some(key) = self.handler.key(event) {
+                if !self.slots.contains_key(&key) && seen.insert(key.clone()) {
+                    let mut values = Vec::with_capacity(self.schema().key.len());
+                    key.to_values(&mut values);
+                    out.push(values);
+                }
+            }
+        }
+        out
+    }
+
+    /// Adds stored rows (schema order: key, values, version) and marks every other key
+    /// in `requested` as absent.
+    pub fn insert_loaded(&mut self, requested: &[Vec<Value>], rows: Vec<Vec<Value>>) -> Result<(), RowError> {
+        let schema = self.schema();
+        for values in rows {
+            let mut reader = RowReader::new(schema, &values);
+            let key = H::Key::from_values(&mut reader)?;
+            let row = H::Row::from_values(&mut reader)?;
+            let version = if schema.version_column.is_some() { reader.bigint()? } else { 0 };
+            self.slots.insert(
+                key,
+                Slot { stored: Some(row.clone()), stored_version: version, row: Some(row), version },
+            );
+        }
+        for key_values in requested {
+            let mut reader = RowReader::new(schema, key_values);
+            let key = H::Key::from_values(&mut reader)?;
+            self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+        }
+        Ok(())
+    }
+
+    /// Stretches of aggregate versions missing before events of this batch. Only
+    /// [`Ordering::AggregateVersion`] projections have gaps: a transaction's id is taken
+    /// at its first write, so version n+1 can sort before version n in commit-safe order.
+    pub fn gaps(&self, events: &[DomainEvent]) -> Vec<Gap> {
+        if !self.versioned() {
+            return Vec::new();
+        }
+        let mut expected: HashMap<&H::Key, i64> = HashMap::new();
+        let mut keys = Vec::with_capacity(events.len());
+        for event in events {
+            keys.push(self.handler.key(event));
+        }
+        let mut gaps = Vec::new();
+        for (event, key) in events.iter().zip(&keys) {
+            let Some(key) = key else { continue };
+            let at = expected
+                .entry(key)
+                .or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
+            if event.version > *at + 1 {
+                gaps.push(Gap { aggregate_id: event.aggregate_id, after: *at, upto: event.version - 1 });
+            }
+            *at = (*at).max(event.version);
+        }
+        gaps
+    }
+
+    /// Applies events in order. `gap_events` are the events read for [`Fold::gaps`]; each
+    /// is applied just before the first event that needs it.
+    pub fn apply(&mut self, events: &[DomainEvent], gap_events: &[DomainEvent]) -> Result<(), ApplyError> {
+        let mut fill: HashMap<Uuid, Vec<&DomainEvent>> = HashMap::new();
+        for e in gap_events {
+            fill.entry(e.aggregate_id).or_default().push(e);
+        }
+        for list in fill.values_mut() {
+            list.sort_by_key(|e| e.version);
+        }
+        for event in events {
+            if let Some(missing) = fill.get(&event.aggregate_id) {
+                let due: Vec<&DomainEvent> =
+                    missing.iter().copied().filter(|e| e.version < event.version).collect();
+                for e in due {
+                    self.apply_one(e)?;
+                }
+            }
+            self.apply_one(event)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one event unless the projection already has it.
+    pub fn apply_one(&mut self, event: &DomainEvent) -> Result<(), ApplyError> {
+        let Some(key) = self.handler.key(event) else { return Ok(()) };
+        let versioned = self.versioned();
+        let slot = self
+            .slots
+            .entry(key)
+            .or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+        if versioned && event.version <= slot.version {
+            return Ok(());
+        }
+        self.handler.handle(&mut slot.row, event).map_err(|error| ApplyError {
+            projection: self.handler.name(),
+            event_id: event.event_id,
+            position: event.position,
+            aggregate_id: event.aggregate_id,
+            version: event.version,
+            error,
+        })?;
+        if versioned {
+            slot.version = event.version;
+        }
+        self.events_applied += 1;
+        self.last_event_at = Some(self.last_event_at.map_or(event.timestamp, |t| t.max(event.timestamp)));
+        Ok(())
+    }
+
+    /// The rows that differ from what is stored.
+    pub fn changes(&self) -> RowChanges {
+        let schema = self.schema();
+        let additive = schema.has_additive_columns();
+        let key_len = schema.key.len();
+        let mut changes = RowChanges::default();
+        for (key, slot) in &self.slots {
+            if slot.row == slot.stored && slot.version == slot.stored_version {
+                continue;
+            }
+            match &slot.row {
+                None => {
+                    if slot.stored.is_some() {
+                        let mut values = Vec::with_capacity(key_len);
+                        key.to_values(&mut values);
+                        changes.deletes.push(values);
+                    }
+                }
+                Some(row) => {
+                    let mut values = Vec::with_capacity(key_len + schema.columns.len() + 1);
+                    key.to_values(&mut values);
+                    row.to_values(&mut values);
+                    if additive {
+                        let mut stored = Vec::new();
+                        if let Some(s) = &slot.stored {
+                            s.to_values(&mut stored);
+                        }
+                        for (i, column) in schema.columns.iter().enumerate() {
+                            if column.merge == Merge::Add {
+                                let old = match stored.get(i) {
+                                    Some(Value::BigInt(v)) => *v,
+                                    _ => 0,
+                                };
+                                if let Value::BigInt(new) = &mut values[key_len + i] {
+                                    *new -= old;
+                                }
+                            }
+                        }
+                    }
+                    if schema.version_column.is_some() {
+                        values.push(Value::BigInt(slot.version));
+                    }
+                    changes.upserts.push(values);
+                }
+            }
+        }
+        changes
+    }
+
+    /// After the changes were written: what is in memory is now what is stored.
+    pub fn mark_stored(&mut self) {
+        for slot in self.slots.values_mut() {
+            slot.stored = slot.row.clone();
+            slot.stored_version = slot.version;
+        }
+    }
+
+    /// Forgets every row (after a flush), so later events load from the store again.
+    pub fn evict(&mut self) {
+        self.slots.clear();
+        self.assume_absent = false;
+    }
+
+    /// Forgets rows but keeps the "nothing stored yet" knowledge (for partial work).
+    pub fn reset_counters(&mut self) {
+        self.events_applied = 0;
+        self.last_event_at = None;
+    }
+
+    /// The current row for a key (after applying).
+    pub fn row(&self, key: &H::Key) -> Option<&H::Row> {
+        self.slots.get(key).and_then(|s| s.row.as_ref())
+    }
+
+    pub fn version(&self, key: &H::Key) -> i64 {
+        self.slots.get(key).map_or(0, |s| s.version)
+    }
+
+    /// All rows currently in memory, as stored-order values.
+    pub fn rows(&self) -> Vec<Vec<Value>> {
+        let schema = self.schema();
+        let mut out = Vec::new();
+        for (key, slot) in &self.slots {
+            if let Some(row) = &slot.row {
+                let mut values = Vec::new();
+                key.to_values(&mut values);
+                row.to_values(&mut values);
+                if schema.version_column.is_some() {
+                    values.push(Value::BigInt(slot.version));
+                }
+                out.push(values);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+
+pub mod adapter;
+pub mod config;
+pub mod error;
+pub mod event;
+pub mod fold;
+pub mod handler;
+pub mod read_model;
+pub mod runtime;
+pub mod state;
+pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use error::{ErrorClass, HandlerError, StoreError};
+pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partition};
+pub use handler::{Ordering, ProjectionHandler};
+pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
+pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
+pub use state::{ProjectionState, Status};
+pub use store::{
+    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, Lease, ProjectionStore, ReadBound,
+    RebuildSession, Rebuilds, RowChanges,
+};

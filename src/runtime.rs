@@ -1,0 +1,351 @@
+//! The batch runtime: read a batch in commit-safe order, load the rows it touches in one
+//! query, apply the handler in memory, and commit rows and checkpoint together.
+//!
+//! No timers and no threads: a caller (the local tokio runner, a Worker invocation)
+//! decides when to call [`BatchRunner::step`] and how long to sleep in between.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::{ErrorClass, StoreError};
+use crate::event::{Checkpoint, DomainEvent, EventFilter};
+use crate::fold::{ApplyError, Fold};
+use crate::handler::ProjectionHandler;
+use crate::read_model::{RowKey, Value};
+use crate::store::{BatchCommit, EventStore, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds};
+
+/// Why a batch did not commit.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("projection {projection}: stored row does not decode: {reason}")]
+    Row { projection: &'static str, reason: String },
+}
+
+impl RuntimeError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RuntimeError::Store(e) => e.class(),
+            RuntimeError::Apply(e) => e.error.class(),
+            RuntimeError::Row { .. } => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepOutcome {
+    /// Events read (0: caught up).
+    pub events_read: usize,
+    /// Events that changed the projection (duplicates and irrelevant events excluded).
+    pub events_applied: u64,
+    pub checkpoint: Checkpoint,
+}
+
+/// Runs batches for one leased partition of one projection.
+#[derive(Debug)]
+pub struct BatchRunner<'a, H, S> {
+    handler: &'a H,
+    store: &'a S,
+    filter: EventFilter,
+    batch_size: usize,
+    lease: Lease,
+    lease_ttl: Duration,
+}
+
+impl<'a, H, S> BatchRunner<'a, H, S>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
+    /// `filter` narrows the handler's own filter (from `projections.yaml`).
+    pub fn new(handler: &'a H, store: &'a S, filter: &EventFilter, lease: Lease) -> Self {
+        Self {
+            handler,
+            store,
+            filter: handler.filter().and(filter),
+            batch_size: 1000,
+            lease,
+            lease_ttl: Duration::from_secs(10),
+        }
+    }
+
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.max(1);
+        self
+    }
+
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.lease.checkpoint
+    }
+
+    /// Reads and applies one batch. Rows and checkpoint commit in one transaction; on
+    /// any error nothing is written and the checkpoint stays where it was.
+    pub async fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let from = self.lease.checkpoint;
+        let events = self
+            .store
+            .read_all(from, &self.filter, self.lease.partition, self.batch_size)
+            .await?;
+        let Some(last) = events.last() else {
+            return Ok(StepOutcome { events_read: 0, events_applied: 0, checkpoint: from });
+        };
+        let to = last.checkpoint();
+
+        let mut fold = Fold::new(self.handler);
+        let keys = fold.keys_to_load(&events);
+        if !keys.is_empty() {
+            let rows = self.store.load_rows(self.handler.schema(), &keys).await?;
+            fold.insert_loaded(&keys, rows).map_err(|e| self.row_error(e))?;
+        }
+        let gap_events = read_gaps(self.store, &fold, &events, &self.filter).await?;
+        fold.apply(&events, &gap_events)?;
+
+        let commit = BatchCommit {
+            lease: &self.lease,
+            table: self.handler.schema(),
+            from,
+            to,
+            changes: fold.changes(),
+            events_applied: fold.events_applied(),
+            last_event_at: fold.last_event_at().or(Some(last.timestamp)),
+            lease_ttl: self.lease_ttl,
+        };
+        self.store.commit(commit).await?;
+        self.lease.checkpoint = to;
+        Ok(StepOutcome { events_read: events.len(), events_applied: fold.events_applied(), checkpoint: to })
+    }
+
+    fn row_error(&self, e: crate::read_model::RowError) -> RuntimeError {
+        RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() }
+    }
+}
+
+async fn read_gaps<H: ProjectionHandler, S: EventStore>(
+    store: &S,
+    fold: &Fold<'_, H>,
+    events: &[DomainEvent],
+    filter: &EventFilter,
+) -> Result<Vec<DomainEvent>, StoreError> {
+    let mut out = Vec::new();
+    for gap in fold.gaps(events) {
+        let found = store
+            .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
+            .await?;
+        out.extend(found.into_iter().filter(|e| filter.matches(e)));
+    }
+    Ok(out)
+}
+
+/// How a rebuild went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildOutcome {
+    pub events_read: u64,
+    pub events_applied: u64,
+    pub rows_written: u64,
+    pub checkpoint: Checkpoint,
+}
+
+/// Progress callback: events read so far.
+pub trait Progress {
+    fn advanced(&mut self, events_read: u64, checkpoint: Checkpoint);
+}
+
+impl<F: FnMut(u64, Checkpoint)> Progress for F {
+    fn advanced(&mut self, events_read: u64, checkpoint: Checkpoint) {
+        self(events_read, checkpoint)
+    }
+}
+
+/// Rebuilds a projection from the full history, in one transaction.
+///
+/// With `from_position`, only the rows touched by events at or after that global
+/// position are recomputed (from their whole history); all other rows are kept.
+/// Rows are held in memory and flushed in bulk every `flush_rows` rows.
+#[derive(Debug)]
+pub struct Rebuild<'a, H> {
+    handler: &'a H,
+    filter: EventFilter,
+    read_size: usize,
+    flush_rows: usize,
+    from_position: Option<i64>,
+}
+
+impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
+    pub fn new(handler: &'a H, filter: &EventFilter) -> Self {
+        Self {
+            handler,
+            filter: handler.filter().and(filter),
+            read_size: 20_000,
+            flush_rows: 250_000,
+            from_position: None,
+        }
+    }
+
+    pub fn from_position(mut self, position: Option<i64>) -> Self {
+        self.from_position = position;
+        self
+    }
+
+    pub fn flush_rows(mut self, rows: usize) -> Self {
+        self.flush_rows = rows.max(1);
+        self
+    }
+
+    pub fn read_size(mut self, n: usize) -> Self {
+        self.read_size = n.max(1);
+        self
+    }
+
+    pub async fn run<S: Rebuilds>(&self, store: &S, mut progress: impl Progress) -> Result<RebuildOutcome, RuntimeError> {
+        let table = self.handler.schema();
+        let mut session = store.begin_rebuild(self.handler.name(), table).await?;
+
+        // Rows a partial rebuild redoes: those touched by events since `from_position`.
+        let only: Option<std::collections::HashSet<H::Key>> = match self.from_position {
+            None => {
+                session.clear_rows(None).await?;
+                None
+            }
+            Some(from) => {
+                let keys = self.touched_keys(&mut session, from).await?;
+                let key_values: Vec<Vec<Value>> = keys
+                    .iter()
+                    .map(|k| {
+                        let mut v = Vec::new();
+                        k.to_values(&mut v);
+                        v
+                    })
+                    .collect();
+                session.clear_rows(Some(&key_values)).await?;
+                Some(keys)
+            }
+        };
+
+        let mut fold = Fold::new(self.handler).assume_absent(true);
+        let mut checkpoint = Checkpoint::START;
+        let mut events_read = 0u64;
+        let mut events_applied = 0u64;
+        let mut rows_written = 0u64;
+        let mut last_event_at: Option<DateTime<Utc>> = None;
+        loop {
+            let mut events = session.read_all(checkpoint, &self.filter, self.read_size).await?;
+            let Some(last) = events.last() else { break };
+            checkpoint = last.checkpoint();
+            events_read += events.len() as u64;
+            if let Some(only) = &only {
+                events.retain(|e| self.handler.key(e).is_some_and(|k| only.contains(&k)));
+            }
+            let keys = fold.keys_to_load(&events);
+            if !keys.is_empty() {
+                let rows = session.load_rows(&keys).await?;
+                fold.insert_loaded(&keys, rows).map_err(|e| RuntimeError::Row {
+                    projection: self.handler.name(),
+                    reason: e.to_string(),
+                })?;
+            }
+            let mut gap_events = Vec::new();
+            for gap in fold.gaps(&events) {
+                let found = session
+                    .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
+                    .await?;
+                gap_events.extend(found.into_iter().filter(|e| self.filter.matches(e)));
+            }
+            fold.apply(&events, &gap_events)?;
+            progress.advanced(events_read, checkpoint);
+            if fold.len() >= self.flush_rows {
+                let changes = fold.changes();
+                rows_written += changes.upserts.len() as u64;
+                session.write_rows(changes).await?;
+                events_applied += fold.events_applied();
+                last_event_at = last_event_at.max(fold.last_event_at());
+                fold.reset_counters();
+                fold.mark_stored();
+                fold.evict();
+            }
+        }
+        let changes = fold.changes();
+        rows_written += changes.upserts.len() as u64;
+        session.write_rows(changes).await?;
+        events_applied += fold.events_applied();
+        last_event_at = last_event_at.max(fold.last_event_at());
+        session.finish(checkpoint, events_applied, last_event_at).await?;
+        Ok(RebuildOutcome { events_read, events_applied, rows_written, checkpoint })
+    }
+
+    async fn touched_keys<R: RebuildSession>(
+        &self,
+        session: &mut R,
+        from: i64,
+    ) -> Result<std::collections::HashSet<H::Key>, RuntimeError> {
+        let mut keys = std::collections::HashSet::new();
+        let mut after = from - 1;
+        loop {
+            let events = session.read_since_position(from, &self.filter, after, self.read_size).await?;
+            let Some(last) = events.last() else { break };
+            after = last.position;
+            keys.extend(events.iter().filter_map(|e| self.handler.key(e)));
+        }
+        Ok(keys)
+    }
+}
+
+/// A row as it was at an instant: replays the events that feed `key` up to `at`.
+///
+/// For aggregate-version projections keyed by aggregate id this reads one aggregate;
+/// otherwise it scans the projection's events in commit order.
+pub async fn state_at<H, S>(
+    handler: &H,
+    store: &S,
+    filter: &EventFilter,
+    key: &H::Key,
+    aggregate_id: Option<Uuid>,
+    at: Option<DateTime<Utc>>,
+) -> Result<Option<(H::Row, i64)>, RuntimeError>
+where
+    H: ProjectionHandler,
+    S: EventStore,
+{
+    let filter = handler.filter().and(filter);
+    let mut fold = Fold::new(handler).assume_absent(true);
+    if let Some(id) = aggregate_id {
+        let bound = at.map_or(ReadBound::All, ReadBound::At);
+        let events = store.read_aggregate(id, bound).await?;
+        for e in events.iter().filter(|e| filter.matches(e)) {
+            if handler.key(e).as_ref() == Some(key) {
+                fold.apply_one(e)?;
+            }
+        }
+    } else {
+        let mut after = Checkpoint::START;
+        loop {
+            let events = store.read_all(after, &filter, crate::Partition::WHOLE, 10_000).await?;
+            let Some(last) = events.last() else { break };
+            after = last.checkpoint();
+            for e in &events {
+                if at.is_some_and(|at| e.timestamp > at) {
+                    continue;
+                }
+                if handler.key(e).as_ref() == Some(key) {
+                    fold.apply_one(e)?;
+                }
+            }
+        }
+    }
+    Ok(fold.row(key).cloned().map(|row| (row, fold.version(key))))
+}

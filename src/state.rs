@@ -1,0 +1,67 @@
+//! Per-projection, per-partition state as operators see it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Checkpoint;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Running,
+    CaughtUp,
+    Stopped,
+    Failed,
+    Rebuilding,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::CaughtUp => "caught-up",
+            Status::Stopped => "stopped",
+            Status::Failed => "failed",
+            Status::Rebuilding => "rebuilding",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "running" => Status::Running,
+            "caught-up" => Status::CaughtUp,
+            "stopped" => Status::Stopped,
+            "failed" => Status::Failed,
+            "rebuilding" => Status::Rebuilding,
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One partition of one projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionState {
+    pub projection: String,
+    pub partition: u32,
+    pub partitions: u32,
+    pub checkpoint: Checkpoint,
+    /// Timestamp of the last applied event.
+    pub last_event_at: Option<DateTime<Utc>>,
+    /// Events readable after the checkpoint (for this projection's filter and partition).
+    pub lag_events: i64,
+    /// Age of the oldest event not yet applied; 0 when caught up.
+    pub lag_seconds: f64,
+    pub status: Status,
+    pub events_applied: i64,
+    pub error_count: i64,
+    pub last_error: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}

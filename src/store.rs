@@ -1,0 +1,197 @@
+//! The storage contracts: appending and reading events, and the projection-side
+//! operations the runtime needs (leases, row loads, one-transaction batch commits).
+//!
+//! Futures here carry no `Send` bound, so the same traits are implemented inside a
+//! Worker (single-threaded wasm) and natively.
+#![allow(async_fn_in_trait)]
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::event::{Checkpoint, DomainEvent, EventFilter, NewEvent, Partition};
+use crate::read_model::{TableSchema, Value};
+use crate::state::{ProjectionState, Status};
+
+/// What the appender believes the aggregate's current version is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// Append whatever the current version is (no concurrency check).
+    Any,
+    /// The aggregate must be at exactly this version (0: it must not exist yet).
+    Exact(i64),
+}
+
+/// Events for one aggregate, appended atomically.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub aggregate_id: Uuid,
+    pub aggregate_type: String,
+    pub expected_version: ExpectedVersion,
+    pub events: Vec<NewEvent>,
+    /// Repeating an append with the same key returns the first result and writes nothing.
+    pub idempotency_key: Option<String>,
+}
+
+/// What an append wrote (or, for a repeated idempotency key, what the first one wrote).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppendOutcome {
+    pub aggregate_id: Uuid,
+    /// Version of the first appended event.
+    pub first_version: i64,
+    /// The aggregate's version after the append.
+    pub last_version: i64,
+    pub event_ids: Vec<Uuid>,
+    pub positions: Vec<i64>,
+    /// True when the idempotency key had been used: nothing was written this time.
+    pub deduplicated: bool,
+}
+
+/// How far to read one aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    All,
+    /// Versions `after < v <= upto`.
+    Versions { after: i64, upto: i64 },
+    /// Events with `timestamp <= at` (time travel).
+    At(DateTime<Utc>),
+}
+
+/// Appending and reading events.
+pub trait EventStore {
+    /// Appends `request.events` as the next versions of the aggregate, or fails with
+    /// [`StoreError::Conflict`](crate::StoreError::Conflict).
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
+
+    /// One aggregate's events in version order.
+    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
+
+    /// Up to `limit` events after `after`, in commit-safe global order: an event is never
+    /// returned while a transaction that could still commit an earlier-ordered one is open.
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        filter: &EventFilter,
+        partition: Partition,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>>;
+}
+
+/// A claimed partition: the caller owns it until the lease expires unrenewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub projection: String,
+    pub partition: Partition,
+    pub owner: String,
+    pub checkpoint: Checkpoint,
+}
+
+/// Read-model rows a batch changes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowChanges {
+    /// Full rows (key, values, version) in schema order; `Merge::Add` columns hold the
+    /// delta to add to the stored value.
+    pub upserts: Vec<Vec<Value>>,
+    /// Keys of rows to delete.
+    pub deletes: Vec<Vec<Value>>,
+}
+
+impl RowChanges {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.deletes.is_empty()
+    }
+}
+
+/// One batch's effect, committed atomically with the checkpoint move.
+#[derive(Debug, Clone)]
+pub struct BatchCommit<'a> {
+    pub lease: &'a Lease,
+    pub table: &'static TableSchema,
+    pub from: Checkpoint,
+    pub to: Checkpoint,
+    pub changes: RowChanges,
+    pub events_applied: u64,
+    pub last_event_at: Option<DateTime<Utc>>,
+    pub lease_ttl: Duration,
+}
+
+/// Projection bookkeeping and read-model writes.
+pub trait ProjectionStore {
+    /// Creates or updates the read-model table and the projection's partition rows.
+    /// `filter` is what the projection reads; the store uses it to measure lag.
+    async fn register(
+        &self,
+        projection: &str,
+        table: &'static TableSchema,
+        filter: &EventFilter,
+        partitions: u32,
+    ) -> Result<()>;
+
+    /// Takes (or renews) the lease on a partition if it is free, expired or already ours.
+    /// Returns `None` while another owner holds it.
+    async fn claim(
+        &self,
+        projection: &str,
+        partition: Partition,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>>;
+
+    /// Gives a lease back so another runner can take it at once.
+    async fn release(&self, lease: &Lease) -> Result<()>;
+
+    /// Rows of `table` with the given keys (schema order, including key and version).
+    async fn load_rows(&self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>>;
+
+    /// Writes the rows and moves the checkpoint from `from` to `to` in one transaction.
+    /// Fails with `CheckpointMoved`/`LeaseLost`, writing nothing, when the partition is
+    /// no longer where the caller thinks it is.
+    async fn commit(&self, commit: BatchCommit<'_>) -> Result<()>;
+
+    /// Records a status change and (for failures) the error text.
+    async fn set_status(
+        &self,
+        projection: &str,
+        partition: Partition,
+        status: Status,
+        error: Option<&str>,
+    ) -> Result<()>;
+
+    /// State of every partition of every projection, lag included.
+    async fn states(&self) -> Result<Vec<ProjectionState>>;
+}
+
+/// A rebuild in progress: one transaction that replaces a projection's rows and resets
+/// its checkpoints; nothing of it is visible until [`RebuildSession::finish`].
+pub trait RebuildSession {
+    /// Reads events in commit-safe order inside the rebuild's transaction.
+    async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>>;
+
+    /// Reads the events with `position >= from` (to find rows a partial rebuild redoes).
+    async fn read_since_position(&mut self, from: i64, filter: &EventFilter, after: i64, limit: usize) -> Result<Vec<DomainEvent>>;
+
+    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
+
+    /// Deletes every row (`None`) or the rows with these keys.
+    async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<()>;
+
+    async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>>;
+
+    async fn write_rows(&mut self, changes: RowChanges) -> Result<()>;
+
+    /// Sets every partition's checkpoint to `to`, marks the projection caught up and commits.
+    async fn finish(self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<()>;
+}
+
+/// Stores that can run a rebuild.
+pub trait Rebuilds {
+    type Session<'a>: RebuildSession
+    where
+        Self: 'a;
+
+    /// Starts a rebuild of `projection`; blocks live commits of its partitions until the
+    /// session finishes or is dropped.
+    async fn begin_rebuild<'a>(&'a self, projection: &str, table: &'static TableSchema) -> Result<Self::Session<'a>>;
+}
