@@ -40,10 +40,12 @@ impl HandlerError {
 ///
 /// ### Handling
 /// - `Conflict`: reload the aggregate, decide again, append with the new version.
-/// - `Unavailable` / `Io`: transient; retry with backoff (`is_retryable()`).
+/// - `Unavailable`: transient (connection lost, serialization failure, timeout); retry
+///   with backoff (`is_retryable()`).
 /// - `CheckpointMoved` / `LeaseLost`: another runner owns the partition now; stop
 ///   working on it and re-acquire.
-/// - `Corrupt` / `Schema` / `InvalidInput`: permanent; fix data, schema or caller.
+/// - `Database` / `Corrupt` / `Schema` / `InvalidInput`: permanent; fix data, schema or
+///   caller.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -54,8 +56,9 @@ pub enum StoreError {
     Conflict { aggregate_id: Uuid, expected: i64, actual: i64 },
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The database refused the statement (a constraint, a missing table, a bug).
     #[error("database error: {0}")]
-    Io(String),
+    Database(String),
     #[error("event row {position} is unreadable: {reason}")]
     Corrupt { position: i64, reason: String },
     #[error("read-model row in {table}: {reason}")]
@@ -75,7 +78,7 @@ pub enum StoreError {
 impl StoreError {
     pub fn class(&self) -> ErrorClass {
         match self {
-            StoreError::Unavailable(_) | StoreError::Io(_) => ErrorClass::Transient,
+            StoreError::Unavailable(_) => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         }
     }

@@ -7,6 +7,7 @@ pub mod event;
 pub mod fold;
 pub mod handler;
 pub mod read_model;
+pub mod retry;
 pub mod runtime;
 pub mod state;
 pub mod store;
@@ -18,6 +19,7 @@ pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partit
 pub use handler::{Ordering, ProjectionHandler};
 pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
 pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
+pub use retry::RetryPolicy;
 pub use state::{ProjectionState, Status};
 pub use store::{
     AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, Lease, ProjectionStore, ReadBound,

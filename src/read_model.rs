@@ -109,6 +109,21 @@ impl Value {
     pub fn is_null(&self) -> bool {
         matches!(self, Value::Null)
     }
+
+    /// The value as JSON, for display and `--json` output.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Null => J::Null,
+            Value::Text(v) => J::String(v.clone()),
+            Value::BigInt(v) => J::from(*v),
+            Value::Bool(v) => J::Bool(*v),
+            Value::Uuid(v) => J::String(v.to_string()),
+            Value::Timestamp(v) => J::String(v.to_rfc3339()),
+            Value::Date(v) => J::String(v.to_string()),
+            Value::Json(v) => v.clone(),
+        }
+    }
 }
 
 impl From<String> for Value {
@@ -209,13 +224,15 @@ impl<'a> RowReader<'a> {
 }
 
 /// A handler's row key, as the key columns' values.
-pub trait RowKey: Clone + Eq + std::hash::Hash + std::fmt::Debug {
+pub trait RowKey: Clone + Eq + std::hash::Hash + std::fmt::Debug + Send + Sync + 'static {
     fn to_values(&self, out: &mut Vec<Value>);
     fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError>;
+    /// Parses a key typed by an operator (`projector state`); the error says the format.
+    fn parse(text: &str) -> Result<Self, String>;
 }
 
 /// A handler's row (the value columns, without key and version).
-pub trait Record: Clone + PartialEq + std::fmt::Debug {
+pub trait Record: Clone + PartialEq + std::fmt::Debug + Send + Sync + 'static {
     fn to_values(&self, out: &mut Vec<Value>);
     fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError>;
 }
@@ -227,6 +244,9 @@ impl RowKey for Uuid {
     fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError> {
         values.uuid()
     }
+    fn parse(text: &str) -> Result<Self, String> {
+        Uuid::parse_str(text.trim()).map_err(|e| format!("expected a UUID: {e}"))
+    }
 }
 
 impl RowKey for String {
@@ -235,6 +255,9 @@ impl RowKey for String {
     }
     fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError> {
         values.text()
+    }
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
     }
 }
 
@@ -245,5 +268,10 @@ impl RowKey for (NaiveDate, String) {
     }
     fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError> {
         Ok((values.date()?, values.text()?))
+    }
+    fn parse(text: &str) -> Result<Self, String> {
+        let (day, name) = text.split_once('/').ok_or("expected DAY/TEXT, e.g. 2026-01-31/UserRegistered")?;
+        let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("day {day:?}: {e}"))?;
+        Ok((day, name.to_owned()))
     }
 }

@@ -1,1 +1,114 @@
-//! projector-postgres
+//! PostgreSQL store for Projector: events, projection state, read-model writes and
+//! rebuilds, on `tokio-postgres` over any async stream.
+//!
+//! Every operation is a single statement sent with `query_typed` (unnamed statements, no
+//! session state), so the store works through a transaction-mode pooler and, inside a
+//! Worker, over `worker::Socket`. A batch commit is one statement: a compare-and-set on
+//! the checkpoint guards the read-model writes in the same statement.
+
+mod error;
+mod events;
+mod migrate;
+mod projections;
+mod rebuild;
+mod table;
+mod types;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::lock::{Mutex, MutexGuard};
+use projector::StoreError;
+use tokio_postgres::Client;
+
+pub use migrate::MIGRATIONS;
+pub use rebuild::PgRebuild;
+pub use types::{RawJson, Xid8};
+
+/// One connection's worth of store. Operations on one `PgStore` run one at a time; use
+/// one store per concurrent worker.
+pub struct PgStore {
+    client: Mutex<Client>,
+    /// Set when a rebuild session was dropped mid-transaction; the next user rolls back.
+    needs_rollback: AtomicBool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Wraps a connected client. The caller drives its `Connection` (natively a spawned
+    /// task; in a Worker, joined with the work).
+    pub fn new(client: Client) -> Self {
+        Self { client: Mutex::new(client), needs_rollback: AtomicBool::new(false) }
+    }
+
+    pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
+        let client = self.client.lock().await;
+        if self.needs_rollback.swap(false, Ordering::AcqRel) {
+            client.batch_execute("ROLLBACK").await.map_err(error::map)?;
+        }
+        Ok(client)
+    }
+
+    /// Applies the schema migrations that have not run yet (idempotent).
+    pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
+        let client = self.client().await?;
+        migrate::run(&client).await
+    }
+
+    /// True when the connection has been closed (the runner reconnects).
+    pub async fn is_closed(&self) -> bool {
+        self.client.lock().await.is_closed()
+    }
+}
+
+#[cfg(feature = "runtime-tokio")]
+mod connect {
+    use super::*;
+
+    impl PgStore {
+        /// Connects natively (TCP or Unix socket, no TLS) and drives the connection on
+        /// a tokio task. A refused or unreachable server is `Unavailable`, naming the host.
+        pub async fn connect(url: &str) -> Result<Self, StoreError> {
+            let config: tokio_postgres::Config = url
+                .parse()
+                .map_err(|e| StoreError::InvalidInput(format!("database URL {}: {e}", redact(url))))?;
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{}: {}", redact(url), error::describe(&e))))?;
+            tokio::spawn(async move {
+                // Errors surface to the client as closed-connection errors.
+                let _ = connection.await;
+            });
+            Ok(Self::new(client))
+        }
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
+    }
+}

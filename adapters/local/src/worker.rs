@@ -1,0 +1,162 @@
+//! One partition's worker loop: take the lease, run batches until caught up, sleep until
+//! woken or the poll interval passes, and stop cleanly between batches.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use projector::{
+    BatchRunner, ErrorClass, EventFilter, Partition, ProjectionHandler, ProjectionStore, RetryPolicy, RuntimeError,
+    Status, StoreError,
+};
+use tokio::sync::{watch, Notify};
+
+use crate::connect::Connector;
+
+/// How a partition worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub projection: String,
+    pub filter: EventFilter,
+    pub partition: Partition,
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub lease_ttl: Duration,
+    pub owner: String,
+    /// Backoff for reconnecting and for transient batch failures.
+    pub retry: RetryPolicy,
+}
+
+/// Why a worker ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WorkerExit {
+    /// Shut down on request, lease released.
+    Stopped,
+    /// A permanent failure; the projection partition is marked failed.
+    Failed(String),
+}
+
+fn jitter() -> f64 {
+    rand::random::<f64>()
+}
+
+/// Sleeps for `d` unless shutdown is requested first; returns true on shutdown.
+async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    if *shutdown.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(d) => *shutdown.borrow(),
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// Runs one partition until shutdown or a permanent failure. Transient failures
+/// (database restarts, lost connections) are retried with backoff for as long as it takes.
+pub async fn run_partition<H: ProjectionHandler, C: Connector>(
+    handler: &H,
+    connector: &C,
+    settings: &WorkerSettings,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) -> WorkerExit {
+    let s = settings;
+    let mut failures = 0u32;
+    'connect: loop {
+        if *shutdown.borrow() {
+            return WorkerExit::Stopped;
+        }
+        let store = match connector.connect().await {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
+                    "cannot reach {}; retrying", connector.describe());
+                let delay = s.retry.delay(failures.min(16), jitter()).max(Duration::from_millis(50));
+                failures = failures.saturating_add(1);
+                if sleep_or_stop(delay, &mut shutdown).await {
+                    return WorkerExit::Stopped;
+                }
+                continue 'connect;
+            }
+        };
+        'claim: loop {
+            let lease = match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => {
+                    // Another runner owns this partition; try again when its lease may expire.
+                    if sleep_or_stop(s.lease_ttl / 2, &mut shutdown).await {
+                        return WorkerExit::Stopped;
+                    }
+                    continue 'claim;
+                }
+                Err(e) if e.class() == ErrorClass::Transient => {
+                    tracing::warn!(projection = %s.projection, error = %e, "claim failed; reconnecting");
+                    failures = failures.saturating_add(1);
+                    if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
+                        return WorkerExit::Stopped;
+                    }
+                    continue 'connect;
+                }
+                Err(e) => return fail(&store, s, &e.to_string()).await,
+            };
+            tracing::info!(projection = %s.projection, partition = %s.partition, checkpoint = %lease.checkpoint,
+                "partition claimed");
+            let mut runner = BatchRunner::new(handler, &store, &s.filter, lease)
+                .batch_size(s.batch_size)
+                .lease_ttl(s.lease_ttl);
+            let mut renewed = Instant::now();
+            loop {
+                if *shutdown.borrow() {
+                    let _ = store.release(runner.lease()).await;
+                    return WorkerExit::Stopped;
+                }
+                // Registered before the read, so an append committed meanwhile still wakes us.
+                let notified = wake.notified();
+                match runner.step().await {
+                    Ok(outcome) if outcome.events_read > 0 => {
+                        failures = 0;
+                        renewed = Instant::now();
+                    }
+                    Ok(_) => {
+                        failures = 0;
+                        if renewed.elapsed() >= s.lease_ttl / 3 {
+                            match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
+                                Ok(Some(_)) => renewed = Instant::now(),
+                                Ok(None) => continue 'claim,
+                                Err(e) if e.class() == ErrorClass::Transient => continue 'connect,
+                                Err(e) => return fail(&store, s, &e.to_string()).await,
+                            }
+                        }
+                        tokio::select! {
+                            _ = notified => {}
+                            _ = tokio::time::sleep(s.poll_interval) => {}
+                            _ = shutdown.changed() => {}
+                        }
+                    }
+                    Err(RuntimeError::Store(StoreError::CheckpointMoved { .. } | StoreError::LeaseLost { .. })) => {
+                        // A rebuild or another runner moved the partition: take it again from
+                        // the stored checkpoint (a COMMIT whose reply was lost lands here too).
+                        continue 'claim;
+                    }
+                    Err(e) if e.class() == ErrorClass::Transient => {
+                        failures = failures.saturating_add(1);
+                        tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
+                            attempt = failures, "transient failure; retrying");
+                        if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
+                            return WorkerExit::Stopped;
+                        }
+                        continue 'connect;
+                    }
+                    Err(e) => return fail(&store, s, &e.to_string()).await,
+                }
+            }
+        }
+    }
+}
+
+async fn fail<S: ProjectionStore>(store: &S, s: &WorkerSettings, error: &str) -> WorkerExit {
+    tracing::error!(projection = %s.projection, partition = %s.partition, error, "projection failed");
+    if let Err(e) = store.set_status(&s.projection, s.partition, Status::Failed, Some(error)).await {
+        tracing::error!(projection = %s.projection, error = %e, "could not record the failure");
+    }
+    WorkerExit::Failed(error.to_owned())
+}

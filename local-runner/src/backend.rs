@@ -1,0 +1,55 @@
+//! Which store the CLI talks to: PostgreSQL when a database URL is set, else the
+//! embedded file store.
+
+use anyhow::{Context, Result};
+use projector::config::Config;
+use projector_embedded::EmbeddedStore;
+use projector_local::{EmbeddedConnector, PgConnector};
+
+pub enum Backend {
+    Postgres(PgConnector),
+    Embedded(EmbeddedConnector),
+}
+
+impl Backend {
+    pub fn open(config: &Config, url: Option<String>) -> Result<Backend> {
+        match url.or_else(|| config.database.url()) {
+            Some(url) => Ok(Backend::Postgres(PgConnector::new(url))),
+            None => {
+                let path = &config.database.embedded_path;
+                let store = EmbeddedStore::open(path)
+                    .with_context(|| format!("opening the embedded store at {}", path.display()))?;
+                Ok(Backend::Embedded(EmbeddedConnector::new(store, path.display().to_string())))
+            }
+        }
+    }
+}
+
+/// Runs a generic async block with the backend's connector bound to `$c`.
+#[macro_export]
+macro_rules! with_backend {
+    ($backend:expr, |$c:ident| $body:expr) => {
+        match $backend {
+            $crate::backend::Backend::Postgres($c) => $body,
+            $crate::backend::Backend::Embedded($c) => $body,
+        }
+    };
+}
+
+/// Runs a generic async block with the named handler bound to `$h`.
+#[macro_export]
+macro_rules! with_handler {
+    ($name:expr, |$h:ident| $body:expr) => {
+        match $name {
+            "user-profile" => {
+                let $h = projection_user_profile::UserProfile;
+                $body
+            }
+            "daily-activity" => {
+                let $h = projection_daily_activity::DailyActivity;
+                $body
+            }
+            other => anyhow::bail!("unknown handler {other:?}; known handlers: {}", $crate::HANDLERS.join(", ")),
+        }
+    };
+}
