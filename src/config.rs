@@ -1009,7 +1009,7 @@ mod tests {
         assert_eq!(
             profile.events.to_filter(),
             EventFilter {
-                event_types: vec!["UserRegistered".into(), "UserEmailChanged".into()],
+                event_types: vec![],
                 aggregate_types: vec!["user".into()],
             }
         );

@@ -247,15 +247,27 @@ mod tests {
 
     #[test]
     fn checkpoints_order_by_transaction_before_position() {
-        let a = Checkpoint { transaction_id: 5, position: 90 };
-        let b = Checkpoint { transaction_id: 6, position: 10 };
+        let a = Checkpoint {
+            transaction_id: 5,
+            position: 90,
+        };
+        let b = Checkpoint {
+            transaction_id: 6,
+            position: 10,
+        };
         assert!(a < b);
     }
 
     #[test]
     fn filter_intersection_keeps_common_types() {
-        let a = EventFilter { event_types: vec!["A".into(), "B".into()], aggregate_types: vec![] };
-        let b = EventFilter { event_types: vec!["B".into()], aggregate_types: vec!["user".into()] };
+        let a = EventFilter {
+            event_types: vec!["A".into(), "B".into()],
+            aggregate_types: vec![],
+        };
+        let b = EventFilter {
+            event_types: vec!["B".into()],
+            aggregate_types: vec!["user".into()],
+        };
         let c = a.and(&b);
         assert_eq!(c.event_types, vec!["B".to_string()]);
         assert_eq!(c.aggregate_types, vec!["user".to_string()]);
@@ -265,7 +277,15 @@ mod tests {
     fn partitions_cover_every_aggregate_exactly_once() {
         for n in 0..200u128 {
             let id = Uuid::from_u128(n.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
-            let owners = (0..4).filter(|i| Partition { index: *i, count: 4 }.owns(&id)).count();
+            let owners = (0..4)
+                .filter(|i| {
+                    Partition {
+                        index: *i,
+                        count: 4,
+                    }
+                    .owns(&id)
+                })
+                .count();
             assert_eq!(owners, 1);
         }
     }

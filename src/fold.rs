@@ -122,22 +122,40 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
 
     /// Adds stored rows (schema order: key, values, version) and marks every other key
     /// in `requested` as absent.
-    pub fn insert_loaded(&mut self, requested: &[Vec<Value>], rows: Vec<Vec<Value>>) -> Result<(), RowError> {
+    pub fn insert_loaded(
+        &mut self,
+        requested: &[Vec<Value>],
+        rows: Vec<Vec<Value>>,
+    ) -> Result<(), RowError> {
         let schema = self.schema();
         for values in rows {
             let mut reader = RowReader::new(schema, &values);
             let key = H::Key::from_values(&mut reader)?;
             let row = H::Row::from_values(&mut reader)?;
-            let version = if schema.version_column.is_some() { reader.bigint()? } else { 0 };
+            let version = if schema.version_column.is_some() {
+                reader.bigint()?
+            } else {
+                0
+            };
             self.slots.insert(
                 key,
-                Slot { stored: Some(row.clone()), stored_version: version, row: Some(row), version },
+                Slot {
+                    stored: Some(row.clone()),
+                    stored_version: version,
+                    row: Some(row),
+                    version,
+                },
             );
         }
         for key_values in requested {
             let mut reader = RowReader::new(schema, key_values);
             let key = H::Key::from_values(&mut reader)?;
-            self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+            self.slots.entry(key).or_insert(Slot {
+                stored: None,
+                stored_version: 0,
+                row: None,
+                version: 0,
+            });
         }
         Ok(())
     }
@@ -161,7 +179,11 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
                 .entry(key)
                 .or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
             if event.version > *at + 1 {
-                gaps.push(Gap { aggregate_id: event.aggregate_id, after: *at, upto: event.version - 1 });
+                gaps.push(Gap {
+                    aggregate_id: event.aggregate_id,
+                    after: *at,
+                    upto: event.version - 1,
+                });
             }
             *at = (*at).max(event.version);
         }
@@ -170,7 +192,11 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
 
     /// Applies events in order. `gap_events` are the events read for [`Fold::gaps`]; each
     /// is applied just before the first event that needs it.
-    pub fn apply(&mut self, events: &[DomainEvent], gap_events: &[DomainEvent]) -> Result<(), ApplyError> {
+    pub fn apply(
+        &mut self,
+        events: &[DomainEvent],
+        gap_events: &[DomainEvent],
+    ) -> Result<(), Box<ApplyError>> {
         let mut fill: HashMap<Uuid, Vec<&DomainEvent>> = HashMap::new();
         for e in gap_events {
             fill.entry(e.aggregate_id).or_default().push(e);
@@ -180,8 +206,11 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         }
         for event in events {
             if let Some(missing) = fill.get(&event.aggregate_id) {
-                let due: Vec<&DomainEvent> =
-                    missing.iter().copied().filter(|e| e.version < event.version).collect();
+                let due: Vec<&DomainEvent> = missing
+                    .iter()
+                    .copied()
+                    .filter(|e| e.version < event.version)
+                    .collect();
                 for e in due {
                     self.apply_one(e)?;
                 }
@@ -192,29 +221,38 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     }
 
     /// Applies one event unless the projection already has it.
-    pub fn apply_one(&mut self, event: &DomainEvent) -> Result<(), ApplyError> {
-        let Some(key) = self.handler.key(event) else { return Ok(()) };
+    pub fn apply_one(&mut self, event: &DomainEvent) -> Result<(), Box<ApplyError>> {
+        let Some(key) = self.handler.key(event) else {
+            return Ok(());
+        };
         let versioned = self.versioned();
-        let slot = self
-            .slots
-            .entry(key)
-            .or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+        let slot = self.slots.entry(key).or_insert(Slot {
+            stored: None,
+            stored_version: 0,
+            row: None,
+            version: 0,
+        });
         if versioned && event.version <= slot.version {
             return Ok(());
         }
-        self.handler.handle(&mut slot.row, event).map_err(|error| ApplyError {
-            projection: self.handler.name(),
-            event_id: event.event_id,
-            position: event.position,
-            aggregate_id: event.aggregate_id,
-            version: event.version,
-            error,
+        self.handler.handle(&mut slot.row, event).map_err(|error| {
+            Box::new(ApplyError {
+                projection: self.handler.name(),
+                event_id: event.event_id,
+                position: event.position,
+                aggregate_id: event.aggregate_id,
+                version: event.version,
+                error,
+            })
         })?;
         if versioned {
             slot.version = event.version;
         }
         self.events_applied += 1;
-        self.last_event_at = Some(self.last_event_at.map_or(event.timestamp, |t| t.max(event.timestamp)));
+        self.last_event_at = Some(
+            self.last_event_at
+                .map_or(event.timestamp, |t| t.max(event.timestamp)),
+        );
         Ok(())
     }
 

@@ -44,6 +44,5 @@ pub trait ProjectionHandler: Send + Sync + 'static {
     fn key(&self, event: &DomainEvent) -> Option<Self::Key>;
 
     /// Applies one event to its row (`None`: no row yet; set it to `None` to delete).
-    fn handle(&self, row: &mut Option<Self::Row>, event: &DomainEvent)
-        -> Result<(), HandlerError>;
+    fn handle(&self, row: &mut Option<Self::Row>, event: &DomainEvent) -> Result<(), HandlerError>;
 }

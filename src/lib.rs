@@ -17,11 +17,13 @@ pub mod testing;
 pub use error::{ErrorClass, HandlerError, StoreError};
 pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partition};
 pub use handler::{Ordering, ProjectionHandler};
-pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
-pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
+pub use read_model::{
+    Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value,
+};
 pub use retry::RetryPolicy;
+pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
 pub use state::{ProjectionState, Status};
 pub use store::{
-    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, Lease, ProjectionStore, ReadBound,
-    RebuildSession, Rebuilds, RowChanges,
+    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, Lease, ProjectionStore,
+    ReadBound, RebuildSession, Rebuilds, RowChanges,
 };

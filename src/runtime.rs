@@ -14,7 +14,9 @@ use crate::event::{Checkpoint, DomainEvent, EventFilter};
 use crate::fold::{ApplyError, Fold};
 use crate::handler::ProjectionHandler;
 use crate::read_model::{RowKey, Value};
-use crate::store::{BatchCommit, EventStore, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds};
+use crate::store::{
+    BatchCommit, EventStore, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds,
+};
 
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -23,9 +25,12 @@ pub enum RuntimeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Apply(#[from] ApplyError),
+    Apply(#[from] Box<ApplyError>),
     #[error("projection {projection}: stored row does not decode: {reason}")]
-    Row { projection: &'static str, reason: String },
+    Row {
+        projection: &'static str,
+        reason: String,
+    },
 }
 
 impl RuntimeError {
@@ -103,7 +108,11 @@ where
             .read_all(from, &self.filter, self.lease.partition, self.batch_size)
             .await?;
         let Some(last) = events.last() else {
-            return Ok(StepOutcome { events_read: 0, events_applied: 0, checkpoint: from });
+            return Ok(StepOutcome {
+                events_read: 0,
+                events_applied: 0,
+                checkpoint: from,
+            });
         };
         let to = last.checkpoint();
 
@@ -111,7 +120,8 @@ where
         let keys = fold.keys_to_load(&events);
         if !keys.is_empty() {
             let rows = self.store.load_rows(self.handler.schema(), &keys).await?;
-            fold.insert_loaded(&keys, rows).map_err(|e| self.row_error(e))?;
+            fold.insert_loaded(&keys, rows)
+                .map_err(|e| self.row_error(e))?;
         }
         let gap_events = read_gaps(self.store, &fold, &events, &self.filter).await?;
         fold.apply(&events, &gap_events)?;
@@ -128,11 +138,18 @@ where
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
-        Ok(StepOutcome { events_read: events.len(), events_applied: fold.events_applied(), checkpoint: to })
+        Ok(StepOutcome {
+            events_read: events.len(),
+            events_applied: fold.events_applied(),
+            checkpoint: to,
+        })
     }
 
     fn row_error(&self, e: crate::read_model::RowError) -> RuntimeError {
-        RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() }
+        RuntimeError::Row {
+            projection: self.handler.name(),
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -145,7 +162,13 @@ async fn read_gaps<H: ProjectionHandler, S: EventStore>(
     let mut out = Vec::new();
     for gap in fold.gaps(events) {
         let found = store
-            .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
+            .read_aggregate(
+                gap.aggregate_id,
+                ReadBound::Versions {
+                    after: gap.after,
+                    upto: gap.upto,
+                },
+            )
             .await?;
         out.extend(found.into_iter().filter(|e| filter.matches(e)));
     }
@@ -212,7 +235,11 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         self
     }
 
-    pub async fn run<S: Rebuilds>(&self, store: &S, mut progress: impl Progress) -> Result<RebuildOutcome, RuntimeError> {
+    pub async fn run<S: Rebuilds>(
+        &self,
+        store: &S,
+        mut progress: impl Progress,
+    ) -> Result<RebuildOutcome, RuntimeError> {
         let table = self.handler.schema();
         let mut session = store.begin_rebuild(self.handler.name(), table).await?;
 
@@ -244,7 +271,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut rows_written = 0u64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
         loop {
-            let mut events = session.read_all(checkpoint, &self.filter, self.read_size).await?;
+            let mut events = session
+                .read_all(checkpoint, &self.filter, self.read_size)
+                .await?;
             let Some(last) = events.last() else { break };
             checkpoint = last.checkpoint();
             events_read += events.len() as u64;
@@ -254,15 +283,22 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             let keys = fold.keys_to_load(&events);
             if !keys.is_empty() {
                 let rows = session.load_rows(&keys).await?;
-                fold.insert_loaded(&keys, rows).map_err(|e| RuntimeError::Row {
-                    projection: self.handler.name(),
-                    reason: e.to_string(),
-                })?;
+                fold.insert_loaded(&keys, rows)
+                    .map_err(|e| RuntimeError::Row {
+                        projection: self.handler.name(),
+                        reason: e.to_string(),
+                    })?;
             }
             let mut gap_events = Vec::new();
             for gap in fold.gaps(&events) {
                 let found = session
-                    .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
+                    .read_aggregate(
+                        gap.aggregate_id,
+                        ReadBound::Versions {
+                            after: gap.after,
+                            upto: gap.upto,
+                        },
+                    )
                     .await?;
                 gap_events.extend(found.into_iter().filter(|e| self.filter.matches(e)));
             }
@@ -284,8 +320,15 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         session.write_rows(changes).await?;
         events_applied += fold.events_applied();
         last_event_at = last_event_at.max(fold.last_event_at());
-        session.finish(checkpoint, events_applied, last_event_at).await?;
-        Ok(RebuildOutcome { events_read, events_applied, rows_written, checkpoint })
+        session
+            .finish(checkpoint, events_applied, last_event_at)
+            .await?;
+        Ok(RebuildOutcome {
+            events_read,
+            events_applied,
+            rows_written,
+            checkpoint,
+        })
     }
 
     async fn touched_keys<R: RebuildSession>(
@@ -296,7 +339,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut keys = std::collections::HashSet::new();
         let mut after = from - 1;
         loop {
-            let events = session.read_since_position(from, &self.filter, after, self.read_size).await?;
+            let events = session
+                .read_since_position(from, &self.filter, after, self.read_size)
+                .await?;
             let Some(last) = events.last() else { break };
             after = last.position;
             keys.extend(events.iter().filter_map(|e| self.handler.key(e)));
@@ -334,7 +379,9 @@ where
     } else {
         let mut after = Checkpoint::START;
         loop {
-            let events = store.read_all(after, &filter, crate::Partition::WHOLE, 10_000).await?;
+            let events = store
+                .read_all(after, &filter, crate::Partition::WHOLE, 10_000)
+                .await?;
             let Some(last) = events.last() else { break };
             after = last.checkpoint();
             for e in &events {

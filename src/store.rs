@@ -54,7 +54,10 @@ pub struct AppendOutcome {
 pub enum ReadBound {
     All,
     /// Versions `after < v <= upto`.
-    Versions { after: i64, upto: i64 },
+    Versions {
+        after: i64,
+        upto: i64,
+    },
     /// Events with `timestamp <= at` (time travel).
     At(DateTime<Utc>),
 }
@@ -66,7 +69,11 @@ pub trait EventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
 
     /// One aggregate's events in version order.
-    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
+    async fn read_aggregate(
+        &self,
+        aggregate_id: Uuid,
+        bound: ReadBound,
+    ) -> Result<Vec<DomainEvent>>;
 
     /// Up to `limit` events after `after`, in commit-safe global order: an event is never
     /// returned while a transaction that could still commit an earlier-ordered one is open.
@@ -143,7 +150,11 @@ pub trait ProjectionStore {
     async fn release(&self, lease: &Lease) -> Result<()>;
 
     /// Rows of `table` with the given keys (schema order, including key and version).
-    async fn load_rows(&self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>>;
+    async fn load_rows(
+        &self,
+        table: &'static TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>>;
 
     /// Writes the rows and moves the checkpoint from `from` to `to` in one transaction.
     /// Fails with `CheckpointMoved`/`LeaseLost`, writing nothing, when the partition is
@@ -167,12 +178,27 @@ pub trait ProjectionStore {
 /// its checkpoints; nothing of it is visible until [`RebuildSession::finish`].
 pub trait RebuildSession {
     /// Reads events in commit-safe order inside the rebuild's transaction.
-    async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>>;
+    async fn read_all(
+        &mut self,
+        after: Checkpoint,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>>;
 
     /// Reads the events with `position >= from` (to find rows a partial rebuild redoes).
-    async fn read_since_position(&mut self, from: i64, filter: &EventFilter, after: i64, limit: usize) -> Result<Vec<DomainEvent>>;
+    async fn read_since_position(
+        &mut self,
+        from: i64,
+        filter: &EventFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>>;
 
-    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
+    async fn read_aggregate(
+        &mut self,
+        aggregate_id: Uuid,
+        bound: ReadBound,
+    ) -> Result<Vec<DomainEvent>>;
 
     /// Deletes every row (`None`) or the rows with these keys.
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<()>;
@@ -182,7 +208,12 @@ pub trait RebuildSession {
     async fn write_rows(&mut self, changes: RowChanges) -> Result<()>;
 
     /// Sets every partition's checkpoint to `to`, marks the projection caught up and commits.
-    async fn finish(self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<()>;
+    async fn finish(
+        self,
+        to: Checkpoint,
+        events_applied: u64,
+        last_event_at: Option<DateTime<Utc>>,
+    ) -> Result<()>;
 }
 
 /// Stores that can run a rebuild.
@@ -193,5 +224,9 @@ pub trait Rebuilds {
 
     /// Starts a rebuild of `projection`; blocks live commits of its partitions until the
     /// session finishes or is dropped.
-    async fn begin_rebuild<'a>(&'a self, projection: &str, table: &'static TableSchema) -> Result<Self::Session<'a>>;
+    async fn begin_rebuild<'a>(
+        &'a self,
+        projection: &str,
+        table: &'static TableSchema,
+    ) -> Result<Self::Session<'a>>;
 }

@@ -10,8 +10,9 @@ use projector::adapter::ProjectionAdapter;
 use projector::config::{Config, ProjectionConfig};
 use projector::runtime::state_at;
 use projector::{
-    AppendRequest, BatchRunner, Checkpoint, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Ordering,
-    Partition, ProjectionHandler, ProjectionState, ProjectionStore, Rebuild, Record, RowKey, Value,
+    AppendRequest, BatchRunner, Checkpoint, EventFilter, EventStore, ExpectedVersion, Metadata,
+    NewEvent, Ordering, Partition, ProjectionHandler, ProjectionState, ProjectionStore, Rebuild,
+    Record, RowKey, Value,
 };
 use projector_local::{Connector, LocalAdapter, Registry, WorkerExit};
 use serde::Deserialize;
@@ -27,21 +28,30 @@ fn registry<C: Connector>() -> Registry<C> {
 
 async fn connect<C: Connector>(connector: &C) -> Result<C::Store> {
     connector.connect().await.with_context(|| {
-        format!("cannot reach the {}; is it running? (set DATABASE_URL or --database-url)", connector.describe())
+        format!(
+            "cannot reach the {}; is it running? (set DATABASE_URL or --database-url)",
+            connector.describe()
+        )
     })
 }
 
 fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig> {
     config.projections.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.projections.keys().map(String::as_str).collect();
-        anyhow!("unknown projection {name:?}; configured projections: {}", known.join(", "))
+        anyhow!(
+            "unknown projection {name:?}; configured projections: {}",
+            known.join(", ")
+        )
     })
 }
 
 async fn register_all<C: Connector>(config: &Config, connector: &C) -> Result<()> {
     let store = connect(connector).await?;
     let adapter = LocalAdapter::new(config.clone(), connector.clone(), registry::<C>());
-    adapter.register_all(&store).await.context("registering projections")?;
+    adapter
+        .register_all(&store)
+        .await
+        .context("registering projections")?;
     Ok(())
 }
 
@@ -58,7 +68,12 @@ pub async fn init<C: Connector>(config: &Config, connector: C) -> Result<()> {
         "{} ready: {} projection(s) registered ({})",
         connector.describe(),
         config.projections.len(),
-        config.projections.keys().cloned().collect::<Vec<_>>().join(", ")
+        config
+            .projections
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     Ok(())
 }
@@ -101,13 +116,17 @@ impl AppendLine {
                 timestamp: self.timestamp,
                 encrypted_fields: self.encrypted_fields,
             }],
-            (Some(_), Some(_)) => bail!("give either `events` or one inline `event_type`, not both"),
+            (Some(_), Some(_)) => {
+                bail!("give either `events` or one inline `event_type`, not both")
+            }
             (None, None) => bail!("missing `event_type` (or `events`)"),
         };
         Ok(AppendRequest {
             aggregate_id: self.aggregate_id,
             aggregate_type: self.aggregate_type,
-            expected_version: self.expected_version.map_or(ExpectedVersion::Any, ExpectedVersion::Exact),
+            expected_version: self
+                .expected_version
+                .map_or(ExpectedVersion::Any, ExpectedVersion::Exact),
             events,
             idempotency_key: self.idempotency_key,
         })
@@ -122,7 +141,10 @@ pub async fn append<C: Connector>(connector: &C, file: Option<&Path>) -> Result<
                 std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
             )),
         ),
-        _ => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
+        _ => (
+            "<stdin>".into(),
+            Box::new(std::io::BufReader::new(std::io::stdin())),
+        ),
     };
     let store = connect(connector).await?;
     let (mut appends, mut events, mut repeated) = (0u64, 0u64, 0u64);
@@ -131,10 +153,21 @@ pub async fn append<C: Connector>(connector: &C, file: Option<&Path>) -> Result<
         if line.trim().is_empty() {
             continue;
         }
-        let at = |what: &str| format!("{name}:{}: {what} ({appends} earlier line(s) were appended)", i + 1);
-        let parsed: AppendLine = serde_json::from_str(&line).with_context(|| at("not a valid append line"))?;
-        let request = parsed.into_request().with_context(|| at("not a valid append line"))?;
-        let outcome = store.append(request).await.with_context(|| at("append failed"))?;
+        let at = |what: &str| {
+            format!(
+                "{name}:{}: {what} ({appends} earlier line(s) were appended)",
+                i + 1
+            )
+        };
+        let parsed: AppendLine =
+            serde_json::from_str(&line).with_context(|| at("not a valid append line"))?;
+        let request = parsed
+            .into_request()
+            .with_context(|| at("not a valid append line"))?;
+        let outcome = store
+            .append(request)
+            .await
+            .with_context(|| at("append failed"))?;
         if outcome.deduplicated {
             repeated += 1;
         } else {
@@ -156,14 +189,23 @@ async fn catch_up<H: ProjectionHandler, S: EventStore + ProjectionStore>(
 ) -> Result<u64> {
     let mut applied = 0;
     for index in 0..p.partitions {
-        let partition = Partition { index, count: p.partitions };
+        let partition = Partition {
+            index,
+            count: p.partitions,
+        };
         let lease = store
             .claim(name, partition, owner, p.lease_ttl)
             .await?
-            .ok_or_else(|| anyhow!("{name} partition {partition} is leased by a running runner; stop it first"))?;
-        let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease).batch_size(p.batch_size);
+            .ok_or_else(|| {
+                anyhow!("{name} partition {partition} is leased by a running runner; stop it first")
+            })?;
+        let mut runner =
+            BatchRunner::new(handler, store, &p.events.to_filter(), lease).batch_size(p.batch_size);
         loop {
-            let step = runner.step().await.with_context(|| format!("projection {name}"))?;
+            let step = runner
+                .step()
+                .await
+                .with_context(|| format!("projection {name}"))?;
             applied += step.events_applied;
             if step.events_read == 0 {
                 break;
@@ -177,35 +219,56 @@ async fn catch_up<H: ProjectionHandler, S: EventStore + ProjectionStore>(
 pub async fn demo<C: Connector>(config: &Config, connector: C, users: u32) -> Result<()> {
     connector.migrate().await?;
     let store = connect(&connector).await?;
-    let existing = store.read_all(Checkpoint::START, &EventFilter::all(), Partition::WHOLE, 1).await?;
+    let existing = store
+        .read_all(Checkpoint::START, &EventFilter::all(), Partition::WHOLE, 1)
+        .await?;
     if existing.is_empty() {
         let requests = seed::requests(users);
         let n: usize = requests.iter().map(|r| r.events.len()).sum();
         for request in requests {
-            store.append(request).await.context("seeding sample events")?;
+            store
+                .append(request)
+                .await
+                .context("seeding sample events")?;
         }
-        println!("seeded {n} sample events for {users} users into the {}", connector.describe());
+        println!(
+            "seeded {n} sample events for {users} users into the {}",
+            connector.describe()
+        );
     } else {
-        println!("the {} already holds events; not seeding", connector.describe());
+        println!(
+            "the {} already holds events; not seeding",
+            connector.describe()
+        );
     }
     register_all(config, &connector).await?;
     let owner = format!("demo-{}", std::process::id());
     for (name, p) in &config.projections {
-        let applied = with_handler!(p.handler.as_str(), |h| catch_up(&h, &store, name, p, &owner).await?);
+        let applied = with_handler!(p.handler.as_str(), |h| catch_up(
+            &h, &store, name, p, &owner
+        )
+        .await?);
         println!("{name}: caught up ({applied} event(s) applied now)");
     }
     println!();
     print_status(&store.states().await?);
     for (name, p) in &config.projections {
         println!();
-        with_handler!(p.handler.as_str(), |h| sample_rows(&h, &store, name).await?);
+        with_handler!(p.handler.as_str(), |h| sample_rows(&h, &store, name)
+            .await?);
     }
     Ok(())
 }
 
 /// Prints a few rows of a projection's read model.
-async fn sample_rows<H: ProjectionHandler, S: EventStore + ProjectionStore>(handler: &H, store: &S, name: &str) -> Result<()> {
-    let events = store.read_all(Checkpoint::START, &handler.filter(), Partition::WHOLE, 500).await?;
+async fn sample_rows<H: ProjectionHandler, S: EventStore + ProjectionStore>(
+    handler: &H,
+    store: &S,
+    name: &str,
+) -> Result<()> {
+    let events = store
+        .read_all(Checkpoint::START, &handler.filter(), Partition::WHOLE, 500)
+        .await?;
     let mut keys: Vec<H::Key> = Vec::new();
     for e in &events {
         if let Some(k) = handler.key(e) {
@@ -230,10 +293,14 @@ async fn sample_rows<H: ProjectionHandler, S: EventStore + ProjectionStore>(hand
     let header: Vec<&str> = schema.all_columns().map(|c| c.name).collect();
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| r.iter().map(|v| match v.to_json() {
-            serde_json::Value::String(s) => s,
-            other => other.to_string(),
-        }).collect())
+        .map(|r| {
+            r.iter()
+                .map(|v| match v.to_json() {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .collect()
+        })
         .collect();
     println!("{name} (table {}), sample rows:", schema.name);
     println!("{}", table::render(&header, &cells));
@@ -261,7 +328,18 @@ fn print_status(states: &[ProjectionState]) {
     println!(
         "{}",
         table::render(
-            &["projection", "partition", "status", "checkpoint", "lag", "lag_s", "applied", "errors", "owner", "last_error"],
+            &[
+                "projection",
+                "partition",
+                "status",
+                "checkpoint",
+                "lag",
+                "lag_s",
+                "applied",
+                "errors",
+                "owner",
+                "last_error"
+            ],
             &rows
         )
     );
@@ -304,12 +382,23 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
         }
     };
     let adapter = LocalAdapter::new(config.clone(), connector.clone(), registry::<C>());
-    adapter.register_all(&store).await.context("registering projections")?;
+    adapter
+        .register_all(&store)
+        .await
+        .context("registering projections")?;
     drop(store);
-    let names: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
+    let names: Vec<String> = if only.is_empty() {
+        config.projections.keys().cloned().collect()
+    } else {
+        only
+    };
     for name in &names {
         let d = adapter.deploy(name).await?;
-        eprintln!("running {name} with {} partition(s) as {}", d.partitions, adapter.owner());
+        eprintln!(
+            "running {name} with {} partition(s) as {}",
+            d.partitions,
+            adapter.owner()
+        );
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let listen = adapter.listen(stop_rx);
@@ -327,10 +416,12 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
     let exits = tokio::task::block_in_place(|| adapter.stop_all());
     let failed: Vec<String> = exits
         .iter()
-        .flat_map(|(name, ws)| ws.iter().filter_map(move |w| match w {
-            WorkerExit::Failed(e) => Some(format!("{name}: {e}")),
-            WorkerExit::Stopped => None,
-        }))
+        .flat_map(|(name, ws)| {
+            ws.iter().filter_map(move |w| match w {
+                WorkerExit::Failed(e) => Some(format!("{name}: {e}")),
+                WorkerExit::Stopped => None,
+            })
+        })
         .collect();
     if failed.is_empty() {
         eprintln!("stopped cleanly");
@@ -344,13 +435,14 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -362,7 +454,12 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn rebuild<C: Connector>(config: &Config, connector: &C, name: &str, from: Option<i64>) -> Result<()> {
+pub async fn rebuild<C: Connector>(
+    config: &Config,
+    connector: &C,
+    name: &str,
+    from: Option<i64>,
+) -> Result<()> {
     let p = projection(config, name)?;
     register_all(config, connector).await?;
     let store = connect(connector).await?;
@@ -376,8 +473,10 @@ pub async fn rebuild<C: Connector>(config: &Config, connector: &C, name: &str, f
         .unwrap_or(0);
     let bar = indicatif::ProgressBar::new(total.max(1) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
@@ -397,7 +496,9 @@ pub async fn rebuild<C: Connector>(config: &Config, connector: &C, name: &str, f
         Ok(o) => o,
         Err(e) => {
             let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
-            return Err(anyhow!(e).context(format!("rebuild of {name} failed; the read model is unchanged")));
+            return Err(anyhow!(e).context(format!(
+                "rebuild of {name} failed; the read model is unchanged"
+            )));
         }
     };
     let secs = started.elapsed().as_secs_f64();
@@ -413,23 +514,50 @@ pub async fn rebuild<C: Connector>(config: &Config, connector: &C, name: &str, f
     Ok(())
 }
 
-async fn mark_failed<S: ProjectionStore>(store: &S, name: &str, partitions: u32, error: &str) -> Result<()> {
+async fn mark_failed<S: ProjectionStore>(
+    store: &S,
+    name: &str,
+    partitions: u32,
+    error: &str,
+) -> Result<()> {
     for index in 0..partitions {
         store
-            .set_status(name, Partition { index, count: partitions }, projector::Status::Running, Some(error))
+            .set_status(
+                name,
+                Partition {
+                    index,
+                    count: partitions,
+                },
+                projector::Status::Running,
+                Some(error),
+            )
             .await?;
     }
     Ok(())
 }
 
-pub async fn state<C: Connector>(config: &Config, connector: &C, name: &str, key: &str, at: Option<&str>) -> Result<()> {
+pub async fn state<C: Connector>(
+    config: &Config,
+    connector: &C,
+    name: &str,
+    key: &str,
+    at: Option<&str>,
+) -> Result<()> {
     let p = projection(config, name)?;
     let at = at
         .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)))
         .transpose()
-        .with_context(|| format!("--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z", at.unwrap_or("")))?;
+        .with_context(|| {
+            format!(
+                "--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z",
+                at.unwrap_or("")
+            )
+        })?;
     let store = connect(connector).await?;
-    with_handler!(p.handler.as_str(), |h| show_state(&h, &store, p, name, key, at).await)
+    with_handler!(p.handler.as_str(), |h| show_state(
+        &h, &store, p, name, key, at
+    )
+    .await)
 }
 
 async fn show_state<H: ProjectionHandler, S: EventStore>(
@@ -444,7 +572,15 @@ async fn show_state<H: ProjectionHandler, S: EventStore>(
     let aggregate = (handler.ordering() == Ordering::AggregateVersion)
         .then(|| Uuid::parse_str(key).ok())
         .flatten();
-    let found = state_at(handler, store, &p.events.to_filter(), &parsed, aggregate, at).await?;
+    let found = state_at(
+        handler,
+        store,
+        &p.events.to_filter(),
+        &parsed,
+        aggregate,
+        at,
+    )
+    .await?;
     let Some((row, version)) = found else {
         let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
         bail!("{name} has no row for key {key} ({when})");
@@ -456,8 +592,11 @@ async fn show_state<H: ProjectionHandler, S: EventStore>(
     if schema.version_column.is_some() {
         values.push(Value::BigInt(version));
     }
-    let object: serde_json::Map<String, serde_json::Value> =
-        schema.all_columns().zip(&values).map(|(c, v)| (c.name.to_owned(), v.to_json())).collect();
+    let object: serde_json::Map<String, serde_json::Value> = schema
+        .all_columns()
+        .zip(&values)
+        .map(|(c, v)| (c.name.to_owned(), v.to_json()))
+        .collect();
     println!("{}", serde_json::to_string_pretty(&object)?);
     Ok(())
 }

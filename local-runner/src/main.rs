@@ -20,7 +20,11 @@ pub const HANDLERS: &[&str] = &["user-profile", "daily-activity"];
 const DEFAULT_CONFIG: &str = include_str!("../../projections.yaml");
 
 #[derive(Parser)]
-#[command(name = "projector", version, about = "Runs event-sourced projections over PostgreSQL or an embedded store")]
+#[command(
+    name = "projector",
+    version,
+    about = "Runs event-sourced projections over PostgreSQL or an embedded store"
+)]
 struct Cli {
     /// Projection configuration. Defaults to ./projections.yaml, or the built-in one when absent.
     #[arg(long, short, global = true, env = "PROJECTOR_CONFIG")]
@@ -122,15 +126,43 @@ async fn run(cli: Cli) -> Result<()> {
     let backend = Backend::open(&config, cli.database_url.clone()).context("choosing the store")?;
     match cli.command {
         Command::Init => with_backend!(backend, |c| commands::init(&config, c).await),
-        Command::Append { file } => with_backend!(backend, |c| commands::append(&c, file.as_deref()).await),
-        Command::Demo { users } => with_backend!(backend, |c| commands::demo(&config, c, users).await),
-        Command::Run { projections } => with_backend!(backend, |c| commands::run(config, c, projections).await),
-        Command::Status { json } => with_backend!(backend, |c| commands::status(&config, &c, json).await),
-        Command::Rebuild { projection, from_version } => {
-            with_backend!(backend, |c| commands::rebuild(&config, &c, &projection, from_version).await)
+        Command::Append { file } => {
+            with_backend!(backend, |c| commands::append(&c, file.as_deref()).await)
         }
-        Command::State { projection, key, at } => {
-            with_backend!(backend, |c| commands::state(&config, &c, &projection, &key, at.as_deref()).await)
+        Command::Demo { users } => {
+            with_backend!(backend, |c| commands::demo(&config, c, users).await)
+        }
+        Command::Run { projections } => {
+            with_backend!(backend, |c| commands::run(config, c, projections).await)
+        }
+        Command::Status { json } => {
+            with_backend!(backend, |c| commands::status(&config, &c, json).await)
+        }
+        Command::Rebuild {
+            projection,
+            from_version,
+        } => {
+            with_backend!(backend, |c| commands::rebuild(
+                &config,
+                &c,
+                &projection,
+                from_version
+            )
+            .await)
+        }
+        Command::State {
+            projection,
+            key,
+            at,
+        } => {
+            with_backend!(backend, |c| commands::state(
+                &config,
+                &c,
+                &projection,
+                &key,
+                at.as_deref()
+            )
+            .await)
         }
     }
 }

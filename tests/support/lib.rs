@@ -1,1 +1,5 @@
 //! Shared test support.
+
+pub mod contract;
+pub mod ledger;
+pub mod pg;

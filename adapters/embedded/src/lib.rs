@@ -1,1 +1,341 @@
-//! projector-embedded
+//! The embedded store: events, projection bookkeeping and read models in one SQLite file
+//! (SQLite is compiled in), so Projector runs without a database server.
+//!
+//! It is the default store when no database URL is configured. It is meant for
+//! development, tests and single-machine use: every operation runs synchronously on one
+//! connection behind a mutex (the async trait methods do their work before returning),
+//! so a slow operation holds up the others of the same handle. Several processes may
+//! open the same file: the database is in WAL mode and writers wait for each other up
+//! to a busy timeout, after which the operation fails with
+//! [`StoreError::Unavailable`] (retryable).
+//!
+//! Semantics are those of the PostgreSQL store. SQLite serializes writers and every
+//! append takes the write lock before it assigns positions, so position order is commit
+//! order: every event has transaction id 0 and a checkpoint is `(0, position)`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), projector::StoreError> {
+//! use projector::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
+//! let store = projector_embedded::EmbeddedStore::open(".projector/projector.db")?;
+//! store
+//!     .append(AppendRequest {
+//!         aggregate_id: uuid::Uuid::new_v4(),
+//!         aggregate_type: "user".into(),
+//!         expected_version: ExpectedVersion::Exact(0),
+//!         events: vec![NewEvent::new("UserRegistered", serde_json::json!({"email": "ada@example.com"}))],
+//!         idempotency_key: None,
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use projector::{
+    AppendOutcome, AppendRequest, BatchCommit, Checkpoint, DomainEvent, EventFilter, EventStore,
+    Lease, Partition, ProjectionState, ProjectionStore, ReadBound, Rebuilds, Status, StoreError,
+    TableSchema, Value,
+};
+use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use uuid::Uuid;
+
+mod codec;
+mod error;
+mod events;
+mod projections;
+mod rebuild;
+
+pub use rebuild::EmbeddedRebuild;
+
+use crate::error::Context;
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One schema migration: applied once, in version order, recorded in
+/// `schema_migrations`.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The schema, oldest first.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_events",
+        sql: include_str!("../sql/0001_events.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_idempotency_keys",
+        sql: include_str!("../sql/0002_idempotency_keys.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_projections",
+        sql: include_str!("../sql/0003_projections.sql"),
+    },
+];
+
+/// How long a writer waits for another (thread or process) to release the database.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The embedded store. Cloning is cheap and shares the connection.
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Mutex<Connection>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner.path {
+            Some(path) => f.debug_struct("EmbeddedStore").field("path", path).finish(),
+            None => f
+                .debug_struct("EmbeddedStore")
+                .field("path", &":memory:")
+                .finish(),
+        }
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (creating it and its parent directories if needed) the store file at `path`
+    /// and brings its schema up to date.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let shown = path.display();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "embedded store {shown}: cannot create directory {}: {e}",
+                    parent.display()
+                ))
+            })?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .context(|| format!("open embedded store {shown}"))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .context(|| format!("open embedded store {shown}"))?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .context(|| format!("open embedded store {shown}: switch to WAL mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "embedded store {shown}: the file system does not support WAL mode (journal mode is {mode})"
+            )));
+        }
+        Self::setup(conn, Some(path.to_path_buf()))
+    }
+
+    /// A private store in memory (for tests); clones share it, and it is gone with the
+    /// last clone.
+    pub fn open_in_memory() -> Result<Self> {
+        let conn = Connection::open_in_memory().context(|| "open an in-memory embedded store")?;
+        Self::setup(conn, None)
+    }
+
+    fn setup(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
+        let shown = path
+            .as_ref()
+            .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+            .context(|| format!("open embedded store {shown}"))?;
+        events::register_functions(&conn)
+            .context(|| format!("open embedded store {shown}: register functions"))?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path,
+            }),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The file this store lives in (`None` in memory).
+    pub fn path(&self) -> Option<&Path> {
+        self.inner.path.as_deref()
+    }
+
+    /// Applies the migrations this file does not have yet. Idempotent, and safe while
+    /// other processes open the same file.
+    pub fn migrate(&self) -> Result<()> {
+        let shown = self.describe();
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| format!("migrate embedded store {shown}"))?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (\
+                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+        )
+        .context(|| format!("migrate embedded store {shown}"))?;
+        let applied: i64 = tx
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .context(|| format!("migrate embedded store {shown}"))?;
+        let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+        if applied > newest {
+            return Err(StoreError::Schema(format!(
+                "embedded store {shown} has schema version {applied}, newer than this build knows ({newest}); \
+                 upgrade Projector"
+            )));
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
+            let context = || format!("migrate embedded store {shown}: apply {}", m.name);
+            tx.execute_batch(m.sql).context(context)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                params![m.version, m.name, codec::format_ts(Utc::now())],
+            )
+            .context(context)?;
+        }
+        tx.commit()
+            .context(|| format!("migrate embedded store {shown}"))?;
+        Ok(())
+    }
+
+    /// The highest applied migration.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.lock()
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                [],
+                |r| r.get(0),
+            )
+            .context(|| {
+                format!(
+                    "read the schema version of embedded store {}",
+                    self.describe()
+                )
+            })
+    }
+
+    fn describe(&self) -> String {
+        self.inner
+            .path
+            .as_ref()
+            .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
+    }
+
+    /// The connection. A panic while it was held may have left a transaction open: it is
+    /// rolled back here, so the next operation starts clean.
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        let conn = self
+            .inner
+            .conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        conn
+    }
+}
+
+impl EventStore for EmbeddedStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        events::append(&mut self.lock(), request)
+    }
+
+    async fn read_aggregate(
+        &self,
+        aggregate_id: Uuid,
+        bound: ReadBound,
+    ) -> Result<Vec<DomainEvent>> {
+        events::read_aggregate(&self.lock(), aggregate_id, bound)
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        filter: &EventFilter,
+        partition: Partition,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>> {
+        events::read_all(&self.lock(), after, filter, partition, limit)
+    }
+}
+
+impl ProjectionStore for EmbeddedStore {
+    async fn register(
+        &self,
+        projection: &str,
+        table: &'static TableSchema,
+        filter: &EventFilter,
+        partitions: u32,
+    ) -> Result<()> {
+        projections::register(&mut self.lock(), projection, table, filter, partitions)
+    }
+
+    async fn claim(
+        &self,
+        projection: &str,
+        partition: Partition,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        projections::claim(&mut self.lock(), projection, partition, owner, ttl)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        projections::release(&self.lock(), lease)
+    }
+
+    async fn load_rows(
+        &self,
+        table: &'static TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>> {
+        projections::load_rows(&self.lock(), table, keys)
+    }
+
+    async fn commit(&self, commit: BatchCommit<'_>) -> Result<()> {
+        projections::commit(&mut self.lock(), commit)
+    }
+
+    async fn set_status(
+        &self,
+        projection: &str,
+        partition: Partition,
+        status: Status,
+        error: Option<&str>,
+    ) -> Result<()> {
+        projections::set_status(&self.lock(), projection, partition, status, error)
+    }
+
+    async fn states(&self) -> Result<Vec<ProjectionState>> {
+        projections::states(&self.lock())
+    }
+}
+
+impl Rebuilds for EmbeddedStore {
+    type Session<'a> = EmbeddedRebuild<'a>;
+
+    /// Takes the connection and opens the rebuild's transaction; see [`EmbeddedRebuild`].
+    async fn begin_rebuild<'a>(
+        &'a self,
+        projection: &str,
+        table: &'static TableSchema,
+    ) -> Result<EmbeddedRebuild<'a>> {
+        EmbeddedRebuild::begin(self.lock(), projection, table)
+    }
+}

@@ -66,7 +66,10 @@ pub struct EmbeddedConnector {
 
 impl EmbeddedConnector {
     pub fn new(store: EmbeddedStore, path: impl Into<String>) -> Self {
-        Self { store, path: path.into() }
+        Self {
+            store,
+            path: path.into(),
+        }
     }
 }
 

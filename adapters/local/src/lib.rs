@@ -30,8 +30,13 @@ pub trait Deploy<C: Connector>: Send + Sync {
     fn handler_filter(&self) -> projector::EventFilter;
 
     /// Starts a worker thread for one partition.
-    fn spawn(&self, connector: C, settings: WorkerSettings, wake: Arc<Notify>, shutdown: watch::Receiver<bool>)
-        -> JoinHandle<WorkerExit>;
+    fn spawn(
+        &self,
+        connector: C,
+        settings: WorkerSettings,
+        wake: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<WorkerExit>;
 }
 
 struct Entry<H>(Arc<H>);
@@ -58,11 +63,18 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
     ) -> JoinHandle<WorkerExit> {
         let handler = Arc::clone(&self.0);
         std::thread::Builder::new()
-            .name(format!("{}-{}", settings.projection, settings.partition.index))
+            .name(format!(
+                "{}-{}",
+                settings.projection, settings.partition.index
+            ))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 match rt {
-                    Ok(rt) => rt.block_on(run_partition(&*handler, &connector, &settings, wake, shutdown)),
+                    Ok(rt) => rt.block_on(run_partition(
+                        &*handler, &connector, &settings, wake, shutdown,
+                    )),
                     Err(e) => WorkerExit::Failed(format!("cannot start a runtime: {e}")),
                 }
             })
@@ -77,13 +89,16 @@ pub struct Registry<C: Connector> {
 
 impl<C: Connector> Default for Registry<C> {
     fn default() -> Self {
-        Self { handlers: BTreeMap::new() }
+        Self {
+            handlers: BTreeMap::new(),
+        }
     }
 }
 
 impl<C: Connector> Registry<C> {
     pub fn with<H: ProjectionHandler>(mut self, handler: H) -> Self {
-        self.handlers.insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
+        self.handlers
+            .insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
         self
     }
 
@@ -118,7 +133,11 @@ pub fn runner_id() -> String {
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "local".into());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 impl<C: Connector> LocalAdapter<C> {
@@ -142,12 +161,22 @@ impl<C: Connector> LocalAdapter<C> {
         Arc::clone(&self.wake)
     }
 
-    fn projection(&self, name: &str) -> Result<(&ProjectionConfig, &Arc<dyn Deploy<C>>), AdapterError> {
-        let p = self.config.projections.get(name).ok_or_else(|| AdapterError::UnknownProjection(name.to_owned()))?;
-        let d = self.registry.get(&p.handler).ok_or_else(|| AdapterError::UnknownHandler {
-            projection: name.to_owned(),
-            handler: p.handler.clone(),
-        })?;
+    fn projection(
+        &self,
+        name: &str,
+    ) -> Result<(&ProjectionConfig, &Arc<dyn Deploy<C>>), AdapterError> {
+        let p = self
+            .config
+            .projections
+            .get(name)
+            .ok_or_else(|| AdapterError::UnknownProjection(name.to_owned()))?;
+        let d = self
+            .registry
+            .get(&p.handler)
+            .ok_or_else(|| AdapterError::UnknownHandler {
+                projection: name.to_owned(),
+                handler: p.handler.clone(),
+            })?;
         Ok((p, d))
     }
 
@@ -156,7 +185,9 @@ impl<C: Connector> LocalAdapter<C> {
         for name in self.config.projections.keys() {
             let (p, d) = self.projection(name)?;
             let filter = d.handler_filter().and(&p.events.to_filter());
-            store.register(name, d.schema(), &filter, p.partitions).await?;
+            store
+                .register(name, d.schema(), &filter, p.partitions)
+                .await?;
         }
         Ok(())
     }
@@ -169,39 +200,69 @@ impl<C: Connector> LocalAdapter<C> {
                 let settings = WorkerSettings {
                     projection: name.to_owned(),
                     filter: p.events.to_filter(),
-                    partition: Partition { index, count: partitions },
+                    partition: Partition {
+                        index,
+                        count: partitions,
+                    },
                     batch_size: p.batch_size,
                     poll_interval: p.poll_interval,
                     lease_ttl: p.lease_ttl,
                     owner: self.owner.clone(),
                     retry: RetryPolicy::default(),
                 };
-                d.spawn(self.connector.clone(), settings, Arc::clone(&self.wake), rx.clone())
+                d.spawn(
+                    self.connector.clone(),
+                    settings,
+                    Arc::clone(&self.wake),
+                    rx.clone(),
+                )
             })
             .collect();
-        self.running
-            .lock()
-            .expect("running map")
-            .insert(name.to_owned(), Running { shutdown: tx, workers, partitions });
-        Ok(Deployment { projection: name.to_owned(), provider: "local", partitions })
+        self.running.lock().expect("running map").insert(
+            name.to_owned(),
+            Running {
+                shutdown: tx,
+                workers,
+                partitions,
+            },
+        );
+        Ok(Deployment {
+            projection: name.to_owned(),
+            provider: "local",
+            partitions,
+        })
     }
 
     /// Stops one projection's workers after their current batch; returns how each ended.
     pub fn stop(&self, name: &str) -> Vec<WorkerExit> {
         let running = self.running.lock().expect("running map").remove(name);
-        let Some(running) = running else { return Vec::new() };
+        let Some(running) = running else {
+            return Vec::new();
+        };
         let _ = running.shutdown.send(true);
         running
             .workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| WorkerExit::Failed("worker panicked".into())))
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| WorkerExit::Failed("worker panicked".into()))
+            })
             .collect()
     }
 
     /// Stops everything (Ctrl-C / SIGTERM): each worker drains its batch and releases its lease.
     pub fn stop_all(&self) -> BTreeMap<String, Vec<WorkerExit>> {
-        let names: Vec<String> = self.running.lock().expect("running map").keys().cloned().collect();
-        names.into_iter().map(|n| (n.clone(), self.stop(&n))).collect()
+        let names: Vec<String> = self
+            .running
+            .lock()
+            .expect("running map")
+            .keys()
+            .cloned()
+            .collect();
+        names
+            .into_iter()
+            .map(|n| (n.clone(), self.stop(&n)))
+            .collect()
     }
 
     /// True when every worker thread of every projection has ended (all failed).
@@ -215,7 +276,9 @@ impl<C: Connector> LocalAdapter<C> {
 
     /// Keeps idle workers woken by `LISTEN projector_events` (PostgreSQL only) until shutdown.
     pub async fn listen(&self, mut shutdown: watch::Receiver<bool>) {
-        let Some(url) = self.connector.listen_url().map(str::to_owned) else { return };
+        let Some(url) = self.connector.listen_url().map(str::to_owned) else {
+            return;
+        };
         let wake = Arc::clone(&self.wake);
         loop {
             if *shutdown.borrow() {
@@ -272,26 +335,40 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
     async fn scale(&self, projection: &str, partitions: u32) -> Result<Deployment, AdapterError> {
         let (p, d) = self.projection(projection)?;
         if partitions == 0 {
-            return Err(AdapterError::Provider("partitions must be at least 1".into()));
+            return Err(AdapterError::Provider(
+                "partitions must be at least 1".into(),
+            ));
         }
         let filter = d.handler_filter().and(&p.events.to_filter());
         let schema = d.schema();
         self.stop(projection);
         let store = self.connector.connect().await?;
-        store.register(projection, schema, &filter, partitions).await?;
+        store
+            .register(projection, schema, &filter, partitions)
+            .await?;
         self.start(projection, partitions)
     }
 
     async fn monitor(&self, projection: &str) -> Result<Vec<ProjectionState>, AdapterError> {
         self.projection(projection)?;
         let store = self.connector.connect().await?;
-        Ok(store.states().await?.into_iter().filter(|s| s.projection == projection).collect())
+        Ok(store
+            .states()
+            .await?
+            .into_iter()
+            .filter(|s| s.projection == projection)
+            .collect())
     }
 }
 
 impl<C: Connector> LocalAdapter<C> {
     /// Partition counts of the projections currently running.
     pub fn running(&self) -> BTreeMap<String, u32> {
-        self.running.lock().expect("running map").iter().map(|(k, v)| (k.clone(), v.partitions)).collect()
+        self.running
+            .lock()
+            .expect("running map")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.partitions))
+            .collect()
     }
 }

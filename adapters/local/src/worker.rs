@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use projector::{
-    BatchRunner, ErrorClass, EventFilter, Partition, ProjectionHandler, ProjectionStore, RetryPolicy, RuntimeError,
-    Status, StoreError,
+    BatchRunner, ErrorClass, EventFilter, Partition, ProjectionHandler, ProjectionStore,
+    RetryPolicy, RuntimeError, Status, StoreError,
 };
 use tokio::sync::{watch, Notify};
 
@@ -70,7 +70,10 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
             Err(e) => {
                 tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
                     "cannot reach {}; retrying", connector.describe());
-                let delay = s.retry.delay(failures.min(16), jitter()).max(Duration::from_millis(50));
+                let delay = s
+                    .retry
+                    .delay(failures.min(16), jitter())
+                    .max(Duration::from_millis(50));
                 failures = failures.saturating_add(1);
                 if sleep_or_stop(delay, &mut shutdown).await {
                     return WorkerExit::Stopped;
@@ -79,7 +82,10 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
             }
         };
         'claim: loop {
-            let lease = match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
+            let lease = match store
+                .claim(&s.projection, s.partition, &s.owner, s.lease_ttl)
+                .await
+            {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
                     // Another runner owns this partition; try again when its lease may expire.
@@ -91,7 +97,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 Err(e) if e.class() == ErrorClass::Transient => {
                     tracing::warn!(projection = %s.projection, error = %e, "claim failed; reconnecting");
                     failures = failures.saturating_add(1);
-                    if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
+                    if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await
+                    {
                         return WorkerExit::Stopped;
                     }
                     continue 'connect;
@@ -119,7 +126,10 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                     Ok(_) => {
                         failures = 0;
                         if renewed.elapsed() >= s.lease_ttl / 3 {
-                            match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
+                            match store
+                                .claim(&s.projection, s.partition, &s.owner, s.lease_ttl)
+                                .await
+                            {
                                 Ok(Some(_)) => renewed = Instant::now(),
                                 Ok(None) => continue 'claim,
                                 Err(e) if e.class() == ErrorClass::Transient => continue 'connect,
@@ -132,7 +142,9 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                             _ = shutdown.changed() => {}
                         }
                     }
-                    Err(RuntimeError::Store(StoreError::CheckpointMoved { .. } | StoreError::LeaseLost { .. })) => {
+                    Err(RuntimeError::Store(
+                        StoreError::CheckpointMoved { .. } | StoreError::LeaseLost { .. },
+                    )) => {
                         // A rebuild or another runner moved the partition: take it again from
                         // the stored checkpoint (a COMMIT whose reply was lost lands here too).
                         continue 'claim;
@@ -141,7 +153,9 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                         failures = failures.saturating_add(1);
                         tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
                             attempt = failures, "transient failure; retrying");
-                        if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
+                        if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown)
+                            .await
+                        {
                             return WorkerExit::Stopped;
                         }
                         continue 'connect;
@@ -155,7 +169,10 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
 
 async fn fail<S: ProjectionStore>(store: &S, s: &WorkerSettings, error: &str) -> WorkerExit {
     tracing::error!(projection = %s.projection, partition = %s.partition, error, "projection failed");
-    if let Err(e) = store.set_status(&s.projection, s.partition, Status::Failed, Some(error)).await {
+    if let Err(e) = store
+        .set_status(&s.projection, s.partition, Status::Failed, Some(error))
+        .await
+    {
         tracing::error!(projection = %s.projection, error = %e, "could not record the failure");
     }
     WorkerExit::Failed(error.to_owned())

@@ -15,6 +15,7 @@ mod table;
 mod types;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex as SyncMutex;
 
 use futures_util::lock::{Mutex, MutexGuard};
 use projector::StoreError;
@@ -30,6 +31,8 @@ pub struct PgStore {
     client: Mutex<Client>,
     /// Set when a rebuild session was dropped mid-transaction; the next user rolls back.
     needs_rollback: AtomicBool,
+    /// Projections whose abandoned rebuild left the status `rebuilding`.
+    abandoned: SyncMutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -42,7 +45,11 @@ impl PgStore {
     /// Wraps a connected client. The caller drives its `Connection` (natively a spawned
     /// task; in a Worker, joined with the work).
     pub fn new(client: Client) -> Self {
-        Self { client: Mutex::new(client), needs_rollback: AtomicBool::new(false) }
+        Self {
+            client: Mutex::new(client),
+            needs_rollback: AtomicBool::new(false),
+            abandoned: SyncMutex::new(Vec::new()),
+        }
     }
 
     pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Client>, StoreError> {
@@ -50,13 +57,46 @@ impl PgStore {
         if self.needs_rollback.swap(false, Ordering::AcqRel) {
             client.batch_execute("ROLLBACK").await.map_err(error::map)?;
         }
+        let abandoned =
+            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        for projection in abandoned {
+            client
+                .query_typed(
+                    "UPDATE projection_state SET status = 'running', updated_at = now()
+                     WHERE projection = $1 AND status = 'rebuilding'",
+                    &[(&projection, tokio_postgres::types::Type::TEXT)],
+                )
+                .await
+                .map_err(error::map)?;
+        }
         Ok(client)
+    }
+
+    /// Called by a rebuild session dropped before `finish`.
+    pub(crate) fn abandon(&self, projection: &str, in_transaction: bool) {
+        if in_transaction {
+            self.needs_rollback.store(true, Ordering::Release);
+        }
+        self.abandoned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(projection.to_owned());
     }
 
     /// Applies the schema migrations that have not run yet (idempotent).
     pub async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {
         let client = self.client().await?;
         migrate::run(&client).await
+    }
+
+    /// Runs SQL text as-is (simple query protocol; several statements allowed). For
+    /// administration and tests; projection work goes through the traits.
+    pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .batch_execute(sql)
+            .await
+            .map_err(error::map)
     }
 
     /// True when the connection has been closed (the runner reconnects).
@@ -73,13 +113,13 @@ mod connect {
         /// Connects natively (TCP or Unix socket, no TLS) and drives the connection on
         /// a tokio task. A refused or unreachable server is `Unavailable`, naming the host.
         pub async fn connect(url: &str) -> Result<Self, StoreError> {
-            let config: tokio_postgres::Config = url
-                .parse()
-                .map_err(|e| StoreError::InvalidInput(format!("database URL {}: {e}", redact(url))))?;
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{}: {}", redact(url), error::describe(&e))))?;
+            let config: tokio_postgres::Config = url.parse().map_err(|e| {
+                StoreError::InvalidInput(format!("database URL {}: {e}", redact(url)))
+            })?;
+            let (client, connection) =
+                config.connect(tokio_postgres::NoTls).await.map_err(|e| {
+                    StoreError::Unavailable(format!("{}: {}", redact(url), error::describe(&e)))
+                })?;
             tokio::spawn(async move {
                 // Errors surface to the client as closed-connection errors.
                 let _ = connection.await;
@@ -95,7 +135,12 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -103,12 +148,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            super::redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }
 }

@@ -8,7 +8,11 @@ use crate::error::map;
 /// `(version, name, sql)` in order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "events", include_str!("../sql/0001_events.sql")),
-    (2, "projections", include_str!("../sql/0002_projections.sql")),
+    (
+        2,
+        "projections",
+        include_str!("../sql/0002_projections.sql"),
+    ),
     (3, "notify", include_str!("../sql/0003_notify.sql")),
 ];
 

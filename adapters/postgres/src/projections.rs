@@ -6,13 +6,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::{
-    BatchCommit, Checkpoint, Column, EventFilter, Lease, Partition, ProjectionState, ProjectionStore, RowChanges,
-    Status, StoreError, TableSchema, Value,
+    BatchCommit, Checkpoint, Column, EventFilter, Lease, Partition, ProjectionState,
+    ProjectionStore, RowChanges, Status, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 
 use crate::error::map;
-use crate::table::{column_arrays, create_sql, delete_sql, load_sql, row_values, upsert_sql, ColumnArray};
+use crate::table::{
+    column_arrays, create_sql, delete_sql, load_sql, row_values, upsert_sql, ColumnArray,
+};
 use crate::types::Xid8;
 use crate::PgStore;
 
@@ -21,7 +23,10 @@ fn seconds(d: Duration) -> f64 {
 }
 
 /// Keys or rows as parameter arrays, appended to `params` in column order.
-pub(crate) fn push_arrays<'a>(arrays: &'a [(ColumnArray, Type)], params: &mut Vec<(&'a (dyn ToSql + Sync), Type)>) {
+pub(crate) fn push_arrays<'a>(
+    arrays: &'a [(ColumnArray, Type)],
+    params: &mut Vec<(&'a (dyn ToSql + Sync), Type)>,
+) {
     for (array, ty) in arrays {
         params.push((array, ty.clone()));
     }
@@ -38,25 +43,38 @@ pub(crate) async fn load_rows(
     let arrays = column_arrays(table.key, keys)?;
     let mut params = Vec::new();
     push_arrays(&arrays, &mut params);
-    let rows = client.query_typed(&load_sql(table), &params).await.map_err(map)?;
+    let rows = client
+        .query_typed(&load_sql(table), &params)
+        .await
+        .map_err(map)?;
     rows.iter().map(|r| row_values(table, r)).collect()
 }
 
 /// Writes row changes with no guard (inside a rebuild's transaction).
-pub(crate) async fn write_rows(client: &Client, table: &'static TableSchema, changes: RowChanges) -> Result<(), StoreError> {
+pub(crate) async fn write_rows(
+    client: &Client,
+    table: &'static TableSchema,
+    changes: RowChanges,
+) -> Result<(), StoreError> {
     const CHUNK: usize = 50_000;
     let all: Vec<Column> = table.all_columns().collect();
     for chunk in changes.upserts.chunks(CHUNK) {
         let arrays = column_arrays(&all, chunk)?;
         let mut params = Vec::new();
         push_arrays(&arrays, &mut params);
-        client.query_typed(&upsert_sql(table, 1, ""), &params).await.map_err(map)?;
+        client
+            .query_typed(&upsert_sql(table, 1, ""), &params)
+            .await
+            .map_err(map)?;
     }
     for chunk in changes.deletes.chunks(CHUNK) {
         let arrays = column_arrays(table.key, chunk)?;
         let mut params = Vec::new();
         push_arrays(&arrays, &mut params);
-        client.query_typed(&delete_sql(table, 1, ""), &params).await.map_err(map)?;
+        client
+            .query_typed(&delete_sql(table, 1, ""), &params)
+            .await
+            .map_err(map)?;
     }
     Ok(())
 }
@@ -96,9 +114,14 @@ impl ProjectionStore for PgStore {
         partitions: u32,
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client.batch_execute(&create_sql(table)).await.map_err(map)?;
-        let filter_json = serde_json::to_value(filter).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
-        let partitions = i32::try_from(partitions).map_err(|_| StoreError::InvalidInput("too many partitions".into()))?;
+        client
+            .batch_execute(&create_sql(table))
+            .await
+            .map_err(map)?;
+        let filter_json =
+            serde_json::to_value(filter).map_err(|e| StoreError::InvalidInput(e.to_string()))?;
+        let partitions = i32::try_from(partitions)
+            .map_err(|_| StoreError::InvalidInput("too many partitions".into()))?;
         client
             .query_typed(
                 "INSERT INTO projections (name, table_name, filter, partitions) VALUES ($1, $2, $3, $4)
@@ -115,10 +138,15 @@ impl ProjectionStore for PgStore {
             )
             .await
             .map_err(map)?;
-        if rows.len() == partitions as usize && rows.iter().all(|r| r.get::<_, i32>(0) == partitions) {
+        if rows.len() == partitions as usize
+            && rows.iter().all(|r| r.get::<_, i32>(0) == partitions)
+        {
             return Ok(());
         }
-        let checkpoints: Vec<(u64, i64)> = rows.iter().map(|r| (r.get::<_, Xid8>(1).0, r.get::<_, i64>(2))).collect();
+        let checkpoints: Vec<(u64, i64)> = rows
+            .iter()
+            .map(|r| (r.get::<_, Xid8>(1).0, r.get::<_, i64>(2)))
+            .collect();
         let start = checkpoints.first().copied().unwrap_or((0, 0));
         if checkpoints.iter().any(|c| *c != start) {
             return Err(StoreError::InvalidInput(format!(
@@ -128,15 +156,27 @@ impl ProjectionStore for PgStore {
             )));
         }
         let xid = Xid8(start.0);
-        client
-            .query_typed(
-                "WITH gone AS (DELETE FROM projection_state WHERE projection = $1)
-                 INSERT INTO projection_state (projection, partition, partitions, transaction_id, position)
-                 SELECT $1, p, $2, $3, $4 FROM generate_series(0, $2 - 1) AS p",
-                &[(&projection, Type::TEXT), (&partitions, Type::INT4), (&xid, Type::XID8), (&start.1, Type::INT8)],
-            )
-            .await
-            .map_err(map)?;
+        // Delete and insert in one transaction: a data-modifying CTE would check the new
+        // rows' keys against the rows it is deleting.
+        client.batch_execute("BEGIN").await.map_err(map)?;
+        let replaced = async {
+            client
+                .query_typed("DELETE FROM projection_state WHERE projection = $1", &[(&projection, Type::TEXT)])
+                .await?;
+            client
+                .query_typed(
+                    "INSERT INTO projection_state (projection, partition, partitions, transaction_id, position)
+                     SELECT $1, p, $2, $3, $4 FROM generate_series(0, $2 - 1) AS p",
+                    &[(&projection, Type::TEXT), (&partitions, Type::INT4), (&xid, Type::XID8), (&start.1, Type::INT8)],
+                )
+                .await?;
+            client.batch_execute("COMMIT").await
+        }
+        .await;
+        if let Err(e) = replaced {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(map(e));
+        }
         Ok(())
     }
 
@@ -152,7 +192,12 @@ impl ProjectionStore for PgStore {
         let row = client
             .query_typed_opt(
                 CLAIM,
-                &[(&projection, Type::TEXT), (&index, Type::INT4), (&owner, Type::TEXT), (&seconds(ttl), Type::FLOAT8)],
+                &[
+                    (&projection, Type::TEXT),
+                    (&index, Type::INT4),
+                    (&owner, Type::TEXT),
+                    (&seconds(ttl), Type::FLOAT8),
+                ],
             )
             .await
             .map_err(map)?;
@@ -166,7 +211,9 @@ impl ProjectionStore for PgStore {
                 .map_err(map)?;
             return match exists {
                 Some(_) => Ok(None),
-                None => Err(StoreError::UnknownProjection(format!("{projection} partition {partition}"))),
+                None => Err(StoreError::UnknownProjection(format!(
+                    "{projection} partition {partition}"
+                ))),
             };
         };
         let stored: i32 = row.get(2);
@@ -180,7 +227,10 @@ impl ProjectionStore for PgStore {
             projection: projection.to_owned(),
             partition,
             owner: owner.to_owned(),
-            checkpoint: Checkpoint { transaction_id: row.get::<_, Xid8>(0).0, position: row.get(1) },
+            checkpoint: Checkpoint {
+                transaction_id: row.get::<_, Xid8>(0).0,
+                position: row.get(1),
+            },
         }))
     }
 
@@ -198,7 +248,11 @@ impl ProjectionStore for PgStore {
         Ok(())
     }
 
-    async fn load_rows(&self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, StoreError> {
+    async fn load_rows(
+        &self,
+        table: &'static TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
         let client = self.client().await?;
         load_rows(&client, table, keys).await
     }
@@ -237,11 +291,17 @@ impl ProjectionStore for PgStore {
                 RETURNING 1)",
         );
         if !commit.changes.upserts.is_empty() {
-            sql.push_str(&format!(", up AS ({})", upsert_sql(table, params.len() + 1, guard)));
+            sql.push_str(&format!(
+                ", up AS ({})",
+                upsert_sql(table, params.len() + 1, guard)
+            ));
             push_arrays(&upserts, &mut params);
         }
         if !commit.changes.deletes.is_empty() {
-            sql.push_str(&format!(", del AS ({})", delete_sql(table, params.len() + 1, guard)));
+            sql.push_str(&format!(
+                ", del AS ({})",
+                delete_sql(table, params.len() + 1, guard)
+            ));
             push_arrays(&deletes, &mut params);
         }
         sql.push_str(" SELECT count(*) FROM cas");
@@ -300,8 +360,9 @@ impl ProjectionStore for PgStore {
             .map(|r| {
                 let status: String = r.get(6);
                 let lag_events: i64 = r.get(13);
-                let mut status = Status::parse(&status)
-                    .ok_or_else(|| StoreError::Database(format!("unknown projection status {status:?}")))?;
+                let mut status = Status::parse(&status).ok_or_else(|| {
+                    StoreError::Database(format!("unknown projection status {status:?}"))
+                })?;
                 if status == Status::Running && lag_events == 0 {
                     status = Status::CaughtUp;
                 }
@@ -309,7 +370,10 @@ impl ProjectionStore for PgStore {
                     projection: r.get(0),
                     partition: r.get::<_, i32>(1) as u32,
                     partitions: r.get::<_, i32>(2) as u32,
-                    checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(3).0, position: r.get(4) },
+                    checkpoint: Checkpoint {
+                        transaction_id: r.get::<_, Xid8>(3).0,
+                        position: r.get(4),
+                    },
                     last_event_at: r.get::<_, Option<DateTime<Utc>>>(5),
                     lag_events,
                     lag_seconds: r.get(14),

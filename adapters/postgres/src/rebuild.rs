@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use futures_util::lock::MutexGuard;
 use postgres_types::{ToSql, Type};
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
-    TableSchema, Value,
+    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds,
+    RowChanges, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -19,26 +19,84 @@ use crate::table::{column_arrays, delete_sql, ident};
 use crate::types::Xid8;
 use crate::PgStore;
 
+/// What the rebuild must delete before its first write.
+#[derive(Debug)]
+enum Clear {
+    Nothing,
+    All,
+    Keys(Vec<Vec<Value>>),
+}
+
 /// A rebuild in progress on one connection.
+///
+/// Reading and folding run outside any transaction; the write transaction begins at the
+/// first write. A transaction id held for the whole rebuild would hold back the read
+/// horizon of every projection on the server for as long.
 pub struct PgRebuild<'a> {
     store: &'a PgStore,
     client: MutexGuard<'a, Client>,
     projection: String,
     table: &'static TableSchema,
+    clear: Clear,
+    in_transaction: bool,
     done: bool,
 }
 
 impl std::fmt::Debug for PgRebuild<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgRebuild").field("projection", &self.projection).finish_non_exhaustive()
+        f.debug_struct("PgRebuild")
+            .field("projection", &self.projection)
+            .finish_non_exhaustive()
     }
 }
 
 impl Drop for PgRebuild<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.store.needs_rollback.store(true, std::sync::atomic::Ordering::Release);
+            // Cannot do I/O here: the store's next user rolls back and resets the status.
+            self.store.abandon(&self.projection, self.in_transaction);
         }
+    }
+}
+
+impl PgRebuild<'_> {
+    /// Begins the write transaction: locks the projection's checkpoint rows (live
+    /// commits wait, then find their checkpoint moved) and deletes the rows to redo.
+    async fn writing(&mut self) -> Result<(), StoreError> {
+        if self.in_transaction {
+            return Ok(());
+        }
+        self.client.batch_execute("BEGIN").await.map_err(map)?;
+        self.in_transaction = true;
+        self.client
+            .query_typed(
+                "SELECT 1 FROM projection_state WHERE projection = $1 FOR UPDATE",
+                &[(&self.projection, Type::TEXT)],
+            )
+            .await
+            .map_err(map)?;
+        match std::mem::replace(&mut self.clear, Clear::Nothing) {
+            Clear::Nothing => {}
+            Clear::All => {
+                // DELETE, not TRUNCATE: readers keep the old rows until the rebuild commits.
+                self.client
+                    .batch_execute(&format!("DELETE FROM {}", ident(self.table.name)))
+                    .await
+                    .map_err(map)?;
+            }
+            Clear::Keys(keys) => {
+                for chunk in keys.chunks(50_000) {
+                    let arrays = column_arrays(self.table.key, chunk)?;
+                    let mut params = Vec::new();
+                    push_arrays(&arrays, &mut params);
+                    self.client
+                        .query_typed(&delete_sql(self.table, 1, ""), &params)
+                        .await
+                        .map_err(map)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -51,32 +109,36 @@ impl Rebuilds for PgStore {
         table: &'static TableSchema,
     ) -> Result<PgRebuild<'a>, StoreError> {
         let client = self.client().await?;
-        client
+        let marked = client
             .query_typed(
-                "UPDATE projection_state SET status = 'rebuilding', updated_at = now() WHERE projection = $1",
+                "UPDATE projection_state SET status = 'rebuilding', updated_at = now() WHERE projection = $1
+                 RETURNING 1",
                 &[(&projection, Type::TEXT)],
             )
             .await
             .map_err(map)?;
-        client.batch_execute("BEGIN").await.map_err(map)?;
-        let session = PgRebuild { store: self, client, projection: projection.to_owned(), table, done: false };
-        let locked = session
-            .client
-            .query_typed(
-                "SELECT 1 FROM projection_state WHERE projection = $1 FOR UPDATE",
-                &[(&projection, Type::TEXT)],
-            )
-            .await
-            .map_err(map)?;
-        if locked.is_empty() {
+        if marked.is_empty() {
             return Err(StoreError::UnknownProjection(projection.to_owned()));
         }
-        Ok(session)
+        Ok(PgRebuild {
+            store: self,
+            client,
+            projection: projection.to_owned(),
+            table,
+            clear: Clear::Nothing,
+            in_transaction: false,
+            done: false,
+        })
     }
 }
 
 impl RebuildSession for PgRebuild<'_> {
-    async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>, StoreError> {
+    async fn read_all(
+        &mut self,
+        after: Checkpoint,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
         events::read_all(&self.client, after, filter, Partition::WHOLE, limit).await
     }
 
@@ -95,34 +157,33 @@ impl RebuildSession for PgRebuild<'_> {
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let fp = FilterParams::new(filter, Partition::WHOLE);
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&from, Type::INT8), (&after, Type::INT8)];
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
+            vec![(&from, Type::INT8), (&after, Type::INT8)];
         fp.push(&mut params);
         params.push((&limit, Type::INT8));
         let rows = self.client.query_typed(&sql, &params).await.map_err(map)?;
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
+    async fn read_aggregate(
+        &mut self,
+        aggregate_id: Uuid,
+        bound: ReadBound,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
         events::read_aggregate(&self.client, aggregate_id, bound).await
     }
 
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<(), StoreError> {
-        match keys {
-            None => {
-                // DELETE, not TRUNCATE: readers keep the old rows until the rebuild commits.
-                self.client
-                    .batch_execute(&format!("DELETE FROM {}", ident(self.table.name)))
-                    .await
-                    .map_err(map)?;
-            }
-            Some(keys) if keys.is_empty() => {}
-            Some(keys) => {
-                let arrays = column_arrays(self.table.key, keys)?;
-                let mut params = Vec::new();
-                push_arrays(&arrays, &mut params);
-                self.client.query_typed(&delete_sql(self.table, 1, ""), &params).await.map_err(map)?;
-            }
+        if self.in_transaction {
+            return Err(StoreError::InvalidInput(
+                "clear_rows must come before the first write".into(),
+            ));
         }
+        self.clear = match keys {
+            None => Clear::All,
+            Some([]) => Clear::Nothing,
+            Some(keys) => Clear::Keys(keys.to_vec()),
+        };
         Ok(())
     }
 
@@ -131,10 +192,17 @@ impl RebuildSession for PgRebuild<'_> {
     }
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
+        self.writing().await?;
         write_rows(&self.client, self.table, changes).await
     }
 
-    async fn finish(mut self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<(), StoreError> {
+    async fn finish(
+        mut self,
+        to: Checkpoint,
+        events_applied: u64,
+        last_event_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        self.writing().await?;
         let xid = Xid8(to.transaction_id);
         let applied = events_applied as i64;
         self.client

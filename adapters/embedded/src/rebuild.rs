@@ -1,0 +1,135 @@
+//! Rebuilds: one `BEGIN IMMEDIATE` transaction on the store's connection, held (with the
+//! connection lock) for the session's lifetime.
+
+use std::sync::MutexGuard;
+
+use chrono::{DateTime, Utc};
+use projector::{
+    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, RowChanges,
+    StoreError, TableSchema, Value,
+};
+use rusqlite::Connection;
+use uuid::Uuid;
+
+use crate::error::Context;
+use crate::{events, projections};
+
+/// A rebuild in progress on an [`EmbeddedStore`](crate::EmbeddedStore).
+///
+/// It holds the store's connection for its whole lifetime: every other operation on the
+/// same store handle (and its clones) waits until the session is finished or dropped, and
+/// other processes' writers wait on SQLite's lock (up to the busy timeout). Do not use
+/// the store from the task that holds a session: that would wait forever.
+///
+/// Dropping the session without [`RebuildSession::finish`] rolls everything back.
+pub struct EmbeddedRebuild<'a> {
+    conn: MutexGuard<'a, Connection>,
+    projection: String,
+    table: &'static TableSchema,
+    open: bool,
+}
+
+impl std::fmt::Debug for EmbeddedRebuild<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedRebuild")
+            .field("projection", &self.projection)
+            .field("table", &self.table.name)
+            .field("open", &self.open)
+            .finish()
+    }
+}
+
+impl<'a> EmbeddedRebuild<'a> {
+    pub(crate) fn begin(
+        conn: MutexGuard<'a, Connection>,
+        projection: &str,
+        table: &'static TableSchema,
+    ) -> Result<Self, StoreError> {
+        conn.execute_batch("BEGIN IMMEDIATE")
+            .context(|| format!("begin the rebuild of {projection}"))?;
+        let session = Self {
+            conn,
+            projection: projection.to_owned(),
+            table,
+            open: true,
+        };
+        let (table_name, _) = projections::projection_info(&session.conn, projection)?;
+        if table_name != table.name {
+            return Err(StoreError::InvalidInput(format!(
+                "rebuild {projection}: the projection writes table {table_name}, not {}",
+                table.name
+            )));
+        }
+        Ok(session)
+    }
+}
+
+impl Drop for EmbeddedRebuild<'_> {
+    fn drop(&mut self) {
+        if self.open {
+            // Nothing to report to: the rollback restores the state before the session.
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl RebuildSession for EmbeddedRebuild<'_> {
+    async fn read_all(
+        &mut self,
+        after: Checkpoint,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
+        events::read_all(&self.conn, after, filter, Partition::WHOLE, limit)
+    }
+
+    async fn read_since_position(
+        &mut self,
+        from: i64,
+        filter: &EventFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
+        events::read_since_position(&self.conn, from, filter, after, limit)
+    }
+
+    async fn read_aggregate(
+        &mut self,
+        aggregate_id: Uuid,
+        bound: ReadBound,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
+        events::read_aggregate(&self.conn, aggregate_id, bound)
+    }
+
+    async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<(), StoreError> {
+        projections::clear_rows(&self.conn, self.table, keys)
+    }
+
+    async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, StoreError> {
+        projections::load_rows(&self.conn, self.table, keys)
+    }
+
+    async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
+        projections::write_rows(&self.conn, self.table, &changes)
+    }
+
+    async fn finish(
+        mut self,
+        to: Checkpoint,
+        events_applied: u64,
+        last_event_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        projections::finish_rebuild(
+            &self.conn,
+            &self.projection,
+            to,
+            events_applied,
+            last_event_at,
+        )?;
+        self.conn
+            .execute_batch("COMMIT")
+            .context(|| format!("commit the rebuild of {}", self.projection))?;
+        self.open = false;
+        Ok(())
+    }
+}

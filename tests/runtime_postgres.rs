@@ -1,0 +1,227 @@
+//! The batch runtime on PostgreSQL when things go wrong: a payload that does not fit, a
+//! connection killed mid-run, a server that is not there.
+
+use std::time::Duration;
+
+use projection_user_profile::UserProfile;
+use projector::{
+    AppendRequest, BatchRunner, Checkpoint, ErrorClass, EventFilter, EventStore, ExpectedVersion,
+    NewEvent, Partition, ProjectionHandler, ProjectionStore, RuntimeError, StoreError,
+};
+use projector_postgres::PgStore;
+use projector_tests::ledger::{assert_matches_oracle, USER_PROFILE_ORACLE};
+use projector_tests::pg::TestDb;
+use serde_json::json;
+use uuid::Uuid;
+
+fn user(n: u128) -> Uuid {
+    Uuid::from_u128(0x5EED_0000 + n)
+}
+
+async fn append(
+    store: &PgStore,
+    id: Uuid,
+    expected: i64,
+    event_type: &str,
+    data: serde_json::Value,
+) -> Uuid {
+    let outcome = store
+        .append(AppendRequest {
+            aggregate_id: id,
+            aggregate_type: "user".into(),
+            expected_version: ExpectedVersion::Exact(expected),
+            events: vec![NewEvent::new(event_type, data)],
+            idempotency_key: None,
+        })
+        .await
+        .expect("append");
+    outcome.event_ids[0]
+}
+
+async fn claimed(store: &PgStore) -> projector::Lease {
+    store
+        .register(
+            "user-profile",
+            UserProfile.schema(),
+            &UserProfile.filter(),
+            1,
+        )
+        .await
+        .expect("register");
+    store
+        .claim(
+            "user-profile",
+            Partition::WHOLE,
+            "runtime-test",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("claim")
+        .expect("free lease")
+}
+
+async fn checkpoint(store: &PgStore) -> Checkpoint {
+    store
+        .states()
+        .await
+        .expect("states")
+        .iter()
+        .find(|s| s.projection == "user-profile")
+        .expect("state")
+        .checkpoint
+}
+
+#[tokio::test]
+async fn a_payload_that_does_not_fit_fails_the_batch_naming_the_event_and_writes_nothing() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    append(
+        &store,
+        user(1),
+        0,
+        "UserRegistered",
+        json!({"email": "a@x.io", "name": "A", "plan": "free"}),
+    )
+    .await;
+    let bad = append(&store, user(1), 1, "UserEmailChanged", json!({"email": 42})).await;
+    db.settle().await;
+    let lease = claimed(&store).await;
+    let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease);
+    let err = runner.step().await.expect_err("the batch must fail");
+    match &err {
+        RuntimeError::Apply(e) => assert_eq!(e.event_id, bad, "the error names the failing event"),
+        other => panic!("expected a handler error, got {other}"),
+    }
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert!(
+        err.to_string().contains(&bad.to_string()),
+        "message names the event: {err}"
+    );
+    assert_eq!(
+        checkpoint(&store).await,
+        Checkpoint::START,
+        "checkpoint unchanged"
+    );
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM user_profile", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "no half-written batch");
+}
+
+#[tokio::test]
+async fn a_killed_connection_is_transient_and_the_next_runner_resumes_exactly() {
+    let db = TestDb::new().await;
+    let writer = db.store().await;
+    for n in 0..50 {
+        append(
+            &writer,
+            user(n),
+            0,
+            "UserRegistered",
+            json!({"email": format!("{n}@x.io"), "name": "N", "plan": "free"}),
+        )
+        .await;
+    }
+    db.settle().await;
+    let store = db.store().await;
+    let lease = claimed(&store).await;
+    let mut runner =
+        BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
+    assert_eq!(runner.step().await.expect("first batch").events_read, 20);
+    let before = checkpoint(&writer).await;
+
+    // Kill every other connection to this database: the runner's among them.
+    let admin = db.client().await;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate backends");
+    let err = runner.step().await.expect_err("the connection is gone");
+    assert_eq!(
+        err.class(),
+        ErrorClass::Transient,
+        "a lost connection is retried, not dead-lettered: {err}"
+    );
+    assert_eq!(
+        checkpoint(&admin_store(&db).await).await,
+        before,
+        "nothing written by the failed batch"
+    );
+
+    // What the local runner does next: reconnect, re-claim from the stored checkpoint.
+    let store = db.store().await;
+    let lease = store
+        .claim(
+            "user-profile",
+            Partition::WHOLE,
+            "runtime-test",
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("claim")
+        .expect("our lease");
+    assert_eq!(lease.checkpoint, before);
+    let mut runner =
+        BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
+    while runner.step().await.expect("batch").events_read > 0 {}
+    assert_matches_oracle(&admin, "user_profile", USER_PROFILE_ORACLE).await;
+}
+
+async fn admin_store(db: &TestDb) -> PgStore {
+    db.store().await
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_transient_error() {
+    let err = PgStore::connect("postgres://postgres:secret@127.0.0.1:1/nowhere")
+        .await
+        .expect_err("nothing listens on port 1");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(err.is_retryable());
+    let message = err.to_string();
+    assert!(
+        message.contains("127.0.0.1:1/nowhere"),
+        "names the server: {message}"
+    );
+    assert!(
+        !message.contains("secret"),
+        "never prints the password: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_conflicting_append_names_aggregate_and_versions() {
+    let db = TestDb::new().await;
+    let (a, b) = (db.store().await, db.store().await);
+    append(&a, user(7), 0, "UserRegistered", json!({"email": "x@x.io"})).await;
+    let request = |name: &str| AppendRequest {
+        aggregate_id: user(7),
+        aggregate_type: "user".into(),
+        expected_version: ExpectedVersion::Exact(1),
+        events: vec![NewEvent::new("UserRenamed", json!({ "name": name }))],
+        idempotency_key: None,
+    };
+    // Two connections race for version 2: exactly one wins.
+    let (ra, rb) = tokio::join!(a.append(request("A")), b.append(request("B")));
+    let wins = [ra.is_ok(), rb.is_ok()].iter().filter(|w| **w).count();
+    assert_eq!(wins, 1, "exactly one append wins: {ra:?} / {rb:?}");
+    let err = ra.err().or(rb.err()).expect("one conflict");
+    match err {
+        StoreError::Conflict {
+            aggregate_id,
+            expected,
+            actual,
+        } => {
+            assert_eq!((aggregate_id, expected, actual), (user(7), 1, 2));
+        }
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+}
