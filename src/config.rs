@@ -24,6 +24,22 @@
 //!     partitions: 1                  # optional, 1..=256
 //!     poll_interval: 250ms           # optional
 //!     lease_ttl: 10s                 # optional, must be > poll_interval
+//!     retry:                         # optional: retries of a failing event
+//!       max_retries: 3               #   0..=20 (default 3)
+//!       base: 100ms                  #   first backoff ceiling (default 100ms)
+//!       cap: 10s                     #   largest backoff (default 10s), >= base
+//!     on_failure: park               # optional: park | stop (default park)
+//! alerts:                            # optional; absent = no alerting
+//!   webhook: http://127.0.0.1:9000/hooks/projector   # optional http(s) URL; absent = log only
+//!   interval: 5s                     # evaluation period (default 5s)
+//!   dead_letter_age: 10m             # each threshold is optional; absent = not checked
+//!   dead_letters: 1                  #   open dead letters >= this count (>= 1)
+//!   lag_seconds: 300                 #   a partition's lag above this many seconds (>= 1)
+//!   stalled: 2m                      #   lag > 0 and no batch committed for this long
+//!   retry: { max_retries: 5, base: 1s, cap: 1m }     # webhook delivery (these defaults)
+//! observability:                     # optional
+//!   listen: 127.0.0.1:9464           # /metrics and /health (default); `off` disables
+//!   health_interval: 30s             # a partition loop silent this long is unhealthy
 //! ```
 //!
 //! Durations are a positive integer followed by `ms`, `s`, `m` or `h`. Sizes are a
@@ -37,6 +53,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,7 +61,11 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_saphyr::{Location, MessageFormatter, Spanned};
 
+/// What a projection does with an event whose retries are exhausted (`on_failure:`):
+/// `park` (default) or `stop`. The runtime's own type, re-exported here.
+pub use crate::dead_letter::OnFailure;
 use crate::event::EventFilter;
+use crate::retry::RetryPolicy;
 
 /// Default for [`DatabaseConfig::url_env`].
 pub const DEFAULT_URL_ENV: &str = "DATABASE_URL";
@@ -62,13 +83,28 @@ pub const MAX_PARTITIONS: u32 = 256;
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Default for [`ProjectionConfig::lease_ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// Largest accepted `retry.max_retries` (projections and alert delivery).
+pub const MAX_RETRIES_LIMIT: u32 = 20;
+/// Default for [`ProjectionConfig::retry`].
+pub const DEFAULT_RETRY: RetryPolicy =
+    RetryPolicy { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_secs(10) };
+/// Default for [`ProjectionConfig::on_failure`].
+pub const DEFAULT_ON_FAILURE: OnFailure = OnFailure::Park;
+/// Default for [`AlertsConfig::interval`].
+pub const DEFAULT_ALERT_INTERVAL: Duration = Duration::from_secs(5);
+/// Default for [`AlertsConfig::retry`] (webhook delivery).
+pub const DEFAULT_ALERT_RETRY: RetryPolicy =
+    RetryPolicy { max_retries: 5, base: Duration::from_secs(1), cap: Duration::from_secs(60) };
+/// Default for [`ObservabilityConfig::listen`].
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9464));
+/// Default for [`ObservabilityConfig::health_interval`].
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest `config.memory` accepted with `provider: cloudflare` (Workers limit, 128MB).
 pub const CLOUDFLARE_MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
 /// Largest `config.timeout` accepted with `provider: cloudflare` (Workers limit, 5m).
 pub const CLOUDFLARE_MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-const DURATION_FORMS: &str =
-    "a positive integer followed by ms, s, m or h (e.g. 500ms, 30s, 5m, 1h)";
+const DURATION_FORMS: &str = "a positive integer followed by ms, s, m or h (e.g. 500ms, 30s, 5m, 1h)";
 const SIZE_FORMS: &str =
     "a positive integer followed by B, KB, MB, GB, KiB, MiB or GiB (e.g. 512KB, 128MB, 64MiB, 1GB)";
 
@@ -83,6 +119,10 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Projections by name; never empty.
     pub projections: BTreeMap<String, ProjectionConfig>,
+    /// Alerting (`alerts:`); `None` when the section is absent.
+    pub alerts: Option<AlertsConfig>,
+    /// The `/metrics` and `/health` endpoint (`observability:`; defaults when absent).
+    pub observability: ObservabilityConfig,
 }
 
 /// Which event store to use: PostgreSQL when the env var named `url_env` is set,
@@ -114,6 +154,70 @@ pub struct ProjectionConfig {
     pub poll_interval: Duration,
     /// How long a partition lease lives without renewal; always > `poll_interval`.
     pub lease_ttl: Duration,
+    /// Retries of a failing event (full-jitter backoff) before `on_failure` applies;
+    /// `max_retries` is 0..=20 and `cap >= base`.
+    pub retry: RetryPolicy,
+    /// What happens to an event that still fails after its retries.
+    pub on_failure: OnFailure,
+}
+
+/// The optional `alerts:` section: when to raise an incident, and where to send it.
+///
+/// Every threshold is optional; `None` means that condition is not checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// `http://` or `https://` URL receiving one JSON POST when an incident fires and
+    /// one when it resolves; `None`: incidents are only logged.
+    pub webhook: Option<String>,
+    /// How often the conditions are evaluated (default 5s).
+    pub interval: Duration,
+    /// Alert when the oldest open dead letter of a projection is older than this.
+    pub dead_letter_age: Option<Duration>,
+    /// Alert when a projection has at least this many open dead letters (>= 1).
+    pub dead_letters: Option<u64>,
+    /// Alert when a partition's lag exceeds this many seconds (>= 1).
+    pub lag_seconds: Option<u64>,
+    /// Alert when a projection is not progressing: lag > 0 and no batch committed for
+    /// this long, or a partition is stopped or failed.
+    pub stalled: Option<Duration>,
+    /// Backoff for webhook delivery (default 5 retries, base 1s, cap 1m).
+    pub retry: RetryPolicy,
+}
+
+impl AlertsConfig {
+    /// An `alerts:` section with only the defaults: no webhook, no threshold.
+    pub fn new() -> AlertsConfig {
+        AlertsConfig {
+            webhook: None,
+            interval: DEFAULT_ALERT_INTERVAL,
+            dead_letter_age: None,
+            dead_letters: None,
+            lag_seconds: None,
+            stalled: None,
+            retry: DEFAULT_ALERT_RETRY,
+        }
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig::new()
+    }
+}
+
+/// The optional `observability:` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObservabilityConfig {
+    /// Where `/metrics` and `/health` are served; `None` when `listen: off`.
+    pub listen: Option<SocketAddr>,
+    /// A partition whose worker loop has not heart-beaten for this long is unhealthy.
+    pub health_interval: Duration,
+}
+
+impl Default for ObservabilityConfig {
+    fn default() -> Self {
+        ObservabilityConfig { listen: Some(DEFAULT_LISTEN), health_interval: DEFAULT_HEALTH_INTERVAL }
+    }
 }
 
 /// Where a projection handler runs.
@@ -173,19 +277,13 @@ pub struct EventFilterConfig {
 impl EventFilterConfig {
     /// The store-level filter this configuration describes.
     pub fn to_filter(&self) -> EventFilter {
-        EventFilter {
-            event_types: self.event_types.clone(),
-            aggregate_types: self.aggregate_types.clone(),
-        }
+        EventFilter { event_types: self.event_types.clone(), aggregate_types: self.aggregate_types.clone() }
     }
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig {
-            url_env: DEFAULT_URL_ENV.to_owned(),
-            embedded_path: PathBuf::from(DEFAULT_EMBEDDED_PATH),
-        }
+        DatabaseConfig { url_env: DEFAULT_URL_ENV.to_owned(), embedded_path: PathBuf::from(DEFAULT_EMBEDDED_PATH) }
     }
 }
 
@@ -194,9 +292,7 @@ impl DatabaseConfig {
     /// unset, empty or not Unicode (then the embedded store is used). Always `None` on
     /// targets without an environment (wasm32-unknown-unknown).
     pub fn url(&self) -> Option<String> {
-        std::env::var(&self.url_env)
-            .ok()
-            .filter(|url| !url.is_empty())
+        std::env::var(&self.url_env).ok().filter(|url| !url.is_empty())
     }
 }
 
@@ -206,20 +302,12 @@ impl Config {
     ///
     /// All validation errors are returned together; a YAML syntax or schema error
     /// (unknown key, wrong type) is returned alone.
-    pub fn from_yaml_str(
-        text: &str,
-        file: &str,
-        known_handlers: &[&str],
-    ) -> Result<Config, ConfigErrors> {
+    pub fn from_yaml_str(text: &str, file: &str, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
         let raw = match serde_saphyr::from_str::<Option<RawConfig>>(text) {
             Ok(raw) => raw,
             Err(err) => return Err(parse_error(file, &err).into()),
         };
-        let mut validator = Validator {
-            file,
-            known_handlers,
-            errors: Vec::new(),
-        };
+        let mut validator = Validator { file, known_handlers, errors: Vec::new() };
         let config = validator.config(raw);
         if validator.errors.is_empty() {
             return Ok(config);
@@ -233,10 +321,8 @@ impl Config {
     /// Reads the file at `path` and parses it with [`Config::from_yaml_str`]; messages
     /// name the file as `path` is written.
     pub fn load(path: &Path, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_yaml_str(&text, &path.display().to_string(), known_handlers)
     }
 }
@@ -273,10 +359,7 @@ impl fmt::Display for Position {
 pub enum ConfigError {
     /// The file could not be read.
     #[error("{}: cannot read configuration file: {source}", .path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     /// Not valid YAML, or not the expected shape (unknown or missing key, wrong type).
     #[error("{at}: {message}")]
     Syntax { at: Position, message: String },
@@ -293,67 +376,40 @@ pub enum ConfigError {
     InvalidProjectionName { at: Position, name: String },
     /// `handler:` names no known handler.
     #[error("{at}: unknown handler `{name}`, expected one of: {}", list_or_none(.known))]
-    UnknownHandler {
-        at: Position,
-        name: String,
-        known: Vec<String>,
-    },
+    UnknownHandler { at: Position, name: String, known: Vec<String> },
     /// `provider:` is neither `local` nor `cloudflare`.
     #[error("{at}: unknown provider `{value}`, expected one of: local, cloudflare")]
     UnknownProvider { at: Position, value: String },
     /// A duration that is not `<integer><ms|s|m|h>`.
     #[error("{at}: invalid duration `{value}` for `{field}`: expected {DURATION_FORMS}")]
-    InvalidDuration {
-        at: Position,
-        field: &'static str,
-        value: String,
-    },
+    InvalidDuration { at: Position, field: &'static str, value: String },
     /// A size that is not `<integer><unit>`.
     #[error("{at}: invalid size `{value}` for `{field}`: expected {SIZE_FORMS}")]
-    InvalidSize {
-        at: Position,
-        field: &'static str,
-        value: String,
-    },
+    InvalidSize { at: Position, field: &'static str, value: String },
     /// An integer knob outside its range (`batch_size`, `partitions`, `concurrency`).
     #[error("{at}: `{field}` must be {}, got {value}", describe_range(*.min, *.max))]
-    OutOfRange {
-        at: Position,
-        field: &'static str,
-        value: i64,
-        min: i64,
-        max: Option<i64>,
-    },
+    OutOfRange { at: Position, field: &'static str, value: i64, min: i64, max: Option<i64> },
     /// A limit of the chosen provider is exceeded.
     #[error(
         "{at}: `{field}` is {value} but provider `{provider}` allows at most {limit}; \
          lower it or use `provider: local`"
     )]
-    ProviderLimit {
-        at: Position,
-        provider: Provider,
-        field: &'static str,
-        value: String,
-        limit: &'static str,
-    },
+    ProviderLimit { at: Position, provider: Provider, field: &'static str, value: String, limit: &'static str },
     /// `lease_ttl` is not greater than `poll_interval`.
     #[error(
         "{at}: `lease_ttl` ({lease_ttl}) must be greater than `poll_interval` ({poll_interval}), \
          or leases expire between two polls"
     )]
-    LeaseTtlNotAbovePollInterval {
-        at: Position,
-        lease_ttl: String,
-        poll_interval: String,
-    },
+    LeaseTtlNotAbovePollInterval { at: Position, lease_ttl: String, poll_interval: String },
+    /// A `retry:` whose `cap` is below its `base`.
+    #[error(
+        "{at}: `retry.cap` ({cap}) must be at least `retry.base` ({base}); \
+         the backoff grows from base up to cap"
+    )]
+    RetryCapBelowBase { at: Position, cap: String, base: String },
     /// Any other bad value; `expected` says what is accepted.
     #[error("{at}: invalid `{field}` value `{value}`: expected {expected}")]
-    InvalidValue {
-        at: Position,
-        field: &'static str,
-        value: String,
-        expected: &'static str,
-    },
+    InvalidValue { at: Position, field: &'static str, value: String, expected: &'static str },
 }
 
 impl ConfigError {
@@ -371,6 +427,7 @@ impl ConfigError {
             | ConfigError::OutOfRange { at, .. }
             | ConfigError::ProviderLimit { at, .. }
             | ConfigError::LeaseTtlNotAbovePollInterval { at, .. }
+            | ConfigError::RetryCapBelowBase { at, .. }
             | ConfigError::InvalidValue { at, .. } => Some(at),
         }
     }
@@ -396,9 +453,7 @@ impl ConfigErrors {
 
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> Self {
-        ConfigErrors {
-            errors: vec![error],
-        }
+        ConfigErrors { errors: vec![error] }
     }
 }
 
@@ -445,11 +500,7 @@ fn describe_range(min: i64, max: Option<i64>) -> String {
 fn shown(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
-            let escaped: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
+            let escaped: Vec<char> = if c.is_control() { c.escape_default().collect() } else { vec![c] };
             escaped
         })
         .collect()
@@ -459,21 +510,11 @@ fn shown(text: &str) -> String {
 /// line and column and its message without the location suffix or source snippet.
 fn parse_error(file: &str, err: &serde_saphyr::Error) -> ConfigError {
     let at = match err.location() {
-        Some(loc) => Position {
-            file: file.to_owned(),
-            line: loc.line(),
-            column: loc.column(),
-        },
-        None => Position {
-            file: file.to_owned(),
-            line: 0,
-            column: 0,
-        },
+        Some(loc) => Position { file: file.to_owned(), line: loc.line(), column: loc.column() },
+        None => Position { file: file.to_owned(), line: 0, column: 0 },
     };
     let mut inner = err;
-    while let serde_saphyr::Error::AliasError { error, .. }
-    | serde_saphyr::Error::WithSnippet { error, .. } = inner
-    {
+    while let serde_saphyr::Error::AliasError { error, .. } | serde_saphyr::Error::WithSnippet { error, .. } = inner {
         inner = error;
     }
     let message = match inner {
@@ -497,10 +538,7 @@ fn parse_error(file: &str, err: &serde_saphyr::Error) -> ConfigError {
             }
         }
     };
-    ConfigError::Syntax {
-        at,
-        message: shown(&message),
-    }
+    ConfigError::Syntax { at, message: shown(&message) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -518,9 +556,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "h" => 3_600_000,
         _ => return None,
     };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
+    number.checked_mul(millis_per_unit).map(Duration::from_millis)
 }
 
 /// Parses `<positive integer><unit>` with unit `B`, `KB`, `MB`, `GB`, `KiB`, `MiB` or
@@ -569,6 +605,8 @@ fn format_duration(duration: Duration) -> String {
 struct RawConfig {
     database: Option<RawDatabase>,
     projections: Option<Spanned<Entries<RawProjection>>>,
+    alerts: Option<RawAlerts>,
+    observability: Option<RawObservability>,
 }
 
 #[derive(Deserialize)]
@@ -589,6 +627,35 @@ struct RawProjection {
     partitions: Option<Spanned<i64>>,
     poll_interval: Option<Spanned<String>>,
     lease_ttl: Option<Spanned<String>>,
+    retry: Option<RawRetry>,
+    on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_retries: Option<Spanned<i64>>,
+    base: Option<Spanned<String>>,
+    cap: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    webhook: Option<Spanned<String>>,
+    interval: Option<Spanned<String>>,
+    dead_letter_age: Option<Spanned<String>>,
+    dead_letters: Option<Spanned<i64>>,
+    lag_seconds: Option<Spanned<i64>>,
+    stalled: Option<Spanned<String>>,
+    retry: Option<RawRetry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawObservability {
+    listen: Option<Spanned<String>>,
+    health_interval: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -655,25 +722,17 @@ struct Validator<'a> {
 
 impl Validator<'_> {
     fn at(&self, location: &Location) -> Position {
-        Position {
-            file: self.file.to_owned(),
-            line: location.line(),
-            column: location.column(),
-        }
+        Position { file: self.file.to_owned(), line: location.line(), column: location.column() }
     }
 
     fn start_of_file(&self) -> Position {
-        Position {
-            file: self.file.to_owned(),
-            line: 1,
-            column: 1,
-        }
+        Position { file: self.file.to_owned(), line: 1, column: 1 }
     }
 
     fn config(&mut self, raw: Option<RawConfig>) -> Config {
-        let (database, projections) = match raw {
-            Some(raw) => (raw.database, raw.projections),
-            None => (None, None),
+        let (database, projections, alerts, observability) = match raw {
+            Some(raw) => (raw.database, raw.projections, raw.alerts, raw.observability),
+            None => (None, None, None, None),
         };
         let database = self.database(database);
         let mut out = BTreeMap::new();
@@ -691,17 +750,109 @@ impl Validator<'_> {
                     }
                 }
             }
-            Some(projections) => self.errors.push(ConfigError::NoProjections {
-                at: self.at(&projections.referenced),
-            }),
-            None => self.errors.push(ConfigError::NoProjections {
-                at: self.start_of_file(),
-            }),
+            Some(projections) => self.errors.push(ConfigError::NoProjections { at: self.at(&projections.referenced) }),
+            None => self.errors.push(ConfigError::NoProjections { at: self.start_of_file() }),
         }
-        Config {
-            database,
-            projections: out,
+        let alerts = alerts.map(|raw| self.alerts(raw));
+        let observability = self.observability(observability);
+        Config { database, projections: out, alerts, observability }
+    }
+
+    fn alerts(&mut self, raw: RawAlerts) -> AlertsConfig {
+        let mut alerts = AlertsConfig::new();
+        if let Some(webhook) = raw.webhook {
+            if is_http_url(&webhook.value) {
+                alerts.webhook = Some(webhook.value);
+            } else {
+                self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&webhook.referenced),
+                    field: "webhook",
+                    value: shown(&webhook.value),
+                    expected: "an http:// or https:// URL with a host \
+                               (e.g. http://127.0.0.1:9000/hooks/projector)",
+                });
+            }
         }
+        if let Some(interval) = &raw.interval {
+            if let Some(interval) = self.duration("interval", interval) {
+                alerts.interval = interval;
+            }
+        }
+        alerts.dead_letter_age = raw.dead_letter_age.as_ref().and_then(|value| self.duration("dead_letter_age", value));
+        alerts.dead_letters = raw
+            .dead_letters
+            .as_ref()
+            .and_then(|value| self.integer("dead_letters", value, 1, None))
+            .and_then(|n| u64::try_from(n).ok());
+        alerts.lag_seconds = raw
+            .lag_seconds
+            .as_ref()
+            .and_then(|value| self.integer("lag_seconds", value, 1, None))
+            .and_then(|n| u64::try_from(n).ok());
+        alerts.stalled = raw.stalled.as_ref().and_then(|value| self.duration("stalled", value));
+        if let Some(retry) = self.retry(raw.retry, DEFAULT_ALERT_RETRY) {
+            alerts.retry = retry;
+        }
+        alerts
+    }
+
+    fn observability(&mut self, raw: Option<RawObservability>) -> ObservabilityConfig {
+        let mut out = ObservabilityConfig::default();
+        let Some(raw) = raw else {
+            return out;
+        };
+        if let Some(listen) = raw.listen {
+            match parse_listen(&listen.value) {
+                Some(addr) => out.listen = addr,
+                None => self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&listen.referenced),
+                    field: "listen",
+                    value: shown(&listen.value),
+                    expected: "an IP address and port (e.g. 127.0.0.1:9464, 0.0.0.0:9464, \
+                               [::1]:9464, localhost:9464) or `off`",
+                }),
+            }
+        }
+        if let Some(interval) = &raw.health_interval {
+            if let Some(interval) = self.duration("health_interval", interval) {
+                out.health_interval = interval;
+            }
+        }
+        out
+    }
+
+    /// A `retry:` mapping over `defaults`; `None` if anything in it was wrong (the
+    /// errors are recorded).
+    fn retry(&mut self, raw: Option<RawRetry>, defaults: RetryPolicy) -> Option<RetryPolicy> {
+        let Some(raw) = raw else {
+            return Some(defaults);
+        };
+        let max_retries = match &raw.max_retries {
+            Some(value) => self
+                .integer("retry.max_retries", value, 0, Some(i64::from(MAX_RETRIES_LIMIT)))
+                .and_then(|n| u32::try_from(n).ok()),
+            None => Some(defaults.max_retries),
+        };
+        let base = match &raw.base {
+            Some(value) => self.duration("retry.base", value),
+            None => Some(defaults.base),
+        };
+        let cap = match &raw.cap {
+            Some(value) => self.duration("retry.cap", value),
+            None => Some(defaults.cap),
+        };
+        let (base, cap) = (base?, cap?);
+        if cap < base {
+            // Point at whichever of the two was written (cap if both).
+            let location = raw.cap.as_ref().or(raw.base.as_ref()).map(|value| value.referenced);
+            self.errors.push(ConfigError::RetryCapBelowBase {
+                at: location.map_or_else(|| self.start_of_file(), |l| self.at(&l)),
+                cap: format_duration(cap),
+                base: format_duration(base),
+            });
+            return None;
+        }
+        Some(RetryPolicy { max_retries: max_retries?, base, cap })
     }
 
     fn database(&mut self, raw: Option<RawDatabase>) -> DatabaseConfig {
@@ -801,11 +952,7 @@ impl Validator<'_> {
         if let (Some(poll), Some(ttl)) = (poll_interval, lease_ttl) {
             if ttl <= poll {
                 // Point at whichever of the two was written (lease_ttl if both).
-                let location = raw
-                    .lease_ttl
-                    .as_ref()
-                    .or(raw.poll_interval.as_ref())
-                    .map(|value| value.referenced);
+                let location = raw.lease_ttl.as_ref().or(raw.poll_interval.as_ref()).map(|value| value.referenced);
                 self.errors.push(ConfigError::LeaseTtlNotAbovePollInterval {
                     at: location.map_or_else(|| self.start_of_file(), |l| self.at(&l)),
                     lease_ttl: format_duration(ttl),
@@ -813,6 +960,23 @@ impl Validator<'_> {
                 });
             }
         }
+
+        let retry = self.retry(raw.retry, DEFAULT_RETRY);
+        let on_failure = match &raw.on_failure {
+            Some(value) => {
+                let parsed = on_failure_from_name(&value.value);
+                if parsed.is_none() {
+                    self.errors.push(ConfigError::InvalidValue {
+                        at: self.at(&value.referenced),
+                        field: "on_failure",
+                        value: shown(&value.value),
+                        expected: "one of: park, stop",
+                    });
+                }
+                parsed
+            }
+            None => Some(DEFAULT_ON_FAILURE),
+        };
 
         if self.errors.len() != errors_before {
             return None;
@@ -832,6 +996,8 @@ impl Validator<'_> {
             partitions: u32::try_from(partitions?).ok()?,
             poll_interval: poll_interval?,
             lease_ttl: lease_ttl?,
+            retry: retry?,
+            on_failure: on_failure?,
         })
     }
 
@@ -888,13 +1054,7 @@ impl Validator<'_> {
 
     /// `value` if it is in `min..=max` (`max` defaults to `u32::MAX`, the widest type
     /// these knobs are stored in).
-    fn integer(
-        &mut self,
-        field: &'static str,
-        value: &Spanned<i64>,
-        min: i64,
-        max: Option<i64>,
-    ) -> Option<i64> {
+    fn integer(&mut self, field: &'static str, value: &Spanned<i64>, min: i64, max: Option<i64>) -> Option<i64> {
         let limit = max.unwrap_or(i64::from(u32::MAX));
         if (min..=limit).contains(&value.value) {
             return Some(value.value);
@@ -912,10 +1072,80 @@ impl Validator<'_> {
 }
 
 fn is_projection_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The `on_failure:` choice spelled `name` (`park`, `stop`).
+fn on_failure_from_name(name: &str) -> Option<OnFailure> {
+    match name {
+        "park" => Some(OnFailure::Park),
+        "stop" => Some(OnFailure::Stop),
+        _ => None,
+    }
+}
+
+/// `off` (`Some(None)`), `IP:port`, `[IPv6]:port` or `localhost:port`; `None` otherwise.
+fn parse_listen(text: &str) -> Option<Option<SocketAddr>> {
+    if text == "off" {
+        return Some(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(Some(addr));
+    }
+    let port = text.strip_prefix("localhost:")?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok()?;
+    Some(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+}
+
+/// An absolute `http://` or `https://` URL with a host (a DNS name, an IPv4 address or
+/// a bracketed IPv6 address), an optional port, and no whitespace.
+fn is_http_url(url: &str) -> bool {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let lower = url.to_ascii_lowercase();
+    let Some(scheme_len) = ["http://", "https://"].into_iter().find(|scheme| lower.starts_with(scheme)).map(str::len)
+    else {
+        return false;
+    };
+    let rest = &url[scheme_len..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials (`user:password@`) may precede the host.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host_ok, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return false,
+            },
+        };
+        (host.parse::<Ipv6Addr>().is_ok(), port)
+    } else {
+        let (host, port) = match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let ok = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        (ok, port)
+    };
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    host_ok && port_ok
 }
 
 fn is_env_var_name(name: &str) -> bool {
@@ -954,15 +1184,12 @@ mod tests {
     #[test]
     fn invalid_fixtures_fail_with_the_expected_message() {
         let files = yaml_files(&fixtures_dir().join("invalid"));
-        assert!(
-            files.len() >= 10,
-            "expected the invalid fixtures, found {files:?}"
-        );
+        assert!(files.len() >= 10, "expected the invalid fixtures, found {files:?}");
         let mut failures = Vec::new();
         for file in files {
             let expected_path = file.with_extension("err");
-            let expected = std::fs::read_to_string(&expected_path)
-                .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+            let expected =
+                std::fs::read_to_string(&expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
             let expected = expected.trim();
             assert!(!expected.is_empty(), "{} is empty", expected_path.display());
             match Config::load(&file, KNOWN) {
@@ -995,12 +1222,9 @@ mod tests {
     #[test]
     fn repository_projections_yaml_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("projections.yaml");
-        let config = Config::load(&path, &["user-profile", "daily-activity"])
-            .unwrap_or_else(|errors| panic!("{errors}"));
-        assert_eq!(
-            config.projections.keys().collect::<Vec<_>>(),
-            ["daily-activity", "user-profile"]
-        );
+        let config =
+            Config::load(&path, &["user-profile", "daily-activity"]).unwrap_or_else(|errors| panic!("{errors}"));
+        assert_eq!(config.projections.keys().collect::<Vec<_>>(), ["daily-activity", "user-profile"]);
         let profile = &config.projections["user-profile"];
         assert_eq!(profile.handler, "user-profile");
         assert_eq!(profile.provider, Provider::Local);
@@ -1008,12 +1232,15 @@ mod tests {
         assert_eq!(profile.config.timeout, Duration::from_secs(30));
         assert_eq!(
             profile.events.to_filter(),
-            EventFilter {
-                event_types: vec![],
-                aggregate_types: vec!["user".into()],
-            }
+            EventFilter { event_types: vec![], aggregate_types: vec!["user".into()] }
         );
         assert_eq!(config.database, DatabaseConfig::default());
+        assert_eq!(profile.retry, RetryPolicy::default());
+        assert_eq!(profile.on_failure, OnFailure::Park);
+        let alerts = config.alerts.as_ref().expect("alerts section");
+        assert_eq!(alerts.webhook, None);
+        assert_eq!(alerts.stalled, Some(Duration::from_secs(120)));
+        assert_eq!(config.observability, ObservabilityConfig::default());
     }
 
     #[test]
@@ -1026,19 +1253,12 @@ mod tests {
         )
         .unwrap_or_else(|errors| panic!("{errors}"));
         assert_eq!(config.database.url_env, "DATABASE_URL");
-        assert_eq!(
-            config.database.embedded_path,
-            PathBuf::from(".projector/projector.db")
-        );
+        assert_eq!(config.database.embedded_path, PathBuf::from(".projector/projector.db"));
         let p = &config.projections["p"];
         assert_eq!(p.provider, Provider::Cloudflare);
         assert_eq!(
             p.config,
-            ResourceConfig {
-                memory_bytes: 64 << 20,
-                timeout: Duration::from_secs(300),
-                concurrency: 2,
-            }
+            ResourceConfig { memory_bytes: 64 << 20, timeout: Duration::from_secs(300), concurrency: 2 }
         );
         assert_eq!(p.events, EventFilterConfig::default());
         assert_eq!(p.events.to_filter(), EventFilter::default());
@@ -1077,10 +1297,7 @@ mod tests {
         ];
         assert_eq!(errors.len(), expected.len(), "{errors:#?}");
         for (error, expected) in errors.iter().zip(expected) {
-            assert!(
-                error.starts_with(expected),
-                "{error}\n  should start with {expected}"
-            );
+            assert!(error.starts_with(expected), "{error}\n  should start with {expected}");
         }
     }
 
@@ -1098,14 +1315,7 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         assert!(lines[0].starts_with("f.yaml:3:14: unknown handler `x`"));
         assert!(lines[1].starts_with("f.yaml:4:15: unknown provider `y`"));
-        assert_eq!(
-            errors.errors()[0].position(),
-            Some(&Position {
-                file: "f.yaml".into(),
-                line: 3,
-                column: 14
-            })
-        );
+        assert_eq!(errors.errors()[0].position(), Some(&Position { file: "f.yaml".into(), line: 3, column: 14 }));
     }
 
     #[test]
@@ -1115,11 +1325,7 @@ mod tests {
              config: { memory: 1MB, timeout: 1s, concurrency: 1 }\n    batchsize: 10\n",
         );
         assert_eq!(errors.len(), 1);
-        assert!(
-            errors[0].starts_with("test.yaml:6:5: unknown field `batchsize`, expected one of"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].starts_with("test.yaml:6:5: unknown field `batchsize`, expected one of"), "{}", errors[0]);
         assert!(errors[0].contains("batch_size"), "{}", errors[0]);
     }
 
@@ -1128,14 +1334,8 @@ mod tests {
         let path = fixtures_dir().join("does-not-exist.yaml");
         let errors = Config::load(&path, KNOWN).unwrap_err();
         let message = errors.to_string();
-        assert!(
-            message.starts_with(&path.display().to_string()),
-            "{message}"
-        );
-        assert!(
-            message.contains("cannot read configuration file"),
-            "{message}"
-        );
+        assert!(message.starts_with(&path.display().to_string()), "{message}");
+        assert!(message.contains("cannot read configuration file"), "{message}");
         assert!(matches!(errors.errors(), [ConfigError::Read { .. }]));
         assert_eq!(errors.errors()[0].position(), None);
     }
@@ -1147,11 +1347,7 @@ mod tests {
              config: { memory: 1MB, timeout: 1s, concurrency: 1 }\n",
         );
         assert_eq!(errors.len(), 1);
-        assert!(
-            errors[0].contains("unknown handler `x\\ny`"),
-            "{}",
-            errors[0]
-        );
+        assert!(errors[0].contains("unknown handler `x\\ny`"), "{}", errors[0]);
     }
 
     #[test]
@@ -1235,12 +1431,190 @@ mod tests {
     }
 
     #[test]
+    fn retry_alerts_and_observability_defaults() {
+        let config = Config::from_yaml_str(
+            "projections:\n  p:\n    handler: daily-activity\n    provider: local\n    \
+             config: { memory: 64MiB, timeout: 5m, concurrency: 2 }\n",
+            "test.yaml",
+            KNOWN,
+        )
+        .unwrap_or_else(|errors| panic!("{errors}"));
+        let p = &config.projections["p"];
+        assert_eq!(p.retry, RetryPolicy::default());
+        assert_eq!(p.retry, DEFAULT_RETRY);
+        assert_eq!(p.on_failure, OnFailure::Park);
+        assert_eq!(config.alerts, None);
+        assert_eq!(
+            config.observability,
+            ObservabilityConfig {
+                listen: Some("127.0.0.1:9464".parse().unwrap()),
+                health_interval: Duration::from_secs(30),
+            }
+        );
+
+        let config = Config::from_yaml_str(
+            "projections:\n  p:\n    handler: daily-activity\n    provider: local\n    \
+             config: { memory: 64MiB, timeout: 5m, concurrency: 2 }\n    \
+             retry: { cap: 1m }\nalerts:\nobservability:\n",
+            "test.yaml",
+            KNOWN,
+        )
+        .unwrap_or_else(|errors| panic!("{errors}"));
+        let p = &config.projections["p"];
+        assert_eq!(
+            p.retry,
+            RetryPolicy { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_secs(60) }
+        );
+        // `alerts:` with nothing under it is "absent"; so is `observability:`.
+        assert_eq!(config.alerts, None);
+        assert_eq!(config.observability, ObservabilityConfig::default());
+    }
+
+    #[test]
+    fn alerts_and_observability_keys_parse() {
+        let path = fixtures_dir().join("valid/alerts-and-observability.yaml");
+        let config = Config::load(&path, KNOWN).unwrap_or_else(|errors| panic!("{errors}"));
+        let profile = &config.projections["user-profile"];
+        assert_eq!(
+            profile.retry,
+            RetryPolicy { max_retries: 20, base: Duration::from_millis(100), cap: Duration::from_millis(100) }
+        );
+        assert_eq!(profile.on_failure, OnFailure::Stop);
+        let daily = &config.projections["daily-activity"];
+        assert_eq!(daily.retry.max_retries, 0);
+        assert_eq!(daily.retry.base, DEFAULT_RETRY.base);
+        assert_eq!(daily.on_failure, OnFailure::Park);
+        assert_eq!(
+            config.alerts,
+            Some(AlertsConfig {
+                webhook: Some("https://alerts.example.com:8443/hooks/projector?team=data".into()),
+                interval: Duration::from_secs(5),
+                dead_letter_age: Some(Duration::from_secs(600)),
+                dead_letters: Some(1),
+                lag_seconds: Some(300),
+                stalled: Some(Duration::from_secs(120)),
+                retry: RetryPolicy { max_retries: 5, base: Duration::from_secs(1), cap: Duration::from_secs(60) },
+            })
+        );
+        assert_eq!(
+            config.observability,
+            ObservabilityConfig {
+                listen: Some("[::1]:9464".parse().unwrap()),
+                health_interval: Duration::from_secs(30),
+            }
+        );
+
+        let path = fixtures_dir().join("valid/alerts-log-only.yaml");
+        let config = Config::load(&path, KNOWN).unwrap_or_else(|errors| panic!("{errors}"));
+        assert_eq!(
+            config.alerts,
+            Some(AlertsConfig { stalled: Some(Duration::from_secs(60)), ..AlertsConfig::default() })
+        );
+        assert_eq!(config.observability.listen, None);
+    }
+
+    #[test]
+    fn every_alerting_error_is_reported() {
+        let errors = errors_of(
+            "projections:\n\
+             \x20 a:\n\
+             \x20   handler: user-profile\n\
+             \x20   provider: local\n\
+             \x20   config: { memory: 1MB, timeout: 1s, concurrency: 1 }\n\
+             \x20   retry: { max_retries: 99, base: 5s, cap: 1s }\n\
+             \x20   on_failure: skip\n\
+             alerts:\n\
+             \x20 webhook: localhost:9000\n\
+             \x20 interval: 5\n\
+             \x20 dead_letters: 0\n\
+             \x20 lag_seconds: 0\n\
+             \x20 retry: { max_retries: -1, cap: 1ms }\n\
+             observability:\n\
+             \x20 listen: 127.0.0.1\n\
+             \x20 health_interval: 0s\n",
+        );
+        let expected = [
+            "test.yaml:6:27: `retry.max_retries` must be between 0 and 20, got 99",
+            "test.yaml:6:46: `retry.cap` (1s) must be at least `retry.base` (5s)",
+            "test.yaml:7:17: invalid `on_failure` value `skip`: expected one of: park, stop",
+            "test.yaml:9:12: invalid `webhook` value `localhost:9000`",
+            "test.yaml:10:13: invalid duration `5` for `interval`",
+            "test.yaml:11:17: `dead_letters` must be at least 1, got 0",
+            "test.yaml:12:16: `lag_seconds` must be at least 1, got 0",
+            "test.yaml:13:25: `retry.max_retries` must be between 0 and 20, got -1",
+            "test.yaml:13:34: `retry.cap` (1ms) must be at least `retry.base` (1s)",
+            "test.yaml:15:11: invalid `listen` value `127.0.0.1`",
+            "test.yaml:16:20: invalid duration `0s` for `health_interval`",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.starts_with(expected), "{error}\n  should start with {expected}");
+        }
+    }
+
+    #[test]
+    fn webhook_urls() {
+        let ok = [
+            "http://127.0.0.1:9000/hooks/projector",
+            "https://alerts.example.com/x?y=z#f",
+            "http://localhost",
+            "HTTPS://Example.COM:443",
+            "http://[::1]:9000/hooks",
+            "http://user:secret@hooks.internal:8080/",
+            "http://my_host.local./p",
+        ];
+        for url in ok {
+            assert!(is_http_url(url), "{url} should be accepted");
+        }
+        let bad = [
+            "",
+            "127.0.0.1:9000",
+            "localhost:9000/hooks",
+            "ftp://example.com/",
+            "http://",
+            "http:///hooks",
+            "http://:9000/hooks",
+            "http://host:/x",
+            "http://host:0/x",
+            "http://host:65536/x",
+            "http://host:port/x",
+            "http://exa mple.com/",
+            "http://example.com/a b",
+            "http://a..b/",
+            "http://-a.com/",
+            "http://[::1/x",
+            "http://[nope]:80/",
+            "http://[::1]x/",
+            "https//example.com",
+        ];
+        for url in bad {
+            assert!(!is_http_url(url), "{url:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(parse_listen("off"), Some(None));
+        assert_eq!(parse_listen("0.0.0.0:9464"), Some(Some("0.0.0.0:9464".parse().unwrap())));
+        assert_eq!(parse_listen("localhost:80"), Some(Some("127.0.0.1:80".parse().unwrap())));
+        assert_eq!(parse_listen("[::]:1"), Some(Some("[::]:1".parse().unwrap())));
+        for bad in ["", "Off", "9464", ":9464", "localhost", "localhost:", "localhost:x", "host:1", "127.0.0.1:99999"] {
+            assert_eq!(parse_listen(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn on_failure_names() {
+        assert_eq!(on_failure_from_name("park"), Some(OnFailure::Park));
+        assert_eq!(on_failure_from_name("stop"), Some(OnFailure::Stop));
+        assert_eq!(on_failure_from_name("Stop"), None);
+        assert_eq!(OnFailure::default(), OnFailure::Park);
+    }
+
+    #[test]
     fn provider_names() {
         assert_eq!(Provider::from_name("local"), Some(Provider::Local));
-        assert_eq!(
-            Provider::from_name("cloudflare"),
-            Some(Provider::Cloudflare)
-        );
+        assert_eq!(Provider::from_name("cloudflare"), Some(Provider::Cloudflare));
         assert_eq!(Provider::from_name("Cloudflare"), None);
         assert_eq!(Provider::Cloudflare.to_string(), "cloudflare");
     }
@@ -1249,19 +1623,13 @@ mod tests {
     fn database_url_reads_the_named_variable() {
         // A variable name no other test uses, so setting it cannot race.
         let name = "PROJECTOR_CONFIG_TEST_DATABASE_URL";
-        let database = DatabaseConfig {
-            url_env: name.to_owned(),
-            ..DatabaseConfig::default()
-        };
+        let database = DatabaseConfig { url_env: name.to_owned(), ..DatabaseConfig::default() };
         std::env::remove_var(name);
         assert_eq!(database.url(), None);
         std::env::set_var(name, "");
         assert_eq!(database.url(), None);
         std::env::set_var(name, "postgres://localhost/projector");
-        assert_eq!(
-            database.url().as_deref(),
-            Some("postgres://localhost/projector")
-        );
+        assert_eq!(database.url().as_deref(), Some("postgres://localhost/projector"));
         std::env::remove_var(name);
     }
 }

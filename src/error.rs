@@ -20,11 +20,7 @@ pub enum ErrorClass {
 #[non_exhaustive]
 pub enum HandlerError {
     #[error("event {event_id} ({event_type}): payload does not fit the handler: {reason}")]
-    Payload {
-        event_id: Uuid,
-        event_type: String,
-        reason: String,
-    },
+    Payload { event_id: Uuid, event_type: String, reason: String },
     #[error("event {event_id}: rejected by the handler: {reason}")]
     Rejected { event_id: Uuid, reason: String },
     #[error("transient handler failure: {0}")]
@@ -57,11 +53,7 @@ pub enum StoreError {
         "version conflict on aggregate {aggregate_id}: expected version {expected}, \
          but the aggregate is at version {actual}"
     )]
-    Conflict {
-        aggregate_id: Uuid,
-        expected: i64,
-        actual: i64,
-    },
+    Conflict { aggregate_id: Uuid, expected: i64, actual: i64 },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The database refused the statement (a constraint, a missing table, a bug).
@@ -75,18 +67,14 @@ pub enum StoreError {
     Schema(String),
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    #[error(
-        "checkpoint of {projection} partition {partition} moved: another runner committed first"
-    )]
+    #[error("checkpoint of {projection} partition {partition} moved: another runner committed first")]
     CheckpointMoved { projection: String, partition: u32 },
     #[error("lease on {projection} partition {partition} is held by {owner}")]
-    LeaseLost {
-        projection: String,
-        partition: u32,
-        owner: String,
-    },
+    LeaseLost { projection: String, partition: u32, owner: String },
     #[error("unknown projection {0}")]
     UnknownProjection(String),
+    #[error("no dead letter {id} for projection {projection}; `projector dlq list` shows them")]
+    UnknownDeadLetter { projection: String, id: i64 },
 }
 
 impl StoreError {

@@ -72,10 +72,7 @@ impl DomainEvent {
 
     /// Where a reader stands after this event.
     pub fn checkpoint(&self) -> Checkpoint {
-        Checkpoint {
-            transaction_id: self.transaction_id,
-            position: self.position,
-        }
+        Checkpoint { transaction_id: self.transaction_id, position: self.position }
     }
 }
 
@@ -120,10 +117,7 @@ impl NewEvent {
             event_id: None,
             event_type: event_type.into(),
             event_data,
-            metadata: Metadata {
-                event_version: 1,
-                ..Metadata::default()
-            },
+            metadata: Metadata { event_version: 1, ..Metadata::default() },
             timestamp: None,
             encrypted_fields: Vec::new(),
         }
@@ -144,9 +138,7 @@ impl NewEvent {
 ///
 /// Ordered by transaction id first: one transaction may hold many events, and
 /// positions are handed out before commit, so position alone is not commit order.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub transaction_id: u64,
     pub position: i64,
@@ -154,10 +146,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Before the first event.
-    pub const START: Checkpoint = Checkpoint {
-        transaction_id: 0,
-        position: 0,
-    };
+    pub const START: Checkpoint = Checkpoint { transaction_id: 0, position: 0 };
 }
 
 impl std::fmt::Display for Checkpoint {
@@ -185,10 +174,7 @@ impl EventFilter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self {
-            event_types: Vec::new(),
-            aggregate_types: types.into_iter().map(Into::into).collect(),
-        }
+        Self { event_types: Vec::new(), aggregate_types: types.into_iter().map(Into::into).collect() }
     }
 
     /// The narrower of two filters (both must match).
@@ -208,8 +194,7 @@ impl EventFilter {
 
     pub fn matches(&self, event: &DomainEvent) -> bool {
         (self.event_types.is_empty() || self.event_types.contains(&event.event_type))
-            && (self.aggregate_types.is_empty()
-                || self.aggregate_types.contains(&event.aggregate_type))
+            && (self.aggregate_types.is_empty() || self.aggregate_types.contains(&event.aggregate_type))
     }
 }
 
@@ -247,27 +232,15 @@ mod tests {
 
     #[test]
     fn checkpoints_order_by_transaction_before_position() {
-        let a = Checkpoint {
-            transaction_id: 5,
-            position: 90,
-        };
-        let b = Checkpoint {
-            transaction_id: 6,
-            position: 10,
-        };
+        let a = Checkpoint { transaction_id: 5, position: 90 };
+        let b = Checkpoint { transaction_id: 6, position: 10 };
         assert!(a < b);
     }
 
     #[test]
     fn filter_intersection_keeps_common_types() {
-        let a = EventFilter {
-            event_types: vec!["A".into(), "B".into()],
-            aggregate_types: vec![],
-        };
-        let b = EventFilter {
-            event_types: vec!["B".into()],
-            aggregate_types: vec!["user".into()],
-        };
+        let a = EventFilter { event_types: vec!["A".into(), "B".into()], aggregate_types: vec![] };
+        let b = EventFilter { event_types: vec!["B".into()], aggregate_types: vec!["user".into()] };
         let c = a.and(&b);
         assert_eq!(c.event_types, vec!["B".to_string()]);
         assert_eq!(c.aggregate_types, vec!["user".to_string()]);
@@ -277,15 +250,7 @@ mod tests {
     fn partitions_cover_every_aggregate_exactly_once() {
         for n in 0..200u128 {
             let id = Uuid::from_u128(n.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
-            let owners = (0..4)
-                .filter(|i| {
-                    Partition {
-                        index: *i,
-                        count: 4,
-                    }
-                    .owns(&id)
-                })
-                .count();
+            let owners = (0..4).filter(|i| Partition { index: *i, count: 4 }.owns(&id)).count();
             assert_eq!(owners, 1);
         }
     }

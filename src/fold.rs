@@ -14,7 +14,9 @@ use crate::store::RowChanges;
 
 /// A handler failed on one event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("projection {projection}: event {event_id} at position {position} (aggregate {aggregate_id} v{version}): {error}")]
+#[error(
+    "projection {projection}: event {event_id} at position {position} (aggregate {aggregate_id} v{version}): {error}"
+)]
 pub struct ApplyError {
     pub projection: &'static str,
     pub event_id: Uuid,
@@ -58,13 +60,7 @@ pub struct Fold<'h, H: ProjectionHandler> {
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
     pub fn new(handler: &'h H) -> Self {
-        Self {
-            handler,
-            slots: HashMap::new(),
-            assume_absent: false,
-            events_applied: 0,
-            last_event_at: None,
-        }
+        Self { handler, slots: HashMap::new(), assume_absent: false, events_applied: 0, last_event_at: None }
     }
 
     /// Keys not yet in memory are treated as absent rather than loaded.
@@ -122,40 +118,20 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
 
     /// Adds stored rows (schema order: key, values, version) and marks every other key
     /// in `requested` as absent.
-    pub fn insert_loaded(
-        &mut self,
-        requested: &[Vec<Value>],
-        rows: Vec<Vec<Value>>,
-    ) -> Result<(), RowError> {
+    pub fn insert_loaded(&mut self, requested: &[Vec<Value>], rows: &[Vec<Value>]) -> Result<(), RowError> {
         let schema = self.schema();
         for values in rows {
-            let mut reader = RowReader::new(schema, &values);
+            let mut reader = RowReader::new(schema, values);
             let key = H::Key::from_values(&mut reader)?;
             let row = H::Row::from_values(&mut reader)?;
-            let version = if schema.version_column.is_some() {
-                reader.bigint()?
-            } else {
-                0
-            };
-            self.slots.insert(
-                key,
-                Slot {
-                    stored: Some(row.clone()),
-                    stored_version: version,
-                    row: Some(row),
-                    version,
-                },
-            );
+            let version = if schema.version_column.is_some() { reader.bigint()? } else { 0 };
+            self.slots
+                .insert(key, Slot { stored: Some(row.clone()), stored_version: version, row: Some(row), version });
         }
         for key_values in requested {
             let mut reader = RowReader::new(schema, key_values);
             let key = H::Key::from_values(&mut reader)?;
-            self.slots.entry(key).or_insert(Slot {
-                stored: None,
-                stored_version: 0,
-                row: None,
-                version: 0,
-            });
+            self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
         }
         Ok(())
     }
@@ -164,26 +140,25 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     /// [`Ordering::AggregateVersion`] projections have gaps: a transaction's id is taken
     /// at its first write, so version n+1 can sort before version n in commit-safe order.
     pub fn gaps(&self, events: &[DomainEvent]) -> Vec<Gap> {
+        self.gaps_except(events, |_| false)
+    }
+
+    /// [`Fold::gaps`], ignoring the events `held` says wait elsewhere (parked).
+    pub fn gaps_except(&self, events: &[DomainEvent], held: impl Fn(&DomainEvent) -> bool) -> Vec<Gap> {
         if !self.versioned() {
             return Vec::new();
         }
         let mut expected: HashMap<&H::Key, i64> = HashMap::new();
         let mut keys = Vec::with_capacity(events.len());
         for event in events {
-            keys.push(self.handler.key(event));
+            keys.push(if held(event) { None } else { self.handler.key(event) });
         }
         let mut gaps = Vec::new();
         for (event, key) in events.iter().zip(&keys) {
             let Some(key) = key else { continue };
-            let at = expected
-                .entry(key)
-                .or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
+            let at = expected.entry(key).or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
             if event.version > *at + 1 {
-                gaps.push(Gap {
-                    aggregate_id: event.aggregate_id,
-                    after: *at,
-                    upto: event.version - 1,
-                });
+                gaps.push(Gap { aggregate_id: event.aggregate_id, after: *at, upto: event.version - 1 });
             }
             *at = (*at).max(event.version);
         }
@@ -192,10 +167,16 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
 
     /// Applies events in order. `gap_events` are the events read for [`Fold::gaps`]; each
     /// is applied just before the first event that needs it.
-    pub fn apply(
+    pub fn apply(&mut self, events: &[DomainEvent], gap_events: &[DomainEvent]) -> Result<(), Box<ApplyError>> {
+        self.apply_except(events, gap_events, |_| false)
+    }
+
+    /// [`Fold::apply`], leaving out the events `held` says wait elsewhere (parked).
+    pub fn apply_except(
         &mut self,
         events: &[DomainEvent],
         gap_events: &[DomainEvent],
+        held: impl Fn(&DomainEvent) -> bool,
     ) -> Result<(), Box<ApplyError>> {
         let mut fill: HashMap<Uuid, Vec<&DomainEvent>> = HashMap::new();
         for e in gap_events {
@@ -205,12 +186,12 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             list.sort_by_key(|e| e.version);
         }
         for event in events {
+            if held(event) {
+                continue;
+            }
             if let Some(missing) = fill.get(&event.aggregate_id) {
-                let due: Vec<&DomainEvent> = missing
-                    .iter()
-                    .copied()
-                    .filter(|e| e.version < event.version)
-                    .collect();
+                let due: Vec<&DomainEvent> =
+                    missing.iter().copied().filter(|e| e.version < event.version && !held(e)).collect();
                 for e in due {
                     self.apply_one(e)?;
                 }
@@ -226,12 +207,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             return Ok(());
         };
         let versioned = self.versioned();
-        let slot = self.slots.entry(key).or_insert(Slot {
-            stored: None,
-            stored_version: 0,
-            row: None,
-            version: 0,
-        });
+        let slot = self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
         if versioned && event.version <= slot.version {
             return Ok(());
         }
@@ -249,10 +225,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             slot.version = event.version;
         }
         self.events_applied += 1;
-        self.last_event_at = Some(
-            self.last_event_at
-                .map_or(event.timestamp, |t| t.max(event.timestamp)),
-        );
+        self.last_event_at = Some(self.last_event_at.map_or(event.timestamp, |t| t.max(event.timestamp)));
         Ok(())
     }
 
@@ -319,7 +292,14 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         self.assume_absent = false;
     }
 
-    /// Forgets rows but keeps the "nothing stored yet" knowledge (for partial work).
+    /// Marks `version` of the row at `key` as consumed without applying it (an operator
+    /// skipped or discarded it), so the next version follows without a gap.
+    pub fn consume_version(&mut self, key: H::Key, version: i64) {
+        let slot = self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+        slot.version = slot.version.max(version);
+    }
+
+    /// Starts counting applied events from zero again.
     pub fn reset_counters(&mut self) {
         self.events_applied = 0;
         self.last_event_at = None;

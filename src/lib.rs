@@ -2,11 +2,13 @@
 
 pub mod adapter;
 pub mod config;
+pub mod dead_letter;
 pub mod error;
 pub mod event;
 pub mod fold;
 pub mod handler;
 pub mod read_model;
+pub mod repair;
 pub mod retry;
 pub mod runtime;
 pub mod state;
@@ -14,16 +16,17 @@ pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use dead_letter::{
+    DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, OnFailure, OperatorAction, Parked, ParkedSet,
+};
 pub use error::{ErrorClass, HandlerError, StoreError};
 pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partition};
 pub use handler::{Ordering, ProjectionHandler};
-pub use read_model::{
-    Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value,
-};
+pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
 pub use retry::RetryPolicy;
 pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
 pub use state::{ProjectionState, Status};
 pub use store::{
-    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, Lease, ProjectionStore,
-    ReadBound, RebuildSession, Rebuilds, RowChanges,
+    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, Lease,
+    ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
 };

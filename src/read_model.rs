@@ -39,12 +39,7 @@ pub struct Column {
 
 impl Column {
     pub const fn new(name: &'static str, ty: ColumnType) -> Self {
-        Self {
-            name,
-            ty,
-            nullable: false,
-            merge: Merge::Replace,
-        }
+        Self { name, ty, nullable: false, merge: Merge::Replace }
     }
 
     pub const fn nullable(mut self) -> Self {
@@ -72,10 +67,11 @@ pub struct TableSchema {
 impl TableSchema {
     /// All columns in storage order: key, values, then the version column.
     pub fn all_columns(&self) -> impl Iterator<Item = Column> + '_ {
-        self.key.iter().chain(self.columns.iter()).copied().chain(
-            self.version_column
-                .map(|name| Column::new(name, ColumnType::BigInt)),
-        )
+        self.key
+            .iter()
+            .chain(self.columns.iter())
+            .copied()
+            .chain(self.version_column.map(|name| Column::new(name, ColumnType::BigInt)))
     }
 
     pub fn has_additive_columns(&self) -> bool {
@@ -193,11 +189,7 @@ macro_rules! reader {
             let (column, value) = self.next_value();
             match value {
                 Value::$variant(v) => Ok(v.clone()),
-                other => Err(RowError {
-                    column,
-                    expected: $label,
-                    found: other.type_name(),
-                }),
+                other => Err(RowError { column, expected: $label, found: other.type_name() }),
             }
         }
 
@@ -206,11 +198,7 @@ macro_rules! reader {
             match value {
                 Value::Null => Ok(None),
                 Value::$variant(v) => Ok(Some(v.clone())),
-                other => Err(RowError {
-                    column,
-                    expected: $label,
-                    found: other.type_name(),
-                }),
+                other => Err(RowError { column, expected: $label, found: other.type_name() }),
             }
         }
     };
@@ -218,17 +206,11 @@ macro_rules! reader {
 
 impl<'a> RowReader<'a> {
     pub fn new(schema: &TableSchema, values: &'a [Value]) -> Self {
-        Self {
-            values: values.iter(),
-            schema_columns: schema.all_columns().collect::<Vec<_>>().into_iter(),
-        }
+        Self { values: values.iter(), schema_columns: schema.all_columns().collect::<Vec<_>>().into_iter() }
     }
 
     fn next_value(&mut self) -> (String, &'a Value) {
-        let column = self
-            .schema_columns
-            .next()
-            .map_or_else(|| "<extra>".to_owned(), |c| c.name.to_owned());
+        let column = self.schema_columns.next().map_or_else(|| "<extra>".to_owned(), |c| c.name.to_owned());
         (column, self.values.next().unwrap_or(&Value::Null))
     }
 
@@ -236,13 +218,7 @@ impl<'a> RowReader<'a> {
     reader!(bigint, opt_bigint, BigInt, i64, "bigint");
     reader!(boolean, opt_boolean, Bool, bool, "bool");
     reader!(uuid, opt_uuid, Uuid, Uuid, "uuid");
-    reader!(
-        timestamp,
-        opt_timestamp,
-        Timestamp,
-        DateTime<Utc>,
-        "timestamp"
-    );
+    reader!(timestamp, opt_timestamp, Timestamp, DateTime<Utc>, "timestamp");
     reader!(date, opt_date, Date, NaiveDate, "date");
     reader!(json, opt_json, Json, serde_json::Value, "json");
 }
@@ -294,11 +270,8 @@ impl RowKey for (NaiveDate, String) {
         Ok((values.date()?, values.text()?))
     }
     fn parse(text: &str) -> Result<Self, String> {
-        let (day, name) = text
-            .split_once('/')
-            .ok_or("expected DAY/TEXT, e.g. 2026-01-31/UserRegistered")?;
-        let day =
-            NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("day {day:?}: {e}"))?;
+        let (day, name) = text.split_once('/').ok_or("expected DAY/TEXT, e.g. 2026-01-31/UserRegistered")?;
+        let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| format!("day {day:?}: {e}"))?;
         Ok((day, name.to_owned()))
     }
 }

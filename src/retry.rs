@@ -15,11 +15,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_retries: 3,
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(10),
-        }
+        Self { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_secs(10) }
     }
 }
 
@@ -47,11 +43,7 @@ mod tests {
 
     #[test]
     fn ceilings_double_until_the_cap() {
-        let p = RetryPolicy {
-            max_retries: 3,
-            base: Duration::from_millis(100),
-            cap: Duration::from_millis(500),
-        };
+        let p = RetryPolicy { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_millis(500) };
         assert_eq!(p.ceiling(0), Duration::from_millis(100));
         assert_eq!(p.ceiling(1), Duration::from_millis(200));
         assert_eq!(p.ceiling(2), Duration::from_millis(400));

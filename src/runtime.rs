@@ -9,14 +9,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use std::collections::BTreeMap;
+
+use crate::dead_letter::{DeadLetter, OnFailure, Parked};
 use crate::error::{ErrorClass, StoreError};
 use crate::event::{Checkpoint, DomainEvent, EventFilter};
 use crate::fold::{ApplyError, Fold};
 use crate::handler::ProjectionHandler;
 use crate::read_model::{RowKey, Value};
-use crate::store::{
-    BatchCommit, EventStore, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds,
-};
+use crate::retry::RetryPolicy;
+use crate::store::{BatchCommit, EventStore, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds};
 
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +29,14 @@ pub enum RuntimeError {
     #[error(transparent)]
     Apply(#[from] Box<ApplyError>),
     #[error("projection {projection}: stored row does not decode: {reason}")]
-    Row {
-        projection: &'static str,
-        reason: String,
-    },
+    Row { projection: &'static str, reason: String },
+    /// A transient handler failure with retries left: sleep
+    /// `RetryPolicy::delay(attempts - 1, random)` and step again. Nothing was written.
+    #[error("attempt {attempts} failed, will retry: {failure}")]
+    RetryLater { failure: Box<ApplyError>, attempts: u32 },
+    /// `on_failure: stop`: the partition stops at this event; nothing was written.
+    #[error("stopped at event {}: {}", .0.event_id, .0)]
+    Stopped(Box<ApplyError>),
 }
 
 impl RuntimeError {
@@ -38,18 +44,21 @@ impl RuntimeError {
         match self {
             RuntimeError::Store(e) => e.class(),
             RuntimeError::Apply(e) => e.error.class(),
-            RuntimeError::Row { .. } => ErrorClass::Permanent,
+            RuntimeError::Row { .. } | RuntimeError::Stopped(_) => ErrorClass::Permanent,
+            RuntimeError::RetryLater { .. } => ErrorClass::Transient,
         }
     }
 }
 
 /// What one step did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StepOutcome {
     /// Events read (0: caught up).
     pub events_read: usize,
     /// Events that changed the projection (duplicates and irrelevant events excluded).
     pub events_applied: u64,
+    /// Events sent to the dead-letter queue (each parking its aggregate).
+    pub dead_lettered: u64,
     pub checkpoint: Checkpoint,
 }
 
@@ -62,6 +71,8 @@ pub struct BatchRunner<'a, H, S> {
     batch_size: usize,
     lease: Lease,
     lease_ttl: Duration,
+    retry: RetryPolicy,
+    on_failure: OnFailure,
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -78,7 +89,20 @@ where
             batch_size: 1000,
             lease,
             lease_ttl: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            on_failure: OnFailure::Park,
         }
+    }
+
+    /// Retries for transient handler failures before an event is dead-lettered.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.on_failure = on_failure;
+        self
     }
 
     pub fn batch_size(mut self, n: usize) -> Self {
@@ -103,53 +127,96 @@ where
     /// any error nothing is written and the checkpoint stays where it was.
     pub async fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
         let from = self.lease.checkpoint;
-        let events = self
-            .store
-            .read_all(from, &self.filter, self.lease.partition, self.batch_size)
-            .await?;
+        let events = self.store.read_all(from, &self.filter, self.lease.partition, self.batch_size).await?;
         let Some(last) = events.last() else {
-            return Ok(StepOutcome {
-                events_read: 0,
-                events_applied: 0,
-                checkpoint: from,
-            });
+            return Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() });
         };
         let to = last.checkpoint();
+        let schema = self.handler.schema();
 
-        let mut fold = Fold::new(self.handler);
-        let keys = fold.keys_to_load(&events);
-        if !keys.is_empty() {
-            let rows = self.store.load_rows(self.handler.schema(), &keys).await?;
-            fold.insert_loaded(&keys, rows)
-                .map_err(|e| self.row_error(e))?;
-        }
-        let gap_events = read_gaps(self.store, &fold, &events, &self.filter).await?;
-        fold.apply(&events, &gap_events)?;
+        let keys = Fold::new(self.handler).keys_to_load(&events);
+        let rows = if keys.is_empty() { Vec::new() } else { self.store.load_rows(schema, &keys).await? };
+        let parked = &self.lease.parked;
+        // Aggregates parked by failures in this batch: from which version on.
+        let mut parked_now: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut letters: Vec<DeadLetter> = Vec::new();
+        let mut gap_events: Option<Vec<DomainEvent>> = None;
+        let fold = loop {
+            let held =
+                |e: &DomainEvent| parked.holds(e) || parked_now.get(&e.aggregate_id).is_some_and(|v| e.version >= *v);
+            let mut fold = Fold::new(self.handler);
+            fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
+            if gap_events.is_none() {
+                gap_events = Some(read_gaps(self.store, &fold, &events, &self.filter, &held).await?);
+            }
+            let Err(failure) = fold.apply_except(&events, gap_events.as_deref().unwrap_or_default(), held) else {
+                break fold;
+            };
+            // Which event failed: from the batch or from a gap read.
+            let event = events
+                .iter()
+                .chain(gap_events.iter().flatten())
+                .find(|e| e.event_id == failure.event_id)
+                .expect("the failing event is one of the batch's")
+                .clone();
+            let class = failure.error.class();
+            let message = failure.to_string();
+            let attempts = match class {
+                ErrorClass::Transient => {
+                    self.store.record_failure(self.handler.name(), &event, &message).await?.attempts
+                }
+                ErrorClass::Permanent => 1,
+            };
+            if class == ErrorClass::Transient && attempts <= self.retry.max_retries {
+                return Err(RuntimeError::RetryLater { failure, attempts });
+            }
+            if self.on_failure == OnFailure::Stop {
+                return Err(RuntimeError::Stopped(failure));
+            }
+            letters.push(DeadLetter::new(
+                self.handler.name(),
+                &event,
+                &message,
+                class,
+                attempts,
+                DateTime::<Utc>::MIN_UTC,
+            ));
+            parked_now.insert(event.aggregate_id, event.version);
+        };
 
+        let dead_lettered = letters.len() as u64;
         let commit = BatchCommit {
             lease: &self.lease,
-            table: self.handler.schema(),
+            table: schema,
             from,
             to,
             changes: fold.changes(),
             events_applied: fold.events_applied(),
             last_event_at: fold.last_event_at().or(Some(last.timestamp)),
             lease_ttl: self.lease_ttl,
+            dead_letters: letters,
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
+        if !parked_now.is_empty() {
+            for (aggregate_id, from_version) in parked_now {
+                self.lease
+                    .parked
+                    .by_aggregate
+                    .insert(aggregate_id, Parked { aggregate_id, from_version, dead_letter_id: 0 });
+            }
+            self.lease.parked.epoch += 1;
+        }
         Ok(StepOutcome {
             events_read: events.len(),
             events_applied: fold.events_applied(),
+            dead_lettered,
             checkpoint: to,
         })
     }
 
     fn row_error(&self, e: crate::read_model::RowError) -> RuntimeError {
-        RuntimeError::Row {
-            projection: self.handler.name(),
-            reason: e.to_string(),
-        }
+        RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() }
     }
 }
 
@@ -158,18 +225,12 @@ async fn read_gaps<H: ProjectionHandler, S: EventStore>(
     fold: &Fold<'_, H>,
     events: &[DomainEvent],
     filter: &EventFilter,
+    held: impl Fn(&DomainEvent) -> bool,
 ) -> Result<Vec<DomainEvent>, StoreError> {
     let mut out = Vec::new();
-    for gap in fold.gaps(events) {
-        let found = store
-            .read_aggregate(
-                gap.aggregate_id,
-                ReadBound::Versions {
-                    after: gap.after,
-                    upto: gap.upto,
-                },
-            )
-            .await?;
+    for gap in fold.gaps_except(events, held) {
+        let found =
+            store.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
         out.extend(found.into_iter().filter(|e| filter.matches(e)));
     }
     Ok(out)
@@ -271,9 +332,7 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut rows_written = 0u64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
         loop {
-            let mut events = session
-                .read_all(checkpoint, &self.filter, self.read_size)
-                .await?;
+            let mut events = session.read_all(checkpoint, &self.filter, self.read_size).await?;
             let Some(last) = events.last() else { break };
             checkpoint = last.checkpoint();
             events_read += events.len() as u64;
@@ -283,22 +342,13 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             let keys = fold.keys_to_load(&events);
             if !keys.is_empty() {
                 let rows = session.load_rows(&keys).await?;
-                fold.insert_loaded(&keys, rows)
-                    .map_err(|e| RuntimeError::Row {
-                        projection: self.handler.name(),
-                        reason: e.to_string(),
-                    })?;
+                fold.insert_loaded(&keys, &rows)
+                    .map_err(|e| RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() })?;
             }
             let mut gap_events = Vec::new();
             for gap in fold.gaps(&events) {
                 let found = session
-                    .read_aggregate(
-                        gap.aggregate_id,
-                        ReadBound::Versions {
-                            after: gap.after,
-                            upto: gap.upto,
-                        },
-                    )
+                    .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
                     .await?;
                 gap_events.extend(found.into_iter().filter(|e| self.filter.matches(e)));
             }
@@ -320,15 +370,8 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         session.write_rows(changes).await?;
         events_applied += fold.events_applied();
         last_event_at = last_event_at.max(fold.last_event_at());
-        session
-            .finish(checkpoint, events_applied, last_event_at)
-            .await?;
-        Ok(RebuildOutcome {
-            events_read,
-            events_applied,
-            rows_written,
-            checkpoint,
-        })
+        session.finish(checkpoint, events_applied, last_event_at).await?;
+        Ok(RebuildOutcome { events_read, events_applied, rows_written, checkpoint })
     }
 
     async fn touched_keys<R: RebuildSession>(
@@ -339,9 +382,7 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut keys = std::collections::HashSet::new();
         let mut after = from - 1;
         loop {
-            let events = session
-                .read_since_position(from, &self.filter, after, self.read_size)
-                .await?;
+            let events = session.read_since_position(from, &self.filter, after, self.read_size).await?;
             let Some(last) = events.last() else { break };
             after = last.position;
             keys.extend(events.iter().filter_map(|e| self.handler.key(e)));
@@ -377,13 +418,13 @@ where
             }
         }
     } else {
-        let mut after = Checkpoint::START;
+        // Every committed event, not only those below the read horizon: this is a one-off
+        // read, and a counting row must not miss a recent commit.
+        let mut after = 0;
         loop {
-            let events = store
-                .read_all(after, &filter, crate::Partition::WHOLE, 10_000)
-                .await?;
+            let events = store.read_committed(after, &filter, 10_000).await?;
             let Some(last) = events.last() else { break };
-            after = last.checkpoint();
+            after = last.position;
             for e in &events {
                 if at.is_some_and(|at| e.timestamp > at) {
                     continue;

@@ -64,4 +64,11 @@ pub struct ProjectionState {
     pub lease_owner: Option<String>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// Open dead letters of this partition's aggregates.
+    pub dead_letters: i64,
+    pub oldest_dead_letter_at: Option<DateTime<Utc>>,
+    /// Aggregates waiting behind a dead letter, and the events they hold back (already
+    /// passed by the checkpoint; reported as parked, not as lag).
+    pub parked_aggregates: i64,
+    pub parked_events: i64,
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::dead_letter::{DeadLetter, OperatorAction, Parked, ParkedSet};
 use crate::error::Result;
 use crate::event::{Checkpoint, DomainEvent, EventFilter, NewEvent, Partition};
 use crate::read_model::{TableSchema, Value};
@@ -69,11 +70,7 @@ pub trait EventStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
 
     /// One aggregate's events in version order.
-    async fn read_aggregate(
-        &self,
-        aggregate_id: Uuid,
-        bound: ReadBound,
-    ) -> Result<Vec<DomainEvent>>;
+    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
 
     /// Up to `limit` events after `after`, in commit-safe global order: an event is never
     /// returned while a transaction that could still commit an earlier-ordered one is open.
@@ -84,6 +81,14 @@ pub trait EventStore {
         partition: Partition,
         limit: usize,
     ) -> Result<Vec<DomainEvent>>;
+
+    /// Up to `limit` committed events with `position > after`, in position order, without
+    /// waiting for the read horizon. For one-off reads (time travel), never for
+    /// checkpointed processing: a late commit can appear behind a later position. The
+    /// default suits stores whose commits are serial (position order is commit order).
+    async fn read_committed(&self, after: i64, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>> {
+        self.read_all(Checkpoint { transaction_id: 0, position: after }, filter, Partition::WHOLE, limit).await
+    }
 }
 
 /// A claimed partition: the caller owns it until the lease expires unrenewed.
@@ -93,6 +98,8 @@ pub struct Lease {
     pub partition: Partition,
     pub owner: String,
     pub checkpoint: Checkpoint,
+    /// Aggregates of this partition waiting behind dead letters, and their epoch.
+    pub parked: ParkedSet,
 }
 
 /// Read-model rows a batch changes.
@@ -122,6 +129,31 @@ pub struct BatchCommit<'a> {
     pub events_applied: u64,
     pub last_event_at: Option<DateTime<Utc>>,
     pub lease_ttl: Duration,
+    /// Events that go to the dead-letter queue with this batch; each parks its aggregate
+    /// from its version on. The store assigns ids and failure times (from the attempt
+    /// history, see [`ProjectionStore::record_failure`]). The commit also checks that
+    /// `lease.parked.epoch` has not moved, and bumps it when it parks anything.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// An open transaction that keeps committed events from being read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HorizonHold {
+    /// The holding server process (PostgreSQL backend pid).
+    pub pid: i32,
+    /// Who and what: user, database, application, state and the start of its query.
+    pub description: String,
+    pub transaction_started_at: Option<DateTime<Utc>>,
+    /// Committed events that no projection can read until that transaction ends.
+    pub events_waiting: i64,
+}
+
+/// The stored attempt history of one failing event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureRecord {
+    /// Failed attempts so far, this one included.
+    pub attempts: u32,
+    pub first_failed_at: DateTime<Utc>,
 }
 
 /// Projection bookkeeping and read-model writes.
@@ -138,28 +170,22 @@ pub trait ProjectionStore {
 
     /// Takes (or renews) the lease on a partition if it is free, expired or already ours.
     /// Returns `None` while another owner holds it.
-    async fn claim(
-        &self,
-        projection: &str,
-        partition: Partition,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>>;
+    async fn claim(&self, projection: &str, partition: Partition, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
 
     /// Gives a lease back so another runner can take it at once.
     async fn release(&self, lease: &Lease) -> Result<()>;
 
     /// Rows of `table` with the given keys (schema order, including key and version).
-    async fn load_rows(
-        &self,
-        table: &'static TableSchema,
-        keys: &[Vec<Value>],
-    ) -> Result<Vec<Vec<Value>>>;
+    async fn load_rows(&self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>>;
 
     /// Writes the rows and moves the checkpoint from `from` to `to` in one transaction.
     /// Fails with `CheckpointMoved`/`LeaseLost`, writing nothing, when the partition is
     /// no longer where the caller thinks it is.
     async fn commit(&self, commit: BatchCommit<'_>) -> Result<()>;
+
+    /// Counts one more failed attempt of `event` for `projection` (stored, so a restart
+    /// does not reset the retry budget).
+    async fn record_failure(&self, projection: &str, event: &DomainEvent, error: &str) -> Result<FailureRecord>;
 
     /// Records a status change and (for failures) the error text.
     async fn set_status(
@@ -172,18 +198,19 @@ pub trait ProjectionStore {
 
     /// State of every partition of every projection, lag included.
     async fn states(&self) -> Result<Vec<ProjectionState>>;
+
+    /// Who holds the global read horizon back, when committed events wait behind an open
+    /// transaction (stores whose commits are serial never report one).
+    async fn horizon_hold(&self) -> Result<Option<HorizonHold>> {
+        Ok(None)
+    }
 }
 
 /// A rebuild in progress: one transaction that replaces a projection's rows and resets
 /// its checkpoints; nothing of it is visible until [`RebuildSession::finish`].
 pub trait RebuildSession {
     /// Reads events in commit-safe order inside the rebuild's transaction.
-    async fn read_all(
-        &mut self,
-        after: Checkpoint,
-        filter: &EventFilter,
-        limit: usize,
-    ) -> Result<Vec<DomainEvent>>;
+    async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>>;
 
     /// Reads the events with `position >= from` (to find rows a partial rebuild redoes).
     async fn read_since_position(
@@ -194,11 +221,7 @@ pub trait RebuildSession {
         limit: usize,
     ) -> Result<Vec<DomainEvent>>;
 
-    async fn read_aggregate(
-        &mut self,
-        aggregate_id: Uuid,
-        bound: ReadBound,
-    ) -> Result<Vec<DomainEvent>>;
+    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
 
     /// Deletes every row (`None`) or the rows with these keys.
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<()>;
@@ -208,12 +231,7 @@ pub trait RebuildSession {
     async fn write_rows(&mut self, changes: RowChanges) -> Result<()>;
 
     /// Sets every partition's checkpoint to `to`, marks the projection caught up and commits.
-    async fn finish(
-        self,
-        to: Checkpoint,
-        events_applied: u64,
-        last_event_at: Option<DateTime<Utc>>,
-    ) -> Result<()>;
+    async fn finish(self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<()>;
 }
 
 /// Stores that can run a rebuild.
@@ -224,9 +242,54 @@ pub trait Rebuilds {
 
     /// Starts a rebuild of `projection`; blocks live commits of its partitions until the
     /// session finishes or is dropped.
-    async fn begin_rebuild<'a>(
-        &'a self,
-        projection: &str,
-        table: &'static TableSchema,
-    ) -> Result<Self::Session<'a>>;
+    async fn begin_rebuild<'a>(&'a self, projection: &str, table: &'static TableSchema) -> Result<Self::Session<'a>>;
+}
+
+/// Stores in which an operator can repair a parked aggregate.
+pub trait Repairs {
+    type Repair<'a>: RepairSession
+    where
+        Self: 'a;
+
+    /// Opens one transaction on the dead letter's aggregate: locks the letter (so two
+    /// repairs of one letter run one after the other) and the checkpoint row of the
+    /// aggregate's partition (so its runner's commits wait, then re-read the parked set).
+    /// `UnknownDeadLetter` when there is no such letter for the projection.
+    async fn begin_repair<'a>(&'a self, projection: &str, dead_letter_id: i64) -> Result<Self::Repair<'a>>;
+}
+
+/// One repair transaction; nothing is visible until [`RepairSession::commit`].
+pub trait RepairSession {
+    fn dead_letter(&self) -> &DeadLetter;
+
+    /// The parking of the letter's aggregate, if it is still parked.
+    fn parked(&self) -> Option<Parked>;
+
+    /// Where the aggregate's partition stands: events at or before it were passed over
+    /// by the runner (parked); later ones are still the runner's.
+    fn checkpoint(&self) -> Checkpoint;
+
+    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
+
+    async fn load_rows(&mut self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>>;
+
+    async fn write_rows(&mut self, table: &'static TableSchema, changes: RowChanges) -> Result<()>;
+
+    /// Moves the parking to a later version (`Some`) or lifts it (`None`); bumps the
+    /// partition's parking epoch either way.
+    async fn set_parking(&mut self, parked: Option<Parked>) -> Result<()>;
+
+    /// Updates the open letter after another failed attempt.
+    async fn failed_again(&mut self, error: &str) -> Result<()>;
+
+    /// Stores a new letter (a later event of the sequence failed); returns its id.
+    async fn send_letter(&mut self, letter: &DeadLetter) -> Result<i64>;
+
+    /// Closes the letter with `status`, recording `action`.
+    async fn close(&mut self, status: crate::dead_letter::DeadLetterStatus, action: &OperatorAction) -> Result<()>;
+
+    /// Records an action that leaves the letter open (a retry that stopped).
+    async fn record_action(&mut self, action: &OperatorAction) -> Result<()>;
+
+    async fn commit(self) -> Result<()>;
 }

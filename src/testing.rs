@@ -17,12 +17,7 @@ use crate::handler::ProjectionHandler;
 
 /// Builds a stored-looking event for tests: positions and versions are assigned by
 /// [`Scenario::given`] in the order events are given.
-pub fn event(
-    aggregate_type: &str,
-    aggregate_id: Uuid,
-    event_type: &str,
-    data: serde_json::Value,
-) -> DomainEvent {
+pub fn event(aggregate_type: &str, aggregate_id: Uuid, event_type: &str, data: serde_json::Value) -> DomainEvent {
     DomainEvent {
         position: 0,
         transaction_id: 0,
@@ -30,8 +25,7 @@ pub fn event(
         aggregate_id,
         aggregate_type: aggregate_type.to_owned(),
         event_type: event_type.to_owned(),
-        event_data: RawValue::from_string(data.to_string())
-            .expect("serde_json::Value is valid JSON"),
+        event_data: RawValue::from_string(data.to_string()).expect("serde_json::Value is valid JSON"),
         metadata: RawValue::from_string("{}".to_owned()).expect("valid JSON"),
         version: 0,
         timestamp: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
@@ -89,10 +83,7 @@ impl<'h, H: ProjectionHandler> Scenario<'h, H> {
 
     /// Asserts that the last given event failed.
     pub fn then_error(self, check: impl FnOnce(&HandlerError) -> bool) -> Self {
-        let err = self
-            .last_error
-            .as_ref()
-            .expect("expected the last event to fail, but it applied");
+        let err = self.last_error.as_ref().expect("expected the last event to fail, but it applied");
         assert!(check(err), "unexpected error: {err}");
         self
     }

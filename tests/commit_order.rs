@@ -10,12 +10,8 @@ use std::time::{Duration, Instant};
 
 use projection_daily_activity::DailyActivity;
 use projection_user_profile::UserProfile;
-use projector::{
-    BatchRunner, EventFilter, Partition, ProjectionHandler, ProjectionStore, StepOutcome,
-};
-use projector_tests::ledger::{
-    assert_matches_oracle, Ledger, DAILY_ACTIVITY_ORACLE, USER_PROFILE_ORACLE,
-};
+use projector::{BatchRunner, EventFilter, Partition, ProjectionHandler, ProjectionStore, StepOutcome};
+use projector_tests::ledger::{assert_matches_oracle, Ledger, DAILY_ACTIVITY_ORACLE, USER_PROFILE_ORACLE};
 use projector_tests::pg::TestDb;
 use rand::{Rng, SeedableRng};
 use uuid::Uuid;
@@ -31,10 +27,7 @@ FROM events WHERE aggregate_id = $1";
 
 fn random_event(rng: &mut impl Rng, n: u64) -> (&'static str, String) {
     match rng.random_range(0..5) {
-        0 => (
-            "UserRegistered",
-            format!(r#"{{"email":"u{n}@x.io","name":"U {n}","plan":"free"}}"#),
-        ),
+        0 => ("UserRegistered", format!(r#"{{"email":"u{n}@x.io","name":"U {n}","plan":"free"}}"#)),
         1 => ("UserEmailChanged", format!(r#"{{"email":"e{n}@x.io"}}"#)),
         2 => ("UserRenamed", format!(r#"{{"name":"N {n}"}}"#)),
         3 => ("PlanUpgraded", format!(r#"{{"plan":"p{}"}}"#, n % 4)),
@@ -45,9 +38,8 @@ fn random_event(rng: &mut impl Rng, n: u64) -> (&'static str, String) {
 /// One writer: transactions of 1-4 events; the first insert takes a transaction id, then
 /// the transaction sleeps, reads versions and inserts more, and commits.
 async fn writer(db_url: String, seed: u64, written: Arc<AtomicU64>) {
-    let (mut client, connection) = tokio_postgres::connect(&db_url, tokio_postgres::NoTls)
-        .await
-        .expect("writer connects");
+    let (mut client, connection) =
+        tokio_postgres::connect(&db_url, tokio_postgres::NoTls).await.expect("writer connects");
     tokio::spawn(async move {
         let _ = connection.await;
     });
@@ -63,8 +55,7 @@ async fn writer(db_url: String, seed: u64, written: Arc<AtomicU64>) {
             if let Err(e) = tx.execute(&insert, &[&user, &event_type, &data]).await {
                 // Two transactions raced for one version: give up this one, try again.
                 assert!(
-                    e.code()
-                        .is_some_and(|c| c.code() == "23505" || c.code() == "40P01"),
+                    e.code().is_some_and(|c| c.code() == "23505" || c.code() == "40P01"),
                     "unexpected writer error: {e}"
                 );
                 ok = false;
@@ -84,33 +75,21 @@ async fn writer(db_url: String, seed: u64, written: Arc<AtomicU64>) {
 async fn project<H: ProjectionHandler>(handler: H, db: &TestDb, stop: Arc<AtomicBool>) -> u64 {
     let store = db.store().await;
     let lease = store
-        .claim(
-            handler.name(),
-            Partition::WHOLE,
-            "load-test",
-            Duration::from_secs(60),
-        )
+        .claim(handler.name(), Partition::WHOLE, "load-test", Duration::from_secs(60))
         .await
         .expect("claim")
         .expect("lease is free");
     let mut runner = BatchRunner::new(&handler, &store, &EventFilter::all(), lease).batch_size(97);
     let mut applied = 0;
     loop {
-        let StepOutcome {
-            events_read,
-            events_applied,
-            ..
-        } = runner.step().await.expect("batch commits");
+        let StepOutcome { events_read, events_applied, .. } = runner.step().await.expect("batch commits");
         applied += events_applied;
         if events_read == 0 {
             // Drained only when nothing is left behind the checkpoint: an empty read can
             // also mean a transaction elsewhere on the server holds the horizon back.
             if stop.load(Ordering::Acquire) {
                 let states = store.states().await.expect("states");
-                if states
-                    .iter()
-                    .any(|s| s.projection == handler.name() && s.lag_events == 0)
-                {
+                if states.iter().any(|s| s.projection == handler.name() && s.lag_events == 0) {
                     return applied;
                 }
             }
@@ -125,17 +104,10 @@ async fn concurrent_writers_with_late_commits_lose_and_repeat_nothing() {
     let setup = db.store().await;
     for (name, schema, filter) in [
         ("user-profile", UserProfile.schema(), UserProfile.filter()),
-        (
-            "daily-activity",
-            DailyActivity.schema(),
-            DailyActivity.filter(),
-        ),
+        ("daily-activity", DailyActivity.schema(), DailyActivity.filter()),
         ("event-ledger", Ledger.schema(), Ledger.filter()),
     ] {
-        setup
-            .register(name, schema, &filter, 1)
-            .await
-            .expect("register");
+        setup.register(name, schema, &filter, 1).await.expect("register");
     }
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -155,9 +127,8 @@ async fn concurrent_writers_with_late_commits_lose_and_repeat_nothing() {
 
     let started = Instant::now();
     let written = Arc::new(AtomicU64::new(0));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|w| tokio::spawn(writer(db.url.clone(), w as u64 + 1, Arc::clone(&written))))
-        .collect();
+    let writers: Vec<_> =
+        (0..WRITERS).map(|w| tokio::spawn(writer(db.url.clone(), w as u64 + 1, Arc::clone(&written)))).collect();
     for w in writers {
         w.await.expect("writer finished");
     }
@@ -165,23 +136,13 @@ async fn concurrent_writers_with_late_commits_lose_and_repeat_nothing() {
     let mut applied = Vec::new();
     for p in projections {
         applied.push(
-            tokio::time::timeout(Duration::from_secs(120), p)
-                .await
-                .expect("projections drain")
-                .expect("no panic"),
+            tokio::time::timeout(Duration::from_secs(120), p).await.expect("projections drain").expect("no panic"),
         );
     }
     let client = db.client().await;
-    let total: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let total: i64 = client.query_one("SELECT count(*) FROM events", &[]).await.unwrap().get(0);
     assert!(total as u64 >= TOTAL, "writers appended {total} events");
-    eprintln!(
-        "{total} events by {WRITERS} writers in {:?}; applied {applied:?}",
-        started.elapsed()
-    );
+    eprintln!("{total} events by {WRITERS} writers in {:?}; applied {applied:?}", started.elapsed());
 
     // Out-of-order commits really happened: some event has a higher version but a lower
     // transaction id than an earlier version of its aggregate.
@@ -206,19 +167,11 @@ async fn concurrent_writers_with_late_commits_lose_and_repeat_nothing() {
         )
         .await
         .unwrap();
-    let (rows, min, max, missing): (i64, i64, i64, i64) =
-        (ledger.get(0), ledger.get(1), ledger.get(2), ledger.get(3));
+    let (rows, min, max, missing): (i64, i64, i64, i64) = (ledger.get(0), ledger.get(1), ledger.get(2), ledger.get(3));
     assert_eq!(missing, 0, "events never applied");
-    assert_eq!(
-        (rows, min, max),
-        (total, 1, 1),
-        "every event applied exactly once"
-    );
+    assert_eq!((rows, min, max), (total, 1, 1), "every event applied exactly once");
     assert_eq!(applied[2], total as u64);
-    assert_eq!(
-        applied[1], total as u64,
-        "daily-activity applied every event once"
-    );
+    assert_eq!(applied[1], total as u64, "daily-activity applied every event once");
     assert_matches_oracle(&client, "daily_activity", DAILY_ACTIVITY_ORACLE).await;
     assert_matches_oracle(&client, "user_profile", USER_PROFILE_ORACLE).await;
 }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use projection_user_profile::UserProfile;
 use projector::{
-    AppendRequest, BatchRunner, Checkpoint, ErrorClass, EventFilter, EventStore, ExpectedVersion,
-    NewEvent, Partition, ProjectionHandler, ProjectionStore, RuntimeError, StoreError,
+    AppendRequest, BatchRunner, Checkpoint, DeadLetterFilter, DeadLetterQueue, ErrorClass, EventFilter, EventStore,
+    ExpectedVersion, NewEvent, Partition, ProjectionHandler, ProjectionStore, StoreError,
 };
 use projector_postgres::PgStore;
 use projector_tests::ledger::{assert_matches_oracle, USER_PROFILE_ORACLE};
@@ -18,13 +18,7 @@ fn user(n: u128) -> Uuid {
     Uuid::from_u128(0x5EED_0000 + n)
 }
 
-async fn append(
-    store: &PgStore,
-    id: Uuid,
-    expected: i64,
-    event_type: &str,
-    data: serde_json::Value,
-) -> Uuid {
+async fn append(store: &PgStore, id: Uuid, expected: i64, event_type: &str, data: serde_json::Value) -> Uuid {
     let outcome = store
         .append(AppendRequest {
             aggregate_id: id,
@@ -39,77 +33,47 @@ async fn append(
 }
 
 async fn claimed(store: &PgStore) -> projector::Lease {
+    store.register("user-profile", UserProfile.schema(), &UserProfile.filter(), 1).await.expect("register");
     store
-        .register(
-            "user-profile",
-            UserProfile.schema(),
-            &UserProfile.filter(),
-            1,
-        )
-        .await
-        .expect("register");
-    store
-        .claim(
-            "user-profile",
-            Partition::WHOLE,
-            "runtime-test",
-            Duration::from_secs(30),
-        )
+        .claim("user-profile", Partition::WHOLE, "runtime-test", Duration::from_secs(30))
         .await
         .expect("claim")
         .expect("free lease")
 }
 
 async fn checkpoint(store: &PgStore) -> Checkpoint {
-    store
-        .states()
-        .await
-        .expect("states")
-        .iter()
-        .find(|s| s.projection == "user-profile")
-        .expect("state")
-        .checkpoint
+    store.states().await.expect("states").iter().find(|s| s.projection == "user-profile").expect("state").checkpoint
 }
 
 #[tokio::test]
-async fn a_payload_that_does_not_fit_fails_the_batch_naming_the_event_and_writes_nothing() {
+async fn a_payload_that_does_not_fit_is_dead_lettered_naming_the_event_and_never_panics() {
     let db = TestDb::new().await;
     let store = db.store().await;
-    append(
-        &store,
-        user(1),
-        0,
-        "UserRegistered",
-        json!({"email": "a@x.io", "name": "A", "plan": "free"}),
-    )
-    .await;
+    append(&store, user(1), 0, "UserRegistered", json!({"email": "a@x.io", "name": "A", "plan": "free"})).await;
     let bad = append(&store, user(1), 1, "UserEmailChanged", json!({"email": 42})).await;
+    append(&store, user(2), 0, "UserRegistered", json!({"email": "b@x.io", "name": "B", "plan": "free"})).await;
     db.settle().await;
     let lease = claimed(&store).await;
     let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease);
-    let err = runner.step().await.expect_err("the batch must fail");
-    match &err {
-        RuntimeError::Apply(e) => assert_eq!(e.event_id, bad, "the error names the failing event"),
-        other => panic!("expected a handler error, got {other}"),
-    }
-    assert_eq!(err.class(), ErrorClass::Permanent);
-    assert!(
-        err.to_string().contains(&bad.to_string()),
-        "message names the event: {err}"
-    );
-    assert_eq!(
-        checkpoint(&store).await,
-        Checkpoint::START,
-        "checkpoint unchanged"
-    );
-    let rows: i64 = db
+    let step = runner.step().await.expect("the batch commits around the bad event");
+    assert_eq!((step.events_read, step.dead_lettered), (3, 1));
+    let letters = store.list(&DeadLetterFilter::default()).await.expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].event_id, bad, "the letter is the failing event");
+    assert!(letters[0].error.contains(&bad.to_string()), "the error names the event: {}", letters[0].error);
+    assert!(letters[0].error.contains("payload does not fit"), "{}", letters[0].error);
+    let versions: Vec<(Uuid, i64)> = db
         .client()
         .await
-        .query_one("SELECT count(*) FROM user_profile", &[])
+        .query("SELECT user_id, version FROM user_profile ORDER BY version, user_id", &[])
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(rows, 0, "no half-written batch");
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(versions.len(), 2, "both users have rows: {versions:?}");
+    assert!(versions.iter().all(|(_, v)| *v == 1), "user 1 stays at its last good version: {versions:?}");
+    assert_eq!(checkpoint(&store).await, step.checkpoint, "the checkpoint passed the bad event");
 }
 
 #[tokio::test]
@@ -129,8 +93,7 @@ async fn a_killed_connection_is_transient_and_the_next_runner_resumes_exactly() 
     db.settle().await;
     let store = db.store().await;
     let lease = claimed(&store).await;
-    let mut runner =
-        BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
+    let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
     assert_eq!(runner.step().await.expect("first batch").events_read, 20);
     let before = checkpoint(&writer).await;
 
@@ -145,32 +108,18 @@ async fn a_killed_connection_is_transient_and_the_next_runner_resumes_exactly() 
         .await
         .expect("terminate backends");
     let err = runner.step().await.expect_err("the connection is gone");
-    assert_eq!(
-        err.class(),
-        ErrorClass::Transient,
-        "a lost connection is retried, not dead-lettered: {err}"
-    );
-    assert_eq!(
-        checkpoint(&admin_store(&db).await).await,
-        before,
-        "nothing written by the failed batch"
-    );
+    assert_eq!(err.class(), ErrorClass::Transient, "a lost connection is retried, not dead-lettered: {err}");
+    assert_eq!(checkpoint(&admin_store(&db).await).await, before, "nothing written by the failed batch");
 
     // What the local runner does next: reconnect, re-claim from the stored checkpoint.
     let store = db.store().await;
     let lease = store
-        .claim(
-            "user-profile",
-            Partition::WHOLE,
-            "runtime-test",
-            Duration::from_secs(30),
-        )
+        .claim("user-profile", Partition::WHOLE, "runtime-test", Duration::from_secs(30))
         .await
         .expect("claim")
         .expect("our lease");
     assert_eq!(lease.checkpoint, before);
-    let mut runner =
-        BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
+    let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
     while runner.step().await.expect("batch").events_read > 0 {}
     assert_matches_oracle(&admin, "user_profile", USER_PROFILE_ORACLE).await;
 }
@@ -187,14 +136,8 @@ async fn an_unreachable_server_is_a_clear_transient_error() {
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(err.is_retryable());
     let message = err.to_string();
-    assert!(
-        message.contains("127.0.0.1:1/nowhere"),
-        "names the server: {message}"
-    );
-    assert!(
-        !message.contains("secret"),
-        "never prints the password: {message}"
-    );
+    assert!(message.contains("127.0.0.1:1/nowhere"), "names the server: {message}");
+    assert!(!message.contains("secret"), "never prints the password: {message}");
 }
 
 #[tokio::test]
@@ -215,11 +158,7 @@ async fn a_conflicting_append_names_aggregate_and_versions() {
     assert_eq!(wins, 1, "exactly one append wins: {ra:?} / {rb:?}");
     let err = ra.err().or(rb.err()).expect("one conflict");
     match err {
-        StoreError::Conflict {
-            aggregate_id,
-            expected,
-            actual,
-        } => {
+        StoreError::Conflict { aggregate_id, expected, actual } => {
             assert_eq!((aggregate_id, expected, actual), (user(7), 1, 2));
         }
         other => panic!("expected a version conflict, got {other:?}"),

@@ -19,10 +19,7 @@ impl Backend {
                 let path = &config.database.embedded_path;
                 let store = EmbeddedStore::open(path)
                     .with_context(|| format!("opening the embedded store at {}", path.display()))?;
-                Ok(Backend::Embedded(EmbeddedConnector::new(
-                    store,
-                    path.display().to_string(),
-                )))
+                Ok(Backend::Embedded(EmbeddedConnector::new(store, path.display().to_string())))
             }
         }
     }
@@ -52,10 +49,7 @@ macro_rules! with_handler {
                 let $h = projection_daily_activity::DailyActivity;
                 $body
             }
-            other => anyhow::bail!(
-                "unknown handler {other:?}; known handlers: {}",
-                $crate::HANDLERS.join(", ")
-            ),
+            other => anyhow::bail!("unknown handler {other:?}; known handlers: {}", $crate::HANDLERS.join(", ")),
         }
     };
 }

@@ -10,70 +10,50 @@ use projector::adapter::ProjectionAdapter;
 use projector::config::{Config, ProjectionConfig};
 use projector::runtime::state_at;
 use projector::{
-    AppendRequest, BatchRunner, Checkpoint, EventFilter, EventStore, ExpectedVersion, Metadata,
-    NewEvent, Ordering, Partition, ProjectionHandler, ProjectionState, ProjectionStore, Rebuild,
-    Record, RowKey, Value,
+    AppendRequest, BatchRunner, Checkpoint, EventFilter, EventStore, ExpectedVersion, Metadata, NewEvent, Ordering,
+    Partition, ProjectionHandler, ProjectionState, ProjectionStore, ReadBound, Rebuild, Record, RowKey, Value,
 };
 use projector_local::{Connector, LocalAdapter, Registry, WorkerExit};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::{seed, table, with_handler};
+use crate::{say, seed, table, with_handler, DlqCommand, RepairArgs};
 
 fn registry<C: Connector>() -> Registry<C> {
-    Registry::default()
-        .with(projection_user_profile::UserProfile)
-        .with(projection_daily_activity::DailyActivity)
+    Registry::default().with(projection_user_profile::UserProfile).with(projection_daily_activity::DailyActivity)
 }
 
 async fn connect<C: Connector>(connector: &C) -> Result<C::Store> {
     connector.connect().await.with_context(|| {
-        format!(
-            "cannot reach the {}; is it running? (set DATABASE_URL or --database-url)",
-            connector.describe()
-        )
+        format!("cannot reach the {}; is it running? (set DATABASE_URL or --database-url)", connector.describe())
     })
 }
 
 fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig> {
     config.projections.get(name).ok_or_else(|| {
         let known: Vec<&str> = config.projections.keys().map(String::as_str).collect();
-        anyhow!(
-            "unknown projection {name:?}; configured projections: {}",
-            known.join(", ")
-        )
+        anyhow!("unknown projection {name:?}; configured projections: {}", known.join(", "))
     })
 }
 
 async fn register_all<C: Connector>(config: &Config, connector: &C) -> Result<()> {
     let store = connect(connector).await?;
     let adapter = LocalAdapter::new(config.clone(), connector.clone(), registry::<C>());
-    adapter
-        .register_all(&store)
-        .await
-        .context("registering projections")?;
+    adapter.register_all(&store).await.context("registering projections")?;
     Ok(())
 }
 
 pub async fn init<C: Connector>(config: &Config, connector: C) -> Result<()> {
-    let applied = connector
-        .migrate()
-        .await
-        .with_context(|| format!("migrating the {}", connector.describe()))?;
+    let applied = connector.migrate().await.with_context(|| format!("migrating the {}", connector.describe()))?;
     for name in &applied {
-        println!("applied migration {name}");
+        say!("applied migration {name}");
     }
     register_all(config, &connector).await?;
-    println!(
+    say!(
         "{} ready: {} projection(s) registered ({})",
         connector.describe(),
         config.projections.len(),
-        config
-            .projections
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
+        config.projections.keys().cloned().collect::<Vec<_>>().join(", ")
     );
     Ok(())
 }
@@ -124,9 +104,7 @@ impl AppendLine {
         Ok(AppendRequest {
             aggregate_id: self.aggregate_id,
             aggregate_type: self.aggregate_type,
-            expected_version: self
-                .expected_version
-                .map_or(ExpectedVersion::Any, ExpectedVersion::Exact),
+            expected_version: self.expected_version.map_or(ExpectedVersion::Any, ExpectedVersion::Exact),
             events,
             idempotency_key: self.idempotency_key,
         })
@@ -141,10 +119,7 @@ pub async fn append<C: Connector>(connector: &C, file: Option<&Path>) -> Result<
                 std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
             )),
         ),
-        _ => (
-            "<stdin>".into(),
-            Box::new(std::io::BufReader::new(std::io::stdin())),
-        ),
+        _ => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
     };
     let store = connect(connector).await?;
     let (mut appends, mut events, mut repeated) = (0u64, 0u64, 0u64);
@@ -153,21 +128,10 @@ pub async fn append<C: Connector>(connector: &C, file: Option<&Path>) -> Result<
         if line.trim().is_empty() {
             continue;
         }
-        let at = |what: &str| {
-            format!(
-                "{name}:{}: {what} ({appends} earlier line(s) were appended)",
-                i + 1
-            )
-        };
-        let parsed: AppendLine =
-            serde_json::from_str(&line).with_context(|| at("not a valid append line"))?;
-        let request = parsed
-            .into_request()
-            .with_context(|| at("not a valid append line"))?;
-        let outcome = store
-            .append(request)
-            .await
-            .with_context(|| at("append failed"))?;
+        let at = |what: &str| format!("{name}:{}: {what} ({appends} earlier line(s) were appended)", i + 1);
+        let parsed: AppendLine = serde_json::from_str(&line).with_context(|| at("not a valid append line"))?;
+        let request = parsed.into_request().with_context(|| at("not a valid append line"))?;
+        let outcome = store.append(request).await.with_context(|| at("append failed"))?;
         if outcome.deduplicated {
             repeated += 1;
         } else {
@@ -175,7 +139,7 @@ pub async fn append<C: Connector>(connector: &C, file: Option<&Path>) -> Result<
             events += outcome.event_ids.len() as u64;
         }
     }
-    println!("appended {events} event(s) in {appends} append(s); {repeated} repeated idempotency key(s) wrote nothing");
+    say!("appended {events} event(s) in {appends} append(s); {repeated} repeated idempotency key(s) wrote nothing");
     Ok(())
 }
 
@@ -189,23 +153,14 @@ async fn catch_up<H: ProjectionHandler, S: EventStore + ProjectionStore>(
 ) -> Result<u64> {
     let mut applied = 0;
     for index in 0..p.partitions {
-        let partition = Partition {
-            index,
-            count: p.partitions,
-        };
+        let partition = Partition { index, count: p.partitions };
         let lease = store
             .claim(name, partition, owner, p.lease_ttl)
             .await?
-            .ok_or_else(|| {
-                anyhow!("{name} partition {partition} is leased by a running runner; stop it first")
-            })?;
-        let mut runner =
-            BatchRunner::new(handler, store, &p.events.to_filter(), lease).batch_size(p.batch_size);
+            .ok_or_else(|| anyhow!("{name} partition {partition} is leased by a running runner; stop it first"))?;
+        let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease).batch_size(p.batch_size);
         loop {
-            let step = runner
-                .step()
-                .await
-                .with_context(|| format!("projection {name}"))?;
+            let step = runner.step().await.with_context(|| format!("projection {name}"))?;
             applied += step.events_applied;
             if step.events_read == 0 {
                 break;
@@ -219,43 +174,28 @@ async fn catch_up<H: ProjectionHandler, S: EventStore + ProjectionStore>(
 pub async fn demo<C: Connector>(config: &Config, connector: C, users: u32) -> Result<()> {
     connector.migrate().await?;
     let store = connect(&connector).await?;
-    let existing = store
-        .read_all(Checkpoint::START, &EventFilter::all(), Partition::WHOLE, 1)
-        .await?;
+    let existing = store.read_all(Checkpoint::START, &EventFilter::all(), Partition::WHOLE, 1).await?;
     if existing.is_empty() {
         let requests = seed::requests(users);
         let n: usize = requests.iter().map(|r| r.events.len()).sum();
         for request in requests {
-            store
-                .append(request)
-                .await
-                .context("seeding sample events")?;
+            store.append(request).await.context("seeding sample events")?;
         }
-        println!(
-            "seeded {n} sample events for {users} users into the {}",
-            connector.describe()
-        );
+        say!("seeded {n} sample events for {users} users into the {}", connector.describe());
     } else {
-        println!(
-            "the {} already holds events; not seeding",
-            connector.describe()
-        );
+        say!("the {} already holds events; not seeding", connector.describe());
     }
     register_all(config, &connector).await?;
     let owner = format!("demo-{}", std::process::id());
     for (name, p) in &config.projections {
-        let applied = with_handler!(p.handler.as_str(), |h| catch_up(
-            &h, &store, name, p, &owner
-        )
-        .await?);
-        println!("{name}: caught up ({applied} event(s) applied now)");
+        let applied = with_handler!(p.handler.as_str(), |h| catch_up(&h, &store, name, p, &owner).await?);
+        say!("{name}: caught up ({applied} event(s) applied now)");
     }
-    println!();
+    say!();
     print_status(&store.states().await?);
     for (name, p) in &config.projections {
-        println!();
-        with_handler!(p.handler.as_str(), |h| sample_rows(&h, &store, name)
-            .await?);
+        say!();
+        with_handler!(p.handler.as_str(), |h| sample_rows(&h, &store, name).await?);
     }
     Ok(())
 }
@@ -266,9 +206,7 @@ async fn sample_rows<H: ProjectionHandler, S: EventStore + ProjectionStore>(
     store: &S,
     name: &str,
 ) -> Result<()> {
-    let events = store
-        .read_all(Checkpoint::START, &handler.filter(), Partition::WHOLE, 500)
-        .await?;
+    let events = store.read_all(Checkpoint::START, &handler.filter(), Partition::WHOLE, 500).await?;
     let mut keys: Vec<H::Key> = Vec::new();
     for e in &events {
         if let Some(k) = handler.key(e) {
@@ -302,8 +240,8 @@ async fn sample_rows<H: ProjectionHandler, S: EventStore + ProjectionStore>(
                 .collect()
         })
         .collect();
-    println!("{name} (table {}), sample rows:", schema.name);
-    println!("{}", table::render(&header, &cells));
+    say!("{name} (table {}), sample rows:", schema.name);
+    say!("{}", table::render(&header, &cells));
     Ok(())
 }
 
@@ -319,13 +257,15 @@ fn print_status(states: &[ProjectionState]) {
                 s.lag_events.to_string(),
                 format!("{:.1}", s.lag_seconds),
                 s.events_applied.to_string(),
+                s.dead_letters.to_string(),
+                format!("{}/{}", s.parked_aggregates, s.parked_events),
                 s.error_count.to_string(),
                 s.lease_owner.clone().unwrap_or_else(|| "-".into()),
                 s.last_error.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    println!(
+    say!(
         "{}",
         table::render(
             &[
@@ -336,9 +276,11 @@ fn print_status(states: &[ProjectionState]) {
                 "lag",
                 "lag_s",
                 "applied",
+                "dead",
+                "parked",
                 "errors",
                 "owner",
-                "last_error"
+                "last_error",
             ],
             &rows
         )
@@ -354,12 +296,23 @@ pub async fn status<C: Connector>(config: &Config, connector: &C, json: bool) ->
         .into_iter()
         .filter(|s| config.projections.contains_key(&s.projection))
         .collect();
+    let hold = store.horizon_hold().await.context("reading the read horizon")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&states)?);
+        say!("{}", serde_json::to_string_pretty(&states)?);
     } else if states.is_empty() {
-        println!("no projection is registered yet; run `projector init`");
+        say!("no projection is registered yet; run `projector init`");
     } else {
         print_status(&states);
+    }
+    if let (Some(h), false) = (&hold, json) {
+        let since = h.transaction_started_at.map_or_else(|| "unknown".to_owned(), |t| t.to_rfc3339());
+        say!(
+            "\nread horizon held back by backend {} ({}), in a transaction since {since}: {} committed event(s) \
+             wait for it to end",
+            h.pid,
+            h.description,
+            h.events_waiting
+        );
     }
     Ok(())
 }
@@ -382,32 +335,63 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
         }
     };
     let adapter = LocalAdapter::new(config.clone(), connector.clone(), registry::<C>());
-    adapter
-        .register_all(&store)
-        .await
-        .context("registering projections")?;
-    drop(store);
-    let names: Vec<String> = if only.is_empty() {
-        config.projections.keys().cloned().collect()
-    } else {
-        only
-    };
+    adapter.register_all(&store).await.context("registering projections")?;
+    let names: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
     for name in &names {
         let d = adapter.deploy(name).await?;
-        eprintln!(
-            "running {name} with {} partition(s) as {}",
-            d.partitions,
-            adapter.owner()
-        );
+        eprintln!("running {name} with {} partition(s) as {}", d.partitions, adapter.owner());
     }
+
+    // Observability: /metrics, /health and alerts read the projections' state through
+    // one shared store connection.
+    let store = std::sync::Arc::new(store);
+    let metrics = adapter.metrics();
+    let ours = names.clone();
+    let states = move || {
+        let (store, ours) = (std::sync::Arc::clone(&store), ours.clone());
+        async move {
+            store
+                .states()
+                .await
+                .map(|all| all.into_iter().filter(|s| ours.contains(&s.projection)).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = {
+        let (metrics, states, stop) = (std::sync::Arc::clone(&metrics), states.clone(), stop_rx.clone());
+        let (listen, interval) = (config.observability.listen, config.observability.health_interval);
+        async move {
+            if let Some(addr) = listen {
+                match projector_local::http::serve(addr, metrics, states, interval, stop).await {
+                    Ok(()) => {}
+                    Err(e) => eprintln!("warning: /metrics and /health are not served on {addr}: {e}"),
+                }
+            }
+            std::future::pending::<()>().await
+        }
+    };
+    let alerts = {
+        let (metrics, states, stop) = (std::sync::Arc::clone(&metrics), states.clone(), stop_rx.clone());
+        let alerts = config.alerts.clone();
+        async move {
+            if let Some(alerts) = alerts {
+                projector_local::alerts::Alerter::new(alerts).run(states, metrics, stop).await;
+            }
+            std::future::pending::<()>().await
+        }
+    };
     let listen = adapter.listen(stop_rx);
-    tokio::pin!(listen);
+    let shutdown = shutdown_signal();
+    tokio::pin!(listen, shutdown, http, alerts);
+    let mut listening = true;
     let mut check = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            _ = shutdown_signal() => break,
-            _ = &mut listen => {}
+            _ = &mut shutdown => break,
+            _ = &mut listen, if listening => listening = false,
+            _ = &mut http => {}
+            _ = &mut alerts => {}
             _ = check.tick() => if adapter.all_finished() { break },
         }
     }
@@ -418,7 +402,7 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
         .iter()
         .flat_map(|(name, ws)| {
             ws.iter().filter_map(move |w| match w {
-                WorkerExit::Failed(e) => Some(format!("{name}: {e}")),
+                WorkerExit::Failed(e) | WorkerExit::Halted(e) => Some(format!("{name}: {e}")),
                 WorkerExit::Stopped => None,
             })
         })
@@ -435,14 +419,13 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -454,12 +437,7 @@ async fn shutdown_signal() {
     }
 }
 
-pub async fn rebuild<C: Connector>(
-    config: &Config,
-    connector: &C,
-    name: &str,
-    from: Option<i64>,
-) -> Result<()> {
+pub async fn rebuild<C: Connector>(config: &Config, connector: &C, name: &str, from: Option<i64>) -> Result<()> {
     let p = projection(config, name)?;
     register_all(config, connector).await?;
     let store = connect(connector).await?;
@@ -473,10 +451,8 @@ pub async fn rebuild<C: Connector>(
         .unwrap_or(0);
     let bar = indicatif::ProgressBar::new(total.max(1) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
@@ -496,13 +472,11 @@ pub async fn rebuild<C: Connector>(
         Ok(o) => o,
         Err(e) => {
             let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
-            return Err(anyhow!(e).context(format!(
-                "rebuild of {name} failed; the read model is unchanged"
-            )));
+            return Err(anyhow!(e).context(format!("rebuild of {name} failed; the read model is unchanged")));
         }
     };
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    say!(
         "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({:.0} events/s)",
         outcome.events_read,
         outcome.events_applied,
@@ -514,24 +488,9 @@ pub async fn rebuild<C: Connector>(
     Ok(())
 }
 
-async fn mark_failed<S: ProjectionStore>(
-    store: &S,
-    name: &str,
-    partitions: u32,
-    error: &str,
-) -> Result<()> {
+async fn mark_failed<S: ProjectionStore>(store: &S, name: &str, partitions: u32, error: &str) -> Result<()> {
     for index in 0..partitions {
-        store
-            .set_status(
-                name,
-                Partition {
-                    index,
-                    count: partitions,
-                },
-                projector::Status::Running,
-                Some(error),
-            )
-            .await?;
+        store.set_status(name, Partition { index, count: partitions }, projector::Status::Running, Some(error)).await?;
     }
     Ok(())
 }
@@ -544,20 +503,12 @@ pub async fn state<C: Connector>(
     at: Option<&str>,
 ) -> Result<()> {
     let p = projection(config, name)?;
-    let at = at
-        .map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc)))
-        .transpose()
-        .with_context(|| {
-            format!(
-                "--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z",
-                at.unwrap_or("")
-            )
+    let at =
+        at.map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc))).transpose().with_context(|| {
+            format!("--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z", at.unwrap_or(""))
         })?;
     let store = connect(connector).await?;
-    with_handler!(p.handler.as_str(), |h| show_state(
-        &h, &store, p, name, key, at
-    )
-    .await)
+    with_handler!(p.handler.as_str(), |h| show_state(&h, &store, p, name, key, at).await)
 }
 
 async fn show_state<H: ProjectionHandler, S: EventStore>(
@@ -569,18 +520,8 @@ async fn show_state<H: ProjectionHandler, S: EventStore>(
     at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
-    let aggregate = (handler.ordering() == Ordering::AggregateVersion)
-        .then(|| Uuid::parse_str(key).ok())
-        .flatten();
-    let found = state_at(
-        handler,
-        store,
-        &p.events.to_filter(),
-        &parsed,
-        aggregate,
-        at,
-    )
-    .await?;
+    let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
+    let found = state_at(handler, store, &p.events.to_filter(), &parsed, aggregate, at).await?;
     let Some((row, version)) = found else {
         let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
         bail!("{name} has no row for key {key} ({when})");
@@ -592,11 +533,137 @@ async fn show_state<H: ProjectionHandler, S: EventStore>(
     if schema.version_column.is_some() {
         values.push(Value::BigInt(version));
     }
-    let object: serde_json::Map<String, serde_json::Value> = schema
-        .all_columns()
-        .zip(&values)
-        .map(|(c, v)| (c.name.to_owned(), v.to_json()))
-        .collect();
-    println!("{}", serde_json::to_string_pretty(&object)?);
+    let object: serde_json::Map<String, serde_json::Value> =
+        schema.all_columns().zip(&values).map(|(c, v)| (c.name.to_owned(), v.to_json())).collect();
+    say!("{}", serde_json::to_string_pretty(&object)?);
     Ok(())
+}
+
+fn actor(args: &RepairArgs) -> String {
+    args.actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn letter_rows(letters: &[projector::DeadLetter]) -> Vec<Vec<String>> {
+    letters
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.to_string(),
+                l.projection.clone(),
+                l.status.to_string(),
+                l.aggregate_id.to_string(),
+                format!("v{}", l.version),
+                l.event_type.clone(),
+                l.attempts.to_string(),
+                l.last_failed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                l.error.chars().take(80).collect(),
+            ]
+        })
+        .collect()
+}
+
+pub async fn dlq<C: Connector>(config: &Config, connector: &C, command: DlqCommand) -> Result<()> {
+    use projector::repair::{repair, RepairAction, RepairEnd};
+    use projector::{DeadLetterFilter, DeadLetterQueue};
+    let store = connect(connector).await?;
+    let (id, what, args) = match command {
+        DlqCommand::List { projection, aggregate, all, json } => {
+            if let Some(p) = &projection {
+                self::projection(config, p)?;
+            }
+            let letters = store
+                .list(&DeadLetterFilter { projection, aggregate_id: aggregate, include_closed: all })
+                .await
+                .context("listing dead letters")?;
+            if json {
+                say!("{}", serde_json::to_string_pretty(&letters)?);
+            } else if letters.is_empty() {
+                say!("no dead letters");
+            } else {
+                let header = [
+                    "id",
+                    "projection",
+                    "status",
+                    "aggregate",
+                    "version",
+                    "event_type",
+                    "attempts",
+                    "last_failed",
+                    "error",
+                ];
+                say!("{}", table::render(&header, &letter_rows(&letters)));
+            }
+            return Ok(());
+        }
+        DlqCommand::Show { id, json } => {
+            let letter = store
+                .get(id)
+                .await?
+                .ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
+            let actions = store.actions(id).await?;
+            let events = store
+                .read_aggregate(
+                    letter.aggregate_id,
+                    ReadBound::Versions { after: letter.version - 1, upto: letter.version },
+                )
+                .await?;
+            if json {
+                let value = serde_json::json!({ "dead_letter": letter, "event": events.first(), "actions": actions });
+                say!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                say!("dead letter {} ({})", letter.id, letter.status);
+                say!("  projection:   {}", letter.projection);
+                say!(
+                    "  event:        {} {} (aggregate {} v{}, position {})",
+                    letter.event_id,
+                    letter.event_type,
+                    letter.aggregate_id,
+                    letter.version,
+                    letter.position
+                );
+                if let Some(e) = events.first() {
+                    say!("  event_data:   {}", e.event_data.get());
+                }
+                say!("  error:        {} ({})", letter.error, letter.error_class);
+                say!("  attempts:     {}", letter.attempts);
+                say!("  first failed: {}", letter.first_failed_at.to_rfc3339());
+                say!("  last failed:  {}", letter.last_failed_at.to_rfc3339());
+                for a in actions {
+                    say!("  {} {} by {}: {}", a.at.to_rfc3339(), a.action, a.actor, a.outcome);
+                }
+            }
+            return Ok(());
+        }
+        DlqCommand::Retry { id, repair } => (id, RepairAction::Retry, repair),
+        DlqCommand::Skip { id, repair } => (id, RepairAction::Skip, repair),
+        DlqCommand::Discard { id, repair } => (id, RepairAction::Discard, repair),
+    };
+    let letter =
+        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
+    let p = projection(config, &letter.projection)?;
+    let who = actor(&args);
+    let outcome = with_handler!(p.handler.as_str(), |h| {
+        repair(&h, &store, &p.events.to_filter(), id, what, &who, args.chunk).await
+    })
+    .with_context(|| format!("dlq {} {id}", what.as_str()))?;
+    match outcome.end {
+        RepairEnd::Done => {
+            say!(
+                "dead letter {id}: {} event(s) applied, {} dropped; aggregate {} unparked",
+                outcome.events_applied,
+                outcome.events_dropped,
+                letter.aggregate_id
+            );
+            Ok(())
+        }
+        RepairEnd::Stopped { dead_letter_id, event_id, version, error } => bail!(
+            "dead letter {id}: {} event(s) applied, then event {event_id} (v{version}) failed: {error}; \
+             aggregate {} stays parked behind dead letter {dead_letter_id}",
+            outcome.events_applied,
+            letter.aggregate_id
+        ),
+    }
 }

@@ -2,6 +2,7 @@
 
 mod backend;
 mod commands;
+mod output;
 mod seed;
 mod table;
 
@@ -20,11 +21,7 @@ pub const HANDLERS: &[&str] = &["user-profile", "daily-activity"];
 const DEFAULT_CONFIG: &str = include_str!("../../projections.yaml");
 
 #[derive(Parser)]
-#[command(
-    name = "projector",
-    version,
-    about = "Runs event-sourced projections over PostgreSQL or an embedded store"
-)]
+#[command(name = "projector", version, about = "Runs event-sourced projections over PostgreSQL or an embedded store")]
 struct Cli {
     /// Projection configuration. Defaults to ./projections.yaml, or the built-in one when absent.
     #[arg(long, short, global = true, env = "PROJECTOR_CONFIG")]
@@ -73,6 +70,9 @@ enum Command {
         #[arg(long)]
         from_version: Option<i64>,
     },
+    /// Dead letters: list, inspect, and repair parked aggregates.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Shows one read-model row, optionally as it was at an instant (time travel).
     State {
         projection: String,
@@ -82,6 +82,56 @@ enum Command {
         #[arg(long)]
         at: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DlqCommand {
+    /// Lists open dead letters (with --all, closed ones too).
+    List {
+        #[arg(long, short = 'p')]
+        projection: Option<String>,
+        #[arg(long)]
+        aggregate: Option<uuid::Uuid>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one dead letter: the event, the error, attempts, failure times, actions.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-applies the parked sequence through the current handler, in version order;
+    /// stops at the first failure. Safe to run twice.
+    Retry {
+        id: i64,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+    /// Drops the dead-lettered event and re-applies the rest of the sequence.
+    Skip {
+        id: i64,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+    /// Drops the whole parked sequence and unparks the aggregate.
+    Discard {
+        id: i64,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RepairArgs {
+    /// Who is acting, for the audit trail.
+    #[arg(long, env = "PROJECTOR_ACTOR")]
+    pub actor: Option<String>,
+    /// Events applied per transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub chunk: usize,
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config> {
@@ -126,6 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
     let backend = Backend::open(&config, cli.database_url.clone()).context("choosing the store")?;
     match cli.command {
         Command::Init => with_backend!(backend, |c| commands::init(&config, c).await),
+        Command::Dlq(command) => with_backend!(backend, |c| commands::dlq(&config, &c, command).await),
         Command::Append { file } => {
             with_backend!(backend, |c| commands::append(&c, file.as_deref()).await)
         }
@@ -138,31 +189,11 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Status { json } => {
             with_backend!(backend, |c| commands::status(&config, &c, json).await)
         }
-        Command::Rebuild {
-            projection,
-            from_version,
-        } => {
-            with_backend!(backend, |c| commands::rebuild(
-                &config,
-                &c,
-                &projection,
-                from_version
-            )
-            .await)
+        Command::Rebuild { projection, from_version } => {
+            with_backend!(backend, |c| commands::rebuild(&config, &c, &projection, from_version).await)
         }
-        Command::State {
-            projection,
-            key,
-            at,
-        } => {
-            with_backend!(backend, |c| commands::state(
-                &config,
-                &c,
-                &projection,
-                &key,
-                at.as_deref()
-            )
-            .await)
+        Command::State { projection, key, at } => {
+            with_backend!(backend, |c| commands::state(&config, &c, &projection, &key, at.as_deref()).await)
         }
     }
 }

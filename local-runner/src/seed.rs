@@ -8,13 +8,9 @@ use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-const FIRST: &[&str] = &[
-    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Leslie",
-];
-const LAST: &[&str] = &[
-    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman",
-    "Lamport",
-];
+const FIRST: &[&str] = &["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Leslie"];
+const LAST: &[&str] =
+    &["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman", "Lamport"];
 const PLANS: &[&str] = &["free", "starter", "pro", "enterprise"];
 
 /// Appends for `users` users, in rounds so that users' events interleave.
@@ -46,18 +42,14 @@ pub fn requests(users: u32) -> Vec<AppendRequest> {
             }
             let at = start + Duration::days(round * 3 + 3) + Duration::minutes(i as i64 * 7 % 1440);
             let event = match rng.random_range(0..10) {
-                0..=3 => NewEvent::new(
-                    "UserEmailChanged",
-                    json!({"email": format!("user{i}.r{round}@example.org")}),
-                ),
+                0..=3 => NewEvent::new("UserEmailChanged", json!({"email": format!("user{i}.r{round}@example.org")})),
                 4..=5 => NewEvent::new(
                     "UserRenamed",
                     json!({"name": format!("{} {}", FIRST[i % FIRST.len()], LAST[(i + round as usize) % LAST.len()])}),
                 ),
-                6..=8 => NewEvent::new(
-                    "PlanUpgraded",
-                    json!({"plan": PLANS.choose(&mut rng).copied().unwrap_or("pro")}),
-                ),
+                6..=8 => {
+                    NewEvent::new("PlanUpgraded", json!({"plan": PLANS.choose(&mut rng).copied().unwrap_or("pro")}))
+                }
                 _ => NewEvent::new("UserDeactivated", json!({"reason": "requested"})),
             };
             out.push(one(*id, versions[i], event.at(at)));

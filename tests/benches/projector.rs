@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use projection_user_profile::{UserProfile, SCHEMA};
 use projector::fold::Fold;
 use projector::{
-    AppendRequest, BatchRunner, Checkpoint, EventFilter, EventStore, ExpectedVersion, NewEvent,
-    Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildSession, Rebuilds,
+    AppendRequest, BatchRunner, Checkpoint, EventFilter, EventStore, ExpectedVersion, NewEvent, Partition,
+    ProjectionHandler, ProjectionStore, Rebuild, RebuildSession, Rebuilds,
 };
 use projector_postgres::{PgStore, Xid8};
 use serde_json::json;
@@ -55,6 +55,65 @@ SELECT aggregate_id AS user_id,
        max(version) AS version
 FROM events WHERE aggregate_type = 'user' GROUP BY aggregate_id";
 
+/// The read-model upsert `write_rows` sends (as `upsert_sql` builds it for `user_profile`).
+const UPSERT_SQL: &str =
+    "INSERT INTO \"user_profile\" (\"user_id\", \"email\", \"name\", \"plan\", \"active\", \"version\")
+SELECT \"user_id\", \"email\", \"name\", \"plan\", \"active\", \"version\"
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::boolean[], $6::bigint[])
+     AS r(\"user_id\", \"email\", \"name\", \"plan\", \"active\", \"version\")
+ON CONFLICT (\"user_id\") DO UPDATE SET \"email\" = EXCLUDED.\"email\", \"name\" = EXCLUDED.\"name\",
+    \"plan\" = EXCLUDED.\"plan\", \"active\" = EXCLUDED.\"active\", \"version\" = EXCLUDED.\"version\"";
+
+/// `user_profile` rows as one array per column.
+#[derive(Default)]
+struct RowArrays {
+    ids: Vec<Uuid>,
+    emails: Vec<Option<String>>,
+    names: Vec<Option<String>>,
+    plans: Vec<Option<String>>,
+    active: Vec<bool>,
+    versions: Vec<i64>,
+}
+
+impl RowArrays {
+    fn from_rows(rows: &[tokio_postgres::Row]) -> Self {
+        let mut a = RowArrays::default();
+        for r in rows {
+            a.ids.push(r.get(0));
+            a.emails.push(r.get(1));
+            a.names.push(r.get(2));
+            a.plans.push(r.get(3));
+            a.active.push(r.get(4));
+            a.versions.push(r.get(5));
+        }
+        a
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 6] {
+        [&self.ids, &self.emails, &self.names, &self.plans, &self.active, &self.versions]
+    }
+
+    fn slice(&self, from: usize, to: usize) -> RowArrays {
+        RowArrays {
+            ids: self.ids[from..to].to_vec(),
+            emails: self.emails[from..to].to_vec(),
+            names: self.names[from..to].to_vec(),
+            plans: self.plans[from..to].to_vec(),
+            active: self.active[from..to].to_vec(),
+            versions: self.versions[from..to].to_vec(),
+        }
+    }
+}
+
+/// A plan line, shortened (custom plans print whole parameter arrays).
+fn clip(line: &str) -> String {
+    if line.chars().count() <= 180 {
+        return line.to_owned();
+    }
+    let cut: String = line.chars().take(180).collect();
+    format!("{cut}…")
+}
+
 // ---------------------------------------------------------------------------------------
 // Arguments, URLs, small helpers
 // ---------------------------------------------------------------------------------------
@@ -82,12 +141,7 @@ fn parse_number(value: Option<String>, flag: &str) -> u64 {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args {
-        events: 1_000_000,
-        aggregates: 100_000,
-        phases: false,
-        rebuild_only: false,
-    };
+    let mut args = Args { events: 1_000_000, aggregates: 100_000, phases: false, rebuild_only: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -96,9 +150,7 @@ fn parse_args() -> Args {
         };
         match flag.as_str() {
             "--events" => args.events = parse_number(inline.or_else(|| it.next()), "--events"),
-            "--aggregates" => {
-                args.aggregates = parse_number(inline.or_else(|| it.next()), "--aggregates")
-            }
+            "--aggregates" => args.aggregates = parse_number(inline.or_else(|| it.next()), "--aggregates"),
             "--quick" => {
                 args.events = 100_000;
                 args.aggregates = 10_000;
@@ -111,10 +163,7 @@ fn parse_args() -> Args {
         }
     }
     if args.aggregates == 0 || args.events < args.aggregates {
-        eprintln!(
-            "need 0 < aggregates <= events (got {} events, {} aggregates)",
-            args.events, args.aggregates
-        );
+        eprintln!("need 0 < aggregates <= events (got {} events, {} aggregates)", args.events, args.aggregates);
         std::process::exit(2);
     }
     args
@@ -220,10 +269,7 @@ impl Cpu {
             .await
             .map(|rows| rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>())
             .unwrap_or_default();
-        Cpu {
-            client: cpu_seconds("self"),
-            server: pids.iter().map(|p| cpu_seconds(&p.to_string())).sum(),
-        }
+        Cpu { client: cpu_seconds("self"), server: pids.iter().map(|p| cpu_seconds(&p.to_string())).sum() }
     }
 
     /// "client CPU x s, postgres CPU y s" since `self` (backends that exited are lost).
@@ -268,20 +314,11 @@ fn user_event(rng: &mut Rng, id: Uuid, version: i64) -> NewEvent {
         );
     }
     match rng.below(100) {
-        0..=39 => NewEvent::new(
-            "UserEmailChanged",
-            json!({"email": format!("{short}.{version}@example.org")}),
-        ),
-        40..=71 => NewEvent::new(
-            "UserRenamed",
-            json!({"name": format!("User {short} #{version}")}),
-        ),
+        0..=39 => NewEvent::new("UserEmailChanged", json!({"email": format!("{short}.{version}@example.org")})),
+        40..=71 => NewEvent::new("UserRenamed", json!({"name": format!("User {short} #{version}")})),
         72..=96 => {
             let plans = ["starter", "pro", "business", "enterprise"];
-            NewEvent::new(
-                "PlanUpgraded",
-                json!({"plan": plans[(version % 4) as usize]}),
-            )
+            NewEvent::new("PlanUpgraded", json!({"plan": plans[(version % 4) as usize]}))
         }
         _ => NewEvent::new("UserDeactivated", json!({"reason": "requested"})),
     }
@@ -309,8 +346,7 @@ fn request(id: Uuid, expected: i64, events: Vec<NewEvent>) -> AppendRequest {
 /// aggregates interleave and each aggregate's versions are consecutive from 1 and in
 /// position order.
 async fn seed(sql: &Client, n: u64, a: u64) -> Res<()> {
-    sql.batch_execute("SET work_mem = '256MB'; SELECT setseed(0.42)")
-        .await?;
+    sql.batch_execute("SET work_mem = '256MB'; SELECT setseed(0.42)").await?;
     let extra = n - a;
     let statement = format!(
         "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, metadata, version, timestamp)
@@ -368,13 +404,9 @@ async fn verify(sql: &Client, ours: &str, reference: &str) -> Res<()> {
             &[],
         )
         .await?;
-    let (extra, missing, n_ours, n_ref): (i64, i64, i64, i64) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (extra, missing, n_ours, n_ref): (i64, i64, i64, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
     if extra == 0 && missing == 0 {
-        println!(
-            "      verified: read model equals the SQL statement ({} rows)",
-            int(n_ours as f64)
-        );
+        println!("      verified: read model equals the SQL statement ({} rows)", int(n_ours as f64));
         return Ok(());
     }
     println!(
@@ -405,8 +437,7 @@ async fn verify(sql: &Client, ours: &str, reference: &str) -> Res<()> {
 
 async fn reset_projection(sql: &Client) -> Res<()> {
     sql.batch_execute("DELETE FROM user_profile").await?;
-    sql.batch_execute("UPDATE projection_state SET transaction_id = '0', position = 0")
-        .await?;
+    sql.batch_execute("UPDATE projection_state SET transaction_id = '0', position = 0").await?;
     // Not timed: start the catch-up on a table without dead rows, as a fresh deploy would.
     sql.batch_execute("VACUUM user_profile").await?;
     Ok(())
@@ -421,12 +452,7 @@ struct CatchUp {
 /// Live path from checkpoint 0: read, load rows, fold, commit rows + checkpoint per batch.
 async fn catch_up(store: &PgStore, batch: usize) -> Res<CatchUp> {
     let lease = store
-        .claim(
-            UserProfile.name(),
-            Partition::WHOLE,
-            OWNER,
-            Duration::from_secs(60),
-        )
+        .claim(UserProfile.name(), Partition::WHOLE, OWNER, Duration::from_secs(60))
         .await?
         .ok_or("the lease is held by another owner")?;
     let mut runner = BatchRunner::new(&UserProfile, store, &EventFilter::all(), lease)
@@ -442,21 +468,12 @@ async fn catch_up(store: &PgStore, batch: usize) -> Res<CatchUp> {
         events += outcome.events_read as u64;
         batches += 1;
     }
-    Ok(CatchUp {
-        events,
-        batches,
-        elapsed: start.elapsed(),
-    })
+    Ok(CatchUp { events, batches, elapsed: start.elapsed() })
 }
 
 /// `total` events in appends of `per_append` events (new aggregates) over `connections`
 /// concurrent connections. Returns (events, elapsed).
-async fn batch_append(
-    url: &str,
-    total: usize,
-    per_append: usize,
-    connections: usize,
-) -> Res<(u64, Duration)> {
+async fn batch_append(url: &str, total: usize, per_append: usize, connections: usize) -> Res<(u64, Duration)> {
     let mut stores = Vec::new();
     for _ in 0..connections {
         stores.push(PgStore::connect(url).await?);
@@ -470,9 +487,7 @@ async fn batch_append(
             let mut written = 0u64;
             for _ in 0..appends {
                 let id = rng.uuid();
-                let events: Vec<NewEvent> = (1..=per_append as i64)
-                    .map(|v| user_event(&mut rng, id, v))
-                    .collect();
+                let events: Vec<NewEvent> = (1..=per_append as i64).map(|v| user_event(&mut rng, id, v)).collect();
                 let outcome = store.append(request(id, 0, events)).await?;
                 written += outcome.event_ids.len() as u64;
             }
@@ -536,20 +551,9 @@ struct Lag {
 /// Appenders at ~`rate` events/s for `seconds`, one runner (on this task) applying them.
 /// The lag of an event is from its append's return (commit) to the return of the commit
 /// of the batch that contains it (the row is visible from then on).
-async fn lag(
-    store: &PgStore,
-    url: &str,
-    rate_per_s: u64,
-    seconds: u64,
-    appenders: usize,
-) -> Res<Lag> {
+async fn lag(store: &PgStore, url: &str, rate_per_s: u64, seconds: u64, appenders: usize, seed: u64) -> Res<Lag> {
     let lease = store
-        .claim(
-            UserProfile.name(),
-            Partition::WHOLE,
-            OWNER,
-            Duration::from_secs(60),
-        )
+        .claim(UserProfile.name(), Partition::WHOLE, OWNER, Duration::from_secs(60))
         .await?
         .ok_or("the lease is held by another owner")?;
     let mut runner = BatchRunner::new(&UserProfile, store, &EventFilter::all(), lease)
@@ -571,7 +575,7 @@ async fn lag(
     for (i, append_store) in stores.into_iter().enumerate() {
         let finished = finished.clone();
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x1A6_0000 + i as u64);
+            let mut rng = Rng(seed.wrapping_mul(0x1000) + i as u64);
             let mut users: Vec<(Uuid, i64)> = (0..25).map(|_| (rng.uuid(), 0)).collect();
             let mut log: Vec<(i64, Instant)> = Vec::with_capacity(per_task);
             // Stagger the appenders across one period.
@@ -583,9 +587,7 @@ async fn lag(
                     let slot = k % users.len();
                     let (id, version) = users[slot];
                     let event = user_event(&mut rng, id, version + 1);
-                    let outcome = append_store
-                        .append(request(id, version, vec![event]))
-                        .await?;
+                    let outcome = append_store.append(request(id, version, vec![event])).await?;
                     log.push((outcome.positions[0], Instant::now()));
                     users[slot].1 += 1;
                 }
@@ -629,21 +631,12 @@ async fn lag(
     let sql = connect_raw(url).await?;
     let positions: Vec<i64> = log.iter().map(|(p, _)| *p).collect();
     let rows = sql
-        .query(
-            "SELECT position, transaction_id::text::bigint FROM events WHERE position = ANY($1)",
-            &[&positions],
-        )
+        .query("SELECT position, transaction_id::text::bigint FROM events WHERE position = ANY($1)", &[&positions])
         .await?;
-    let xids: HashMap<i64, u64> = rows
-        .iter()
-        .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64))
-        .collect();
+    let xids: HashMap<i64, u64> = rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1) as u64)).collect();
     let mut lags = Vec::with_capacity(log.len());
     for (position, appended_at) in &log {
-        let checkpoint = Checkpoint {
-            transaction_id: xids[position],
-            position: *position,
-        };
+        let checkpoint = Checkpoint { transaction_id: xids[position], position: *position };
         let idx = batches.partition_point(|(to, _)| *to < checkpoint);
         let Some((_, visible_at)) = batches.get(idx) else {
             return Err(format!("event at position {position} was never applied").into());
@@ -689,10 +682,7 @@ async fn rebuild_phases(store: &PgStore, sql: &Client, events_total: u64) -> Res
         checkpoint = last.checkpoint();
         n += events.len() as u64;
         pages += 1;
-        payload_bytes += events
-            .iter()
-            .map(|e| e.event_data.get().len() + e.metadata.get().len())
-            .sum::<usize>();
+        payload_bytes += events.iter().map(|e| e.event_data.get().len() + e.metadata.get().len()).sum::<usize>();
         let t = Instant::now();
         let gaps = fold.gaps(&events);
         if !gaps.is_empty() {
@@ -784,15 +774,8 @@ async fn rebuild_phases(store: &PgStore, sql: &Client, events_total: u64) -> Res
         .unwrap_or(f64::NAN);
 
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();
-    println!(
-        "      rebuild phases ({} events in {pages} pages of {READ_SIZE}, {rows} rows):",
-        int(n as f64)
-    );
-    println!(
-        "        begin+clear (DELETE)         {:>9.1} ms  {:>5.1}%",
-        ms(clear),
-        pct(clear)
-    );
+    println!("      rebuild phases ({} events in {pages} pages of {READ_SIZE}, {rows} rows):", int(n as f64));
+    println!("        begin+clear (DELETE)         {:>9.1} ms  {:>5.1}%", ms(clear), pct(clear));
     println!(
         "        read_all (query+decode)      {:>9.1} ms  {:>5.1}%  {:>10} ev/s",
         ms(read),
@@ -805,10 +788,7 @@ async fn rebuild_phases(store: &PgStore, sql: &Client, events_total: u64) -> Res
         int(rate(raw_rows, raw)),
         int(raw_rows as f64)
     );
-    println!(
-        "          of which server execution  {:>9.1} ms          (EXPLAIN ANALYZE, whole scan)",
-        server_ms
-    );
+    println!("          of which server execution  {:>9.1} ms          (EXPLAIN ANALYZE, whole scan)", server_ms);
     println!(
         "          of which decode (est.)     {:>9.1} ms          (read_all − raw query)",
         ms(read.saturating_sub(raw))
@@ -819,31 +799,11 @@ async fn rebuild_phases(store: &PgStore, sql: &Client, events_total: u64) -> Res
         pct(apply),
         int(rate(n, apply))
     );
-    println!(
-        "        drop event pages             {:>9.1} ms  {:>5.1}%",
-        ms(dealloc),
-        pct(dealloc)
-    );
-    println!(
-        "        fold.changes() (row values)  {:>9.1} ms  {:>5.1}%",
-        ms(build),
-        pct(build)
-    );
-    println!(
-        "        drop fold                    {:>9.1} ms  {:>5.1}%",
-        ms(drop_fold),
-        pct(drop_fold)
-    );
-    println!(
-        "        write_rows (unnest upsert)   {:>9.1} ms  {:>5.1}%",
-        ms(write),
-        pct(write)
-    );
-    println!(
-        "        finish (checkpoint+COMMIT)   {:>9.1} ms  {:>5.1}%",
-        ms(finish),
-        pct(finish)
-    );
+    println!("        drop event pages             {:>9.1} ms  {:>5.1}%", ms(dealloc), pct(dealloc));
+    println!("        fold.changes() (row values)  {:>9.1} ms  {:>5.1}%", ms(build), pct(build));
+    println!("        drop fold                    {:>9.1} ms  {:>5.1}%", ms(drop_fold), pct(drop_fold));
+    println!("        write_rows (unnest upsert)   {:>9.1} ms  {:>5.1}%", ms(write), pct(write));
+    println!("        finish (checkpoint+COMMIT)   {:>9.1} ms  {:>5.1}%", ms(finish), pct(finish));
     println!(
         "        total                        {:>9.1} ms          {:>10} ev/s; payload+metadata JSON read {:.1} MB",
         ms(total),
@@ -855,58 +815,234 @@ async fn rebuild_phases(store: &PgStore, sql: &Client, events_total: u64) -> Res
          {rss_after_changes:.1} MB after fold.changes(), {rss_after_write:.1} MB after write_rows"
     );
     for line in plan.iter().take(6) {
-        println!("        | {line}");
+        println!("        | {}", clip(line));
     }
     Ok(())
 }
 
+/// The rebuild loop with one page of read-ahead: the query for page k+1 is sent before
+/// page k is folded, so the server produces rows while the client folds.
+async fn rebuild_prefetch(store: &PgStore) -> Res<(u64, Duration)> {
+    const READ_SIZE: usize = 20_000;
+    let handler = UserProfile;
+    let filter = handler.filter();
+    let start = Instant::now();
+    let mut session = store.begin_rebuild(handler.name(), &SCHEMA).await?;
+    session.clear_rows(None).await?;
+    let mut fold = Fold::new(&handler).assume_absent(true);
+    let mut events = session.read_all(Checkpoint::START, &filter, READ_SIZE).await?;
+    let mut n = 0u64;
+    let mut checkpoint = Checkpoint::START;
+    while let Some(last) = events.last() {
+        checkpoint = last.checkpoint();
+        n += events.len() as u64;
+        let next = session.read_all(checkpoint, &filter, READ_SIZE);
+        let mut next = std::pin::pin!(next);
+        // Poll once: the query goes out now; its rows arrive while we fold.
+        let early =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(std::future::Future::poll(next.as_mut(), cx))).await;
+        fold.apply(&events, &[])?;
+        events = match early {
+            std::task::Poll::Ready(result) => result?,
+            std::task::Poll::Pending => next.await?,
+        };
+    }
+    let changes = fold.changes();
+    drop(fold);
+    session.write_rows(changes).await?;
+    session.finish(checkpoint, n, None).await?;
+    Ok((n, start.elapsed()))
+}
+
+/// Three ways to write the rebuilt rows into `user_profile` right after the rebuild's
+/// `DELETE`, each in a transaction that is rolled back.
+async fn write_strategies(sql: &Client) -> Res<()> {
+    let rows = sql.query("SELECT user_id, email, name, plan, active, version FROM user_profile_sql", &[]).await?;
+    let arrays = RowArrays::from_rows(&rows);
+    let n = rows.len();
+    drop(rows);
+    let chunks: Vec<RowArrays> =
+        (0..n).step_by(50_000).map(|from| arrays.slice(from, (from + 50_000).min(n))).collect();
+    let plain_insert = UPSERT_SQL.split(" ON CONFLICT").next().unwrap_or(UPSERT_SQL);
+    let mut results = Vec::new();
+    for strategy in ["unnest upsert (today)", "unnest plain INSERT", "COPY BINARY"] {
+        sql.batch_execute("BEGIN; DELETE FROM user_profile").await?;
+        let t = Instant::now();
+        match strategy {
+            "unnest upsert (today)" => {
+                for c in &chunks {
+                    sql.execute(UPSERT_SQL, &c.params()).await?;
+                }
+            }
+            "unnest plain INSERT" => {
+                for c in &chunks {
+                    sql.execute(plain_insert, &c.params()).await?;
+                }
+            }
+            _ => {
+                let sink = sql
+                    .copy_in(
+                        "COPY user_profile (user_id, email, name, plan, active, version) FROM STDIN (FORMAT binary)",
+                    )
+                    .await?;
+                let types = [Type::UUID, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL, Type::INT8];
+                let writer = tokio_postgres::binary_copy::BinaryCopyInWriter::new(sink, &types);
+                let mut writer = std::pin::pin!(writer);
+                for i in 0..n {
+                    writer
+                        .as_mut()
+                        .write(&[
+                            &arrays.ids[i],
+                            &arrays.emails[i],
+                            &arrays.names[i],
+                            &arrays.plans[i],
+                            &arrays.active[i],
+                            &arrays.versions[i],
+                        ])
+                        .await?;
+                }
+                writer.as_mut().finish().await?;
+            }
+        }
+        let elapsed = t.elapsed();
+        sql.batch_execute("ROLLBACK").await?;
+        results.push((strategy, elapsed));
+    }
+    println!("      writing {} rebuilt rows after the rebuild's DELETE (rolled back):", int(n as f64));
+    for (strategy, elapsed) in results {
+        println!("        {strategy:<24} {:>8.1} ms  {:>10} rows/s", ms(elapsed), int(rate(n as u64, elapsed)));
+    }
+    Ok(())
+}
+
+/// The rebuild's read query, undecoded, with all columns vs the columns `user-profile`
+/// uses (no metadata, encrypted_fields, event_id).
+async fn read_columns(sql: &Client) -> Res<()> {
+    const PAGE: i64 = 20_000;
+    let all = "position, transaction_id, event_id, aggregate_id, aggregate_type, event_type, event_data, \
+               metadata, version, timestamp, encrypted_fields";
+    let needed = "position, transaction_id, aggregate_id, aggregate_type, event_type, event_data, version, timestamp";
+    let text_data =
+        "position, transaction_id, aggregate_id, aggregate_type, event_type, event_data::text, version, timestamp";
+    println!("      rebuild read query, rows undecoded, pages of {PAGE}:");
+    for (label, columns) in [
+        ("all 11 columns (today)", all),
+        ("8 columns, no metadata/encrypted_fields/event_id", needed),
+        ("same, event_data::text", text_data),
+    ] {
+        let query = format!(
+            "SELECT {columns} FROM events
+             WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+               AND aggregate_type = ANY($3)
+             ORDER BY transaction_id, position LIMIT $4"
+        );
+        let types: Vec<String> = vec!["user".into()];
+        let mut after = (Xid8(0), 0i64);
+        let (mut rows_total, mut bytes) = (0u64, 0usize);
+        let t = Instant::now();
+        loop {
+            let rows = sql
+                .query_typed(
+                    &query,
+                    &[(&after.0, Type::XID8), (&after.1, Type::INT8), (&types, Type::TEXT_ARRAY), (&PAGE, Type::INT8)],
+                )
+                .await?;
+            let Some(last) = rows.last() else { break };
+            after = (last.get::<_, Xid8>(1), last.get::<_, i64>(0));
+            rows_total += rows.len() as u64;
+            bytes += rows.iter().map(|r| r.raw_size_bytes()).sum::<usize>();
+        }
+        let elapsed = t.elapsed();
+        println!(
+            "        {label:<50} {:>8.1} ms  {:>10} rows/s  {:>6.1} MB on the wire",
+            ms(elapsed),
+            int(rate(rows_total, elapsed)),
+            bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// `url` with `synchronous_commit = off` for the session (the runner's connection only).
+fn async_commit_url(url: &str) -> String {
+    if url.contains("://") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options=-c%20synchronous_commit%3Doff")
+    } else {
+        format!("{url} options='-c synchronous_commit=off'")
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CatchUpVariant {
+    label: &'static str,
+    /// Keep committed rows in memory across batches; load only keys never seen.
+    cache: bool,
+    /// Print table statistics and the plans of a batch's statements afterwards.
+    explain: bool,
+}
+
 /// An instrumented copy of `BatchRunner::step`, run from checkpoint 0 to the end.
-async fn catch_up_phases(store: &PgStore, sql: &Client, batch: usize) -> Res<()> {
+async fn catch_up_phases(
+    store: &PgStore,
+    sql: &Client,
+    batch: usize,
+    events_total: u64,
+    variant: CatchUpVariant,
+) -> Res<f64> {
     let handler = UserProfile;
     let filter = handler.filter();
     let lease = store
-        .claim(
-            handler.name(),
-            Partition::WHOLE,
-            OWNER,
-            Duration::from_secs(60),
-        )
+        .claim(handler.name(), Partition::WHOLE, OWNER, Duration::from_secs(60))
         .await?
         .ok_or("the lease is held by another owner")?;
-    let (mut read, mut load, mut fold_t, mut changes_t, mut commit) = (
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-        Duration::ZERO,
-    );
-    let (mut n, mut batches, mut loaded_keys, mut loaded_rows, mut upserts) =
-        (0u64, 0u64, 0usize, 0usize, 0usize);
+    let (mut read, mut load, mut fold_t, mut changes_t, mut commit) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut n, mut batches, mut loaded_keys, mut loaded_rows, mut upserts) = (0u64, 0u64, 0usize, 0usize, 0usize);
     let mut from = lease.checkpoint;
     let mut per_batch: Vec<Duration> = Vec::new();
     let mut probe_keys: Vec<Uuid> = Vec::new();
+    // A batch from the middle of the run, to EXPLAIN its row load on the final table.
+    let probe_batch = events_total / batch as u64 / 2;
+    // Rows as committed, kept across batches (the `cached` variant): only keys never
+    // seen are loaded from the store.
+    let mut cache: HashMap<Uuid, Vec<projector::Value>> = HashMap::new();
     let total = Instant::now();
     loop {
         let batch_start = Instant::now();
         let t = Instant::now();
-        let events = store
-            .read_all(from, &filter, Partition::WHOLE, batch)
-            .await?;
+        let events = store.read_all(from, &filter, Partition::WHOLE, batch).await?;
         read += t.elapsed();
         let Some(last) = events.last() else { break };
         let to = last.checkpoint();
         let t = Instant::now();
         let mut fold = Fold::new(&handler);
         let keys = fold.keys_to_load(&events);
-        let rows = store.load_rows(&SCHEMA, &keys).await?;
+        let mut rows = Vec::new();
+        let mut missing = Vec::new();
+        for key in &keys {
+            let cached = match (variant.cache, key.first()) {
+                (true, Some(projector::Value::Uuid(id))) => cache.get(id),
+                _ => None,
+            };
+            match cached {
+                Some(row) => rows.push(row.clone()),
+                None => missing.push(key.clone()),
+            }
+        }
+        if !missing.is_empty() {
+            let found = store.load_rows(&SCHEMA, &missing).await?;
+            loaded_keys += missing.len();
+            loaded_rows += found.len();
+            rows.extend(found);
+        }
         load += t.elapsed();
-        loaded_keys += keys.len();
-        loaded_rows += rows.len();
-        if batches == 500 {
+        if batches == probe_batch {
             probe_keys = events.iter().map(|e| e.aggregate_id).collect();
         }
         let t = Instant::now();
-        fold.insert_loaded(&keys, rows).map_err(|e| e.to_string())?;
+        fold.insert_loaded(&keys, &rows).map_err(|e| e.to_string())?;
         if !fold.gaps(&events).is_empty() {
             return Err("unexpected gaps in a single-transaction seed".into());
         }
@@ -927,9 +1063,17 @@ async fn catch_up_phases(store: &PgStore, sql: &Client, batch: usize) -> Res<()>
                 events_applied: fold.events_applied(),
                 last_event_at: fold.last_event_at(),
                 lease_ttl: Duration::from_secs(60),
+                dead_letters: Vec::new(),
             })
             .await?;
         commit += t.elapsed();
+        if variant.cache {
+            for row in fold.rows() {
+                if let Some(projector::Value::Uuid(id)) = row.first() {
+                    cache.insert(*id, row);
+                }
+            }
+        }
         from = to;
         n += events.len() as u64;
         batches += 1;
@@ -938,7 +1082,8 @@ async fn catch_up_phases(store: &PgStore, sql: &Client, batch: usize) -> Res<()>
     let total = total.elapsed();
     let pct = |d: Duration| 100.0 * d.as_secs_f64() / total.as_secs_f64();
     println!(
-        "      catch-up phases, batch {batch} ({} events, {batches} batches, {} keys loaded → {} rows found, {} upserts):",
+        "      catch-up phases, batch {batch}, {} ({} events, {batches} batches, {} keys loaded from the store → {} rows found, {} upserts):",
+        variant.label,
         int(n as f64),
         int(loaded_keys as f64),
         int(loaded_rows as f64),
@@ -974,11 +1119,7 @@ async fn catch_up_phases(store: &PgStore, sql: &Client, batch: usize) -> Res<()>
         pct(commit),
         ms(commit) / batches as f64
     );
-    println!(
-        "        total                        {:>9.1} ms          {:>10} ev/s",
-        ms(total),
-        int(rate(n, total))
-    );
+    println!("        total                        {:>9.1} ms          {:>10} ev/s", ms(total), int(rate(n, total)));
     let tenth = (per_batch.len() / 10).max(1);
     let first: Duration = per_batch.iter().take(tenth).sum();
     let last: Duration = per_batch.iter().rev().take(tenth).sum();
@@ -987,22 +1128,44 @@ async fn catch_up_phases(store: &PgStore, sql: &Client, batch: usize) -> Res<()>
         ms(first) / tenth as f64,
         ms(last) / tenth as f64
     );
+    if !variant.explain {
+        return Ok(rate(n, total));
+    }
     let size = sql
         .query_one(
-            "SELECT pg_size_pretty(pg_total_relation_size('user_profile')), n_live_tup, n_dead_tup
-             FROM pg_stat_user_tables WHERE relname = 'user_profile'",
+            "SELECT pg_size_pretty(pg_total_relation_size('user_profile')),
+                    (SELECT count(*) FROM user_profile),
+                    coalesce((SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'user_profile'), 0),
+                    coalesce((SELECT n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'user_profile'), 0),
+                    current_setting('autovacuum'), current_setting('synchronous_commit')",
             &[],
         )
         .await?;
     println!(
-        "        user_profile now {} on disk, {} live / {} dead tuples (autovacuum: {})",
+        "        user_profile now {} on disk for {} rows; {} updates so far, {} of them HOT (stats may lag); \
+         autovacuum {}, synchronous_commit {}",
         size.get::<_, String>(0),
         size.get::<_, i64>(1),
         size.get::<_, i64>(2),
-        sql.query_one("SHOW autovacuum", &[])
-            .await?
-            .get::<_, String>(0)
+        size.get::<_, i64>(3),
+        size.get::<_, String>(4),
+        size.get::<_, String>(5),
     );
+    // A batch-sized upsert of existing rows, the statement `write_rows` sends (rolled back).
+    let current = sql
+        .query(
+            "SELECT user_id, email, name, plan, active, version + 1 FROM user_profile WHERE user_id = ANY($1)",
+            &[&probe_keys],
+        )
+        .await?;
+    let arrays = RowArrays::from_rows(&current);
+    sql.batch_execute("BEGIN").await?;
+    let plan = sql.query(&format!("EXPLAIN (ANALYZE, BUFFERS, WAL) {UPSERT_SQL}"), &arrays.params()).await;
+    sql.batch_execute("ROLLBACK").await?;
+    println!("        upsert of {} existing rows, plan:", current.len());
+    for r in plan?.iter().take(14) {
+        println!("        | {}", clip(&r.get::<_, String>(0)));
+    }
     // The two statements of a batch, on the final table, for a batch-sized key set.
     for (label, statement) in [
         (
@@ -1025,10 +1188,10 @@ async fn catch_up_phases(store: &PgStore, sql: &Client, batch: usize) -> Res<()>
         };
         println!("        {label} plan:");
         for r in plan.iter().take(12) {
-            println!("        | {}", r.get::<_, String>(0));
+            println!("        | {}", clip(&r.get::<_, String>(0)));
         }
     }
-    Ok(())
+    Ok(rate(n, total))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1047,11 +1210,7 @@ async fn run() -> Res<()> {
     let args = parse_args();
     let base = std::env::var("PROJECTOR_BENCH_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
     let url = bench_url(&base);
-    let profile = if cfg!(debug_assertions) {
-        "debug"
-    } else {
-        "release"
-    };
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
     println!(
         "projector bench: {} events over {} user aggregates ({profile} build), database {}",
         int(args.events as f64),
@@ -1060,12 +1219,8 @@ async fn run() -> Res<()> {
     );
 
     let admin = connect_raw(&base).await?;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)"))
-        .await?;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {BENCH_DB}"))
-        .await?;
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")).await?;
+    admin.batch_execute(&format!("CREATE DATABASE {BENCH_DB}")).await?;
     drop(admin);
     let store = PgStore::connect(&url).await?;
     store.migrate().await?;
@@ -1089,13 +1244,8 @@ async fn run() -> Res<()> {
             &[],
         )
         .await?;
-    let (seeded, aggs, max_version, size, consecutive): (i64, i64, i64, String, bool) = (
-        stats.get(0),
-        stats.get(1),
-        stats.get(2),
-        stats.get(3),
-        stats.get(4),
-    );
+    let (seeded, aggs, max_version, size, consecutive): (i64, i64, i64, String, bool) =
+        (stats.get(0), stats.get(1), stats.get(2), stats.get(3), stats.get(4));
     println!(
         "[1] seed: {} events over {} aggregates in {:.2} s ({} ev/s server-side INSERT … SELECT), VACUUM ANALYZE {:.2} s; \
          max version {max_version}, versions consecutive in position order: {consecutive}, events table {size}",
@@ -1112,8 +1262,7 @@ async fn run() -> Res<()> {
 
     // 2. The SQL yardstick.
     let t = Instant::now();
-    sql.batch_execute(&format!("CREATE TABLE user_profile_sql AS {REFERENCE_SQL}"))
-        .await?;
+    sql.batch_execute(&format!("CREATE TABLE user_profile_sql AS {REFERENCE_SQL}")).await?;
     let sql_time = t.elapsed();
     let sql_rate = rate(n, sql_time);
     println!(
@@ -1123,14 +1272,10 @@ async fn run() -> Res<()> {
     );
 
     // 3. Full rebuild.
-    store
-        .register(UserProfile.name(), &SCHEMA, &UserProfile.filter(), 1)
-        .await?;
+    store.register(UserProfile.name(), &SCHEMA, &UserProfile.filter(), 1).await?;
     let cpu = Cpu::now(&sql).await;
     let t = Instant::now();
-    let outcome = Rebuild::new(&UserProfile, &EventFilter::all())
-        .run(&store, |_, _| {})
-        .await?;
+    let outcome = Rebuild::new(&UserProfile, &EventFilter::all()).run(&store, |_, _| {}).await?;
     let rebuild_time = t.elapsed();
     let rebuild_cpu = Cpu::now(&sql).await.since(cpu);
     let rebuild_rate = rate(outcome.events_read, rebuild_time);
@@ -1150,6 +1295,15 @@ async fn run() -> Res<()> {
     if args.phases {
         rebuild_phases(&store, &sql, n).await?;
         verify(&sql, "user_profile", "user_profile_sql").await?;
+        let (events, elapsed) = rebuild_prefetch(&store).await?;
+        println!(
+            "      rebuild with one page of read-ahead (query k+1 sent before folding page k): {:.3} s → {} ev/s",
+            elapsed.as_secs_f64(),
+            int(rate(events, elapsed))
+        );
+        verify(&sql, "user_profile", "user_profile_sql").await?;
+        read_columns(&sql).await?;
+        write_strategies(&sql).await?;
     }
     if args.rebuild_only {
         return Ok(());
@@ -1174,9 +1328,26 @@ async fn run() -> Res<()> {
         catch_ups.push((batch, rate(c.events, c.elapsed)));
     }
     if args.phases {
-        reset_projection(&sql).await?;
-        catch_up_phases(&store, &sql, 1000).await?;
-        verify(&sql, "user_profile", "user_profile_sql").await?;
+        let async_store = PgStore::connect(&async_commit_url(&url)).await?;
+        let setting: String =
+            connect_raw(&async_commit_url(&url)).await?.query_one("SHOW synchronous_commit", &[]).await?.get(0);
+        println!("      (a connection opened with the runner's URL options has synchronous_commit = {setting})");
+        for (variant, runner_store) in [
+            (CatchUpVariant { label: "as BatchRunner::step does it", cache: false, explain: true }, &store),
+            (CatchUpVariant { label: "rows cached across batches", cache: true, explain: false }, &store),
+            (
+                CatchUpVariant {
+                    label: "rows cached + synchronous_commit=off on the runner's connection",
+                    cache: true,
+                    explain: false,
+                },
+                &async_store,
+            ),
+        ] {
+            reset_projection(&sql).await?;
+            catch_up_phases(runner_store, &sql, 1000, n, variant).await?;
+            verify(&sql, "user_profile", "user_profile_sql").await?;
+        }
     }
 
     // 6. Batch append.
@@ -1201,7 +1372,7 @@ async fn run() -> Res<()> {
     );
 
     // 8. Lag.
-    let l = lag(&store, &url, 1000, 5, 4).await?;
+    let l = lag(&store, &url, 1000, 5, 4, 0x1A6).await?;
     let (l50, l99) = (percentile(&l.sorted, 50.0), percentile(&l.sorted, 99.0));
     println!(
         "[8] lag append→row visible: {} events at {} ev/s (4 appenders), {} batches, {} notify wake-ups: \
@@ -1220,11 +1391,23 @@ async fn run() -> Res<()> {
         ms(percentile(&l.steps, 99.0)),
         ms(*l.steps.last().unwrap_or(&Duration::ZERO))
     );
+    if args.phases {
+        let async_store = PgStore::connect(&async_commit_url(&url)).await?;
+        let l = lag(&async_store, &url, 1000, 5, 4, 0x1A7).await?;
+        println!(
+            "      lag with synchronous_commit=off on the runner's connection only: {} events at {} ev/s: \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; steps p50 {:.2} ms, p99 {:.2} ms",
+            int(l.appended as f64),
+            int(l.append_rate),
+            ms(percentile(&l.sorted, 50.0)),
+            ms(percentile(&l.sorted, 99.0)),
+            ms(*l.sorted.last().unwrap_or(&Duration::ZERO)),
+            ms(percentile(&l.steps, 50.0)),
+            ms(percentile(&l.steps, 99.0)),
+        );
+    }
     // Everything appended since (steps 6–8) went through the live runner: check it all.
-    sql.batch_execute(&format!(
-        "CREATE TABLE user_profile_sql_final AS {REFERENCE_SQL}"
-    ))
-    .await?;
+    sql.batch_execute(&format!("CREATE TABLE user_profile_sql_final AS {REFERENCE_SQL}")).await?;
     verify(&sql, "user_profile", "user_profile_sql_final").await?;
     let rss_end = peak_rss_mb();
     println!("[5] peak RSS at end (VmHWM): {rss_end:.1} MB");
@@ -1232,27 +1415,10 @@ async fn run() -> Res<()> {
     // Summary.
     let mark = |ok: bool| if ok { "ok" } else { "MISSED" };
     println!();
-    println!(
-        "summary ({profile}, {} events / {} aggregates)",
-        int(n as f64),
-        int(args.aggregates as f64)
-    );
-    println!(
-        "  {:<34} {:>16}  {:<14} {}",
-        "metric", "value", "target", ""
-    );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "seed (server-side)",
-        format!("{:.2} s", seed_time.as_secs_f64()),
-        ""
-    );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "SQL statement",
-        format!("{} ev/s", int(sql_rate)),
-        "(yardstick)"
-    );
+    println!("summary ({profile}, {} events / {} aggregates)", int(n as f64), int(args.aggregates as f64));
+    println!("  {:<34} {:>16}  {:<14} {}", "metric", "value", "target", "");
+    println!("  {:<34} {:>16}  {:<14}", "seed (server-side)", format!("{:.2} s", seed_time.as_secs_f64()), "");
+    println!("  {:<34} {:>16}  {:<14}", "SQL statement", format!("{} ev/s", int(sql_rate)), "(yardstick)");
     println!(
         "  {:<34} {:>16}  {:<14} {}",
         "full rebuild",
@@ -1260,12 +1426,7 @@ async fn run() -> Res<()> {
         "≥ 300,000",
         mark(rebuild_rate >= TARGET_REBUILD)
     );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "rebuild / SQL",
-        format!("{:.2}x", rebuild_rate / sql_rate),
-        ""
-    );
+    println!("  {:<34} {:>16}  {:<14}", "rebuild / SQL", format!("{:.2}x", rebuild_rate / sql_rate), "");
     for (batch, r) in &catch_ups {
         println!(
             "  {:<34} {:>16}  {:<14} {}",
@@ -1289,30 +1450,10 @@ async fn run() -> Res<()> {
         "≤ 64 MB",
         mark(rss_end <= TARGET_RSS_MB)
     );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "batch append (100/append, 4 conns)",
-        format!("{} ev/s", int(append_rate)),
-        ""
-    );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "single append p50",
-        format!("{:.2} ms", ms(a50)),
-        ""
-    );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "single append p99",
-        format!("{:.2} ms", ms(a99)),
-        ""
-    );
-    println!(
-        "  {:<34} {:>16}  {:<14}",
-        "lag p50",
-        format!("{:.2} ms", ms(l50)),
-        ""
-    );
+    println!("  {:<34} {:>16}  {:<14}", "batch append (100/append, 4 conns)", format!("{} ev/s", int(append_rate)), "");
+    println!("  {:<34} {:>16}  {:<14}", "single append p50", format!("{:.2} ms", ms(a50)), "");
+    println!("  {:<34} {:>16}  {:<14}", "single append p99", format!("{:.2} ms", ms(a99)), "");
+    println!("  {:<34} {:>16}  {:<14}", "lag p50", format!("{:.2} ms", ms(l50)), "");
     println!(
         "  {:<34} {:>16}  {:<14} {}",
         "lag p99",

@@ -3,8 +3,8 @@
 //! other than 1.
 
 use projector::{
-    Column, ColumnType, DomainEvent, HandlerError, Ordering, ProjectionHandler, Record, RowError,
-    RowReader, TableSchema, Value,
+    Column, ColumnType, DomainEvent, HandlerError, Ordering, ProjectionHandler, Record, RowError, RowReader,
+    TableSchema, Value,
 };
 use uuid::Uuid;
 
@@ -70,11 +70,7 @@ SELECT (timestamp AT TIME ZONE 'UTC')::date AS day, event_type, count(*) AS even
 FROM events GROUP BY 1, 2";
 
 /// Rows in `table` and not in `oracle`, and the reverse (each as text), for assertions.
-pub async fn differences(
-    client: &tokio_postgres::Client,
-    table: &str,
-    oracle: &str,
-) -> (Vec<String>, Vec<String>) {
+pub async fn differences(client: &tokio_postgres::Client, table: &str, oracle: &str) -> (Vec<String>, Vec<String>) {
     let q = |a: String, b: String| format!("SELECT x::text FROM (({a}) EXCEPT ({b})) x LIMIT 10");
     let extra = client
         .query(&q(format!("SELECT * FROM {table}"), oracle.to_owned()), &[])
@@ -84,10 +80,7 @@ pub async fn differences(
         .query(&q(oracle.to_owned(), format!("SELECT * FROM {table}")), &[])
         .await
         .expect("compare oracle with read model");
-    (
-        extra.iter().map(|r| r.get(0)).collect(),
-        missing.iter().map(|r| r.get(0)).collect(),
-    )
+    (extra.iter().map(|r| r.get(0)).collect(), missing.iter().map(|r| r.get(0)).collect())
 }
 
 /// Panics with the differing rows unless `table` equals `oracle`.

@@ -18,9 +18,7 @@ pub fn admin_url() -> String {
 
 fn with_database(url: &str, db: &str) -> String {
     match url.rfind('/') {
-        Some(i)
-            if url[..i].contains("://") && url[..i].len() > url.find("://").unwrap_or(0) + 2 =>
-        {
+        Some(i) if url[..i].contains("://") && url[..i].len() > url.find("://").unwrap_or(0) + 2 => {
             let (base, rest) = url.split_at(i);
             let query = rest.find('?').map(|q| &rest[q..]).unwrap_or("");
             format!("{base}/{db}{query}")
@@ -43,36 +41,21 @@ impl TestDb {
             "projector_t_{}_{}_{:x}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0)
         );
-        let admin = PgStore::connect(&admin_url()).await.unwrap_or_else(|e| {
-            panic!(
-                "the test PostgreSQL server at {} is not reachable: {e}",
-                admin_url()
-            )
-        });
-        admin
-            .execute_script(&format!("CREATE DATABASE {name}"))
+        let admin = PgStore::connect(&admin_url())
             .await
-            .expect("create test database");
+            .unwrap_or_else(|e| panic!("the test PostgreSQL server at {} is not reachable: {e}", admin_url()));
+        admin.execute_script(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         let url = with_database(&admin_url(), &name);
         let db = TestDb { name, url };
-        db.store()
-            .await
-            .migrate()
-            .await
-            .expect("migrate test database");
+        db.store().await.migrate().await.expect("migrate test database");
         db
     }
 
     /// A new connection to this database.
     pub async fn store(&self) -> PgStore {
-        PgStore::connect(&self.url)
-            .await
-            .expect("connect to test database")
+        PgStore::connect(&self.url).await.expect("connect to test database")
     }
 
     /// Waits until every event appended so far is below the read horizon, i.e. no
@@ -103,9 +86,8 @@ impl TestDb {
 
     /// A raw client on this database, for setting up situations the store API forbids.
     pub async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
-            .await
-            .expect("connect to test database");
+        let (client, connection) =
+            tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect to test database");
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -118,17 +100,12 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Dropping needs async I/O; do it on a thread of its own so any runtime is fine.
         let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
                 return;
             };
             rt.block_on(async move {
                 if let Ok(admin) = PgStore::connect(&admin_url()).await {
-                    let _ = admin
-                        .execute_script(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .await;
+                    let _ = admin.execute_script(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
                 }
             });
         })
@@ -140,10 +117,7 @@ impl Drop for TestDb {
 mod tests {
     #[test]
     fn database_names_replace_the_path() {
-        assert_eq!(
-            super::with_database("postgres://u@h:5432/postgres", "x"),
-            "postgres://u@h:5432/x"
-        );
+        assert_eq!(super::with_database("postgres://u@h:5432/postgres", "x"), "postgres://u@h:5432/x");
         assert_eq!(
             super::with_database("postgres://u@h/postgres?sslmode=disable", "x"),
             "postgres://u@h/x?sslmode=disable"

@@ -23,9 +23,7 @@ pub(crate) fn check_ts_range(t: DateTime<Utc>, what: &str) -> Result<(), StoreEr
     if (0..=9999).contains(&t.year()) {
         Ok(())
     } else {
-        Err(StoreError::InvalidInput(format!(
-            "{what} {t} is outside the years 0000-9999 the embedded store can order"
-        )))
+        Err(StoreError::InvalidInput(format!("{what} {t} is outside the years 0000-9999 the embedded store can order")))
     }
 }
 
@@ -38,8 +36,7 @@ pub(crate) fn format_uuid(id: &Uuid) -> String {
 }
 
 /// The columns [`decode_event`] expects, in order.
-pub(crate) const EVENT_COLUMNS: &str =
-    "position, transaction_id, event_id, aggregate_id, aggregate_type, \
+pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
      event_type, event_data, metadata, version, timestamp, encrypted_fields";
 
 /// Decodes an `events` row selected with [`EVENT_COLUMNS`]. A value that does not decode
@@ -57,26 +54,20 @@ pub(crate) fn decode_event(row: &rusqlite::Row<'_>) -> Result<DomainEvent, Store
     };
     let corrupt = |reason: String| StoreError::Corrupt { position, reason };
     let raw = |i: usize, name: &str| -> Result<ValueRef<'_>, StoreError> {
-        row.get_ref(i)
-            .map_err(|e| corrupt(format!("column {name}: {e}")))
+        row.get_ref(i).map_err(|e| corrupt(format!("column {name}: {e}")))
     };
     let text = |i: usize, name: &str| -> Result<&str, StoreError> {
         match raw(i, name)? {
-            ValueRef::Text(t) => std::str::from_utf8(t)
-                .map_err(|e| corrupt(format!("column {name} is not UTF-8: {e}"))),
-            other => Err(corrupt(format!(
-                "column {name} is {:?}, not text",
-                other.data_type()
-            ))),
+            ValueRef::Text(t) => {
+                std::str::from_utf8(t).map_err(|e| corrupt(format!("column {name} is not UTF-8: {e}")))
+            }
+            other => Err(corrupt(format!("column {name} is {:?}, not text", other.data_type()))),
         }
     };
     let integer = |i: usize, name: &str| -> Result<i64, StoreError> {
         match raw(i, name)? {
             ValueRef::Integer(v) => Ok(v),
-            other => Err(corrupt(format!(
-                "column {name} is {:?}, not an integer",
-                other.data_type()
-            ))),
+            other => Err(corrupt(format!("column {name} is {:?}, not an integer", other.data_type()))),
         }
     };
     let uuid = |i: usize, name: &str| -> Result<Uuid, StoreError> {
@@ -89,15 +80,12 @@ pub(crate) fn decode_event(row: &rusqlite::Row<'_>) -> Result<DomainEvent, Store
     };
 
     let transaction_id = integer(1, "transaction_id")?;
-    let transaction_id = u64::try_from(transaction_id)
-        .map_err(|_| corrupt(format!("transaction_id {transaction_id} is negative")))?;
+    let transaction_id =
+        u64::try_from(transaction_id).map_err(|_| corrupt(format!("transaction_id {transaction_id} is negative")))?;
     let timestamp = parse_ts(text(9, "timestamp")?).map_err(corrupt)?;
     let encrypted = text(10, "encrypted_fields")?;
-    let encrypted_fields: Vec<String> = serde_json::from_str(encrypted).map_err(|e| {
-        corrupt(format!(
-            "encrypted_fields {encrypted:?} is not a JSON array of strings: {e}"
-        ))
-    })?;
+    let encrypted_fields: Vec<String> = serde_json::from_str(encrypted)
+        .map_err(|e| corrupt(format!("encrypted_fields {encrypted:?} is not a JSON array of strings: {e}")))?;
     Ok(DomainEvent {
         position,
         transaction_id,
@@ -117,11 +105,7 @@ pub(crate) fn decode_event(row: &rusqlite::Row<'_>) -> Result<DomainEvent, Store
 pub(crate) fn sql_type(ty: ColumnType) -> &'static str {
     match ty {
         ColumnType::BigInt | ColumnType::Bool => "INTEGER",
-        ColumnType::Text
-        | ColumnType::Uuid
-        | ColumnType::Timestamp
-        | ColumnType::Date
-        | ColumnType::Json => "TEXT",
+        ColumnType::Text | ColumnType::Uuid | ColumnType::Timestamp | ColumnType::Date | ColumnType::Json => "TEXT",
     }
 }
 
@@ -131,38 +115,20 @@ pub(crate) fn ident(name: &str) -> String {
 }
 
 fn row_error(table: &TableSchema, reason: String) -> StoreError {
-    StoreError::Row {
-        table: table.name.to_owned(),
-        reason,
-    }
+    StoreError::Row { table: table.name.to_owned(), reason }
 }
 
 /// A read-model value as SQLite stores it in `column`.
-pub(crate) fn to_sql(
-    table: &TableSchema,
-    column: &Column,
-    value: &Value,
-) -> Result<SqlValue, StoreError> {
+pub(crate) fn to_sql(table: &TableSchema, column: &Column, value: &Value) -> Result<SqlValue, StoreError> {
     let mismatch = || {
-        row_error(
-            table,
-            format!(
-                "column {}: expected {:?}, got a {} value",
-                column.name,
-                column.ty,
-                value.type_name()
-            ),
-        )
+        row_error(table, format!("column {}: expected {:?}, got a {} value", column.name, column.ty, value.type_name()))
     };
     Ok(match (column.ty, value) {
         (_, Value::Null) => {
             if column.nullable {
                 SqlValue::Null
             } else {
-                return Err(row_error(
-                    table,
-                    format!("column {} is not nullable, got null", column.name),
-                ));
+                return Err(row_error(table, format!("column {} is not nullable, got null", column.name)));
             }
         }
         (ColumnType::Text, Value::Text(s)) => SqlValue::Text(s.clone()),
@@ -177,10 +143,7 @@ pub(crate) fn to_sql(
             if !(0..=9999).contains(&d.year()) {
                 return Err(row_error(
                     table,
-                    format!(
-                        "column {}: date {d} is outside the years 0000-9999",
-                        column.name
-                    ),
+                    format!("column {}: date {d} is outside the years 0000-9999", column.name),
                 ));
             }
             SqlValue::Text(format_date(*d))
@@ -191,16 +154,13 @@ pub(crate) fn to_sql(
 }
 
 /// A stored SQLite value of `column` as a read-model value.
-pub(crate) fn from_sql(
-    table: &TableSchema,
-    column: &Column,
-    value: ValueRef<'_>,
-) -> Result<Value, StoreError> {
+pub(crate) fn from_sql(table: &TableSchema, column: &Column, value: ValueRef<'_>) -> Result<Value, StoreError> {
     let bad = |what: String| row_error(table, format!("column {}: {what}", column.name));
     let text = |v: ValueRef<'_>| -> Result<String, StoreError> {
         match v {
-            ValueRef::Text(t) => String::from_utf8(t.to_vec())
-                .map_err(|e| bad(format!("stored text is not UTF-8: {e}"))),
+            ValueRef::Text(t) => {
+                String::from_utf8(t.to_vec()).map_err(|e| bad(format!("stored text is not UTF-8: {e}")))
+            }
             other => Err(bad(format!("expected text, found {:?}", other.data_type()))),
         }
     };
@@ -211,12 +171,7 @@ pub(crate) fn from_sql(
         ColumnType::Text => Value::Text(text(value)?),
         ColumnType::BigInt => match value {
             ValueRef::Integer(v) => Value::BigInt(v),
-            other => {
-                return Err(bad(format!(
-                    "expected an integer, found {:?}",
-                    other.data_type()
-                )))
-            }
+            other => return Err(bad(format!("expected an integer, found {:?}", other.data_type()))),
         },
         ColumnType::Bool => match value {
             ValueRef::Integer(0) => Value::Bool(false),
@@ -231,16 +186,12 @@ pub(crate) fn from_sql(
         ColumnType::Date => {
             let s = text(value)?;
             Value::Date(
-                NaiveDate::parse_from_str(&s, "%Y-%m-%d")
-                    .map_err(|e| bad(format!("{s:?} is not a date: {e}")))?,
+                NaiveDate::parse_from_str(&s, "%Y-%m-%d").map_err(|e| bad(format!("{s:?} is not a date: {e}")))?,
             )
         }
         ColumnType::Json => {
             let s = text(value)?;
-            Value::Json(
-                serde_json::from_str(&s)
-                    .map_err(|e| bad(format!("stored text is not JSON: {e}")))?,
-            )
+            Value::Json(serde_json::from_str(&s).map_err(|e| bad(format!("stored text is not JSON: {e}")))?)
         }
     })
 }

@@ -9,11 +9,9 @@ use rusqlite::ErrorCode;
 /// operation (and the file or row) that failed.
 pub(crate) fn db_error(context: impl Display, e: rusqlite::Error) -> StoreError {
     match sqlite_code(&e) {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
-            StoreError::Unavailable(format!(
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(format!(
             "{context}: the database stayed locked by another writer past the busy timeout: {e}"
-        ))
-        }
+        )),
         Some(
             ErrorCode::CannotOpen
             | ErrorCode::SystemIoFailure
@@ -23,9 +21,9 @@ pub(crate) fn db_error(context: impl Display, e: rusqlite::Error) -> StoreError 
             | ErrorCode::PermissionDenied
             | ErrorCode::ReadOnly,
         ) => StoreError::Unavailable(format!("{context}: {e}")),
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Schema(format!(
-            "{context}: not a valid SQLite database, or a damaged one: {e}"
-        )),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::Schema(format!("{context}: not a valid SQLite database, or a damaged one: {e}"))
+        }
         Some(ErrorCode::ConstraintViolation) => StoreError::InvalidInput(format!("{context}: {e}")),
         _ => StoreError::Database(format!("{context}: {e}")),
     }

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use projector::{
-    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, ExpectedVersion, Partition,
-    ReadBound, StoreError,
+    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, ExpectedVersion, Partition, ReadBound,
+    StoreError,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -45,15 +45,10 @@ fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i6
         .query_row([aggregate_id], |r| r.get(0))
 }
 
-pub(crate) fn append(
-    conn: &mut Connection,
-    request: AppendRequest,
-) -> Result<AppendOutcome, StoreError> {
+pub(crate) fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
     let aggregate = request.aggregate_id;
     if request.events.is_empty() {
-        return Err(StoreError::InvalidInput(format!(
-            "append to aggregate {aggregate}: no events given"
-        )));
+        return Err(StoreError::InvalidInput(format!("append to aggregate {aggregate}: no events given")));
     }
     if let ExpectedVersion::Exact(v) = request.expected_version {
         if v < 0 {
@@ -71,21 +66,15 @@ pub(crate) fn append(
     let context = || format!("append to aggregate {aggregate}");
     let aggregate_text = format_uuid(&aggregate);
 
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .context(context)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
     if let Some(key) = &request.idempotency_key {
         let stored: Option<String> = tx
             .prepare_cached("SELECT outcome FROM idempotency_keys WHERE key = ?1")
             .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-            .context(|| {
-                format!("append to aggregate {aggregate}: looking up idempotency key {key:?}")
-            })?;
+            .context(|| format!("append to aggregate {aggregate}: looking up idempotency key {key:?}"))?;
         if let Some(stored) = stored {
             let mut outcome: AppendOutcome = serde_json::from_str(&stored).map_err(|e| {
-                StoreError::Database(format!(
-                    "idempotency key {key:?}: the stored outcome does not decode: {e}"
-                ))
+                StoreError::Database(format!("idempotency key {key:?}: the stored outcome does not decode: {e}"))
             })?;
             outcome.deduplicated = true;
             return Ok(outcome);
@@ -95,11 +84,7 @@ pub(crate) fn append(
     let current = current_version(&tx, &aggregate_text).context(context)?;
     if let ExpectedVersion::Exact(expected) = request.expected_version {
         if expected != current {
-            return Err(StoreError::Conflict {
-                aggregate_id: aggregate,
-                expected,
-                actual: current,
-            });
+            return Err(StoreError::Conflict { aggregate_id: aggregate, expected, actual: current });
         }
     }
 
@@ -122,15 +107,10 @@ pub(crate) fn append(
         for (i, event) in request.events.iter().enumerate() {
             let version = current + 1 + i as i64;
             let event_id = event.event_id.unwrap_or_else(Uuid::new_v4);
-            let metadata = serde_json::to_string(&event.metadata).map_err(|e| {
-                StoreError::InvalidInput(format!(
-                    "event {event_id}: metadata does not serialize: {e}"
-                ))
-            })?;
+            let metadata = serde_json::to_string(&event.metadata)
+                .map_err(|e| StoreError::InvalidInput(format!("event {event_id}: metadata does not serialize: {e}")))?;
             let encrypted = serde_json::to_string(&event.encrypted_fields).map_err(|e| {
-                StoreError::InvalidInput(format!(
-                    "event {event_id}: encrypted_fields do not serialize: {e}"
-                ))
+                StoreError::InvalidInput(format!("event {event_id}: encrypted_fields do not serialize: {e}"))
             })?;
             let inserted = insert.query_row(
                 params![
@@ -180,16 +160,11 @@ pub(crate) fn append(
     if let Some(key) = &request.idempotency_key {
         let stored = serde_json::to_string(&outcome)
             .map_err(|e| StoreError::Database(format!("append outcome does not serialize: {e}")))?;
-        tx.prepare_cached(
-            "INSERT INTO idempotency_keys (key, outcome, created_at) VALUES (?1, ?2, ?3)",
-        )
-        .and_then(|mut s| s.execute(params![key, stored, format_ts(now)]))
-        .context(|| {
-            format!("append to aggregate {aggregate}: recording idempotency key {key:?}")
-        })?;
+        tx.prepare_cached("INSERT INTO idempotency_keys (key, outcome, created_at) VALUES (?1, ?2, ?3)")
+            .and_then(|mut s| s.execute(params![key, stored, format_ts(now)]))
+            .context(|| format!("append to aggregate {aggregate}: recording idempotency key {key:?}"))?;
     }
-    tx.commit()
-        .context(|| format!("append to aggregate {aggregate}: commit"))?;
+    tx.commit().context(|| format!("append to aggregate {aggregate}: commit"))?;
     Ok(outcome)
 }
 
@@ -200,9 +175,7 @@ fn collect_events(
     context: impl Fn() -> String,
 ) -> Result<Vec<DomainEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).context(&context)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params))
-        .context(&context)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params)).context(&context)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().context(&context)? {
         out.push(decode_event(row)?);
@@ -230,18 +203,11 @@ pub(crate) fn read_aggregate(
         }
     }
     sql.push_str(" ORDER BY version");
-    collect_events(conn, &sql, params, || {
-        format!("read aggregate {aggregate_id} ({bound:?})")
-    })
+    collect_events(conn, &sql, params, || format!("read aggregate {aggregate_id} ({bound:?})"))
 }
 
 /// Appends ` AND ...` conditions for a filter and a partition.
-fn push_filter(
-    sql: &mut String,
-    params: &mut Vec<SqlValue>,
-    filter: &EventFilter,
-    partition: Partition,
-) {
+fn push_filter(sql: &mut String, params: &mut Vec<SqlValue>, filter: &EventFilter, partition: Partition) {
     fn any_of(sql: &mut String, params: &mut Vec<SqlValue>, column: &str, values: &[String]) {
         if values.is_empty() {
             return;
@@ -285,9 +251,7 @@ pub(crate) fn read_all(
     push_filter(&mut sql, &mut params, filter, partition);
     sql.push_str(" ORDER BY position LIMIT ?");
     params.push(limit_value(limit));
-    collect_events(conn, &sql, params, || {
-        format!("read events after {after} (partition {partition})")
-    })
+    collect_events(conn, &sql, params, || format!("read events after {after} (partition {partition})"))
 }
 
 pub(crate) fn read_since_position(
@@ -300,15 +264,12 @@ pub(crate) fn read_since_position(
     if limit == 0 {
         return Ok(Vec::new());
     }
-    let mut sql =
-        format!("SELECT {EVENT_COLUMNS} FROM events WHERE position >= ? AND position > ?");
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position >= ? AND position > ?");
     let mut params = vec![SqlValue::Integer(from), SqlValue::Integer(after)];
     push_filter(&mut sql, &mut params, filter, Partition::WHOLE);
     sql.push_str(" ORDER BY position LIMIT ?");
     params.push(limit_value(limit));
-    collect_events(conn, &sql, params, || {
-        format!("read events since position {from} after {after}")
-    })
+    collect_events(conn, &sql, params, || format!("read events since position {from} after {after}"))
 }
 
 /// Matching events after a checkpoint: how many, and the earliest timestamp among them.
@@ -327,11 +288,7 @@ pub(crate) fn lag(
     let context = || format!("measure lag after {after} (partition {partition})");
     let (count, oldest): (i64, Option<String>) = conn
         .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_row(rusqlite::params_from_iter(params), |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-        })
+        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| Ok((r.get(0)?, r.get(1)?))))
         .context(context)?;
     let oldest = oldest
         .map(|s| parse_ts(&s))

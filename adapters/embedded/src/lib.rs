@@ -12,6 +12,9 @@
 //! Semantics are those of the PostgreSQL store. SQLite serializes writers and every
 //! append takes the write lock before it assigns positions, so position order is commit
 //! order: every event has transaction id 0 and a checkpoint is `(0, position)`.
+//! Failure handling (attempt history, dead letters, parked aggregates and their epoch)
+//! follows the PostgreSQL store too; a repair session ([`EmbeddedRepair`]), like a
+//! rebuild, holds the connection and SQLite's write lock until it commits or is dropped.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), projector::StoreError> {
@@ -35,19 +38,21 @@ use std::time::Duration;
 
 use chrono::Utc;
 use projector::{
-    AppendOutcome, AppendRequest, BatchCommit, Checkpoint, DomainEvent, EventFilter, EventStore,
-    Lease, Partition, ProjectionState, ProjectionStore, ReadBound, Rebuilds, Status, StoreError,
-    TableSchema, Value,
+    AppendOutcome, AppendRequest, BatchCommit, Checkpoint, DeadLetter, DeadLetterFilter, DeadLetterQueue,
+    DeadLetterStatus, DomainEvent, EventFilter, EventStore, FailureRecord, Lease, OperatorAction, Partition,
+    ProjectionState, ProjectionStore, ReadBound, Rebuilds, Repairs, Status, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
 use uuid::Uuid;
 
 mod codec;
+mod dead_letters;
 mod error;
 mod events;
 mod projections;
 mod rebuild;
 
+pub use dead_letters::EmbeddedRepair;
 pub use rebuild::EmbeddedRebuild;
 
 use crate::error::Context;
@@ -65,21 +70,10 @@ pub struct Migration {
 
 /// The schema, oldest first.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_events",
-        sql: include_str!("../sql/0001_events.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "0002_idempotency_keys",
-        sql: include_str!("../sql/0002_idempotency_keys.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "0003_projections",
-        sql: include_str!("../sql/0003_projections.sql"),
-    },
+    Migration { version: 1, name: "0001_events", sql: include_str!("../sql/0001_events.sql") },
+    Migration { version: 2, name: "0002_idempotency_keys", sql: include_str!("../sql/0002_idempotency_keys.sql") },
+    Migration { version: 3, name: "0003_projections", sql: include_str!("../sql/0003_projections.sql") },
+    Migration { version: 4, name: "0004_dead_letters", sql: include_str!("../sql/0004_dead_letters.sql") },
 ];
 
 /// How long a writer waits for another (thread or process) to release the database.
@@ -100,10 +94,7 @@ impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.inner.path {
             Some(path) => f.debug_struct("EmbeddedStore").field("path", path).finish(),
-            None => f
-                .debug_struct("EmbeddedStore")
-                .field("path", &":memory:")
-                .finish(),
+            None => f.debug_struct("EmbeddedStore").field("path", &":memory:").finish(),
         }
     }
 }
@@ -124,13 +115,10 @@ impl EmbeddedStore {
         }
         let conn = Connection::open_with_flags(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .context(|| format!("open embedded store {shown}"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .context(|| format!("open embedded store {shown}"))?;
+        conn.busy_timeout(BUSY_TIMEOUT).context(|| format!("open embedded store {shown}"))?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .context(|| format!("open embedded store {shown}: switch to WAL mode"))?;
@@ -150,19 +138,11 @@ impl EmbeddedStore {
     }
 
     fn setup(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
-        let shown = path
-            .as_ref()
-            .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+        let shown = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
             .context(|| format!("open embedded store {shown}"))?;
-        events::register_functions(&conn)
-            .context(|| format!("open embedded store {shown}: register functions"))?;
-        let store = Self {
-            inner: Arc::new(Inner {
-                conn: Mutex::new(conn),
-                path,
-            }),
-        };
+        events::register_functions(&conn).context(|| format!("open embedded store {shown}: register functions"))?;
+        let store = Self { inner: Arc::new(Inner { conn: Mutex::new(conn), path }) };
         store.migrate()?;
         Ok(store)
     }
@@ -186,11 +166,7 @@ impl EmbeddedStore {
         )
         .context(|| format!("migrate embedded store {shown}"))?;
         let applied: i64 = tx
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
             .context(|| format!("migrate embedded store {shown}"))?;
         let newest = MIGRATIONS.last().map_or(0, |m| m.version);
         if applied > newest {
@@ -208,42 +184,25 @@ impl EmbeddedStore {
             )
             .context(context)?;
         }
-        tx.commit()
-            .context(|| format!("migrate embedded store {shown}"))?;
+        tx.commit().context(|| format!("migrate embedded store {shown}"))?;
         Ok(())
     }
 
     /// The highest applied migration.
     pub fn schema_version(&self) -> Result<i64> {
         self.lock()
-            .query_row(
-                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )
-            .context(|| {
-                format!(
-                    "read the schema version of embedded store {}",
-                    self.describe()
-                )
-            })
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .context(|| format!("read the schema version of embedded store {}", self.describe()))
     }
 
     fn describe(&self) -> String {
-        self.inner
-            .path
-            .as_ref()
-            .map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
+        self.inner.path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
     }
 
     /// The connection. A panic while it was held may have left a transaction open: it is
     /// rolled back here, so the next operation starts clean.
     fn lock(&self) -> MutexGuard<'_, Connection> {
-        let conn = self
-            .inner
-            .conn
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let conn = self.inner.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -256,11 +215,7 @@ impl EventStore for EmbeddedStore {
         events::append(&mut self.lock(), request)
     }
 
-    async fn read_aggregate(
-        &self,
-        aggregate_id: Uuid,
-        bound: ReadBound,
-    ) -> Result<Vec<DomainEvent>> {
+    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>> {
         events::read_aggregate(&self.lock(), aggregate_id, bound)
     }
 
@@ -286,13 +241,7 @@ impl ProjectionStore for EmbeddedStore {
         projections::register(&mut self.lock(), projection, table, filter, partitions)
     }
 
-    async fn claim(
-        &self,
-        projection: &str,
-        partition: Partition,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
+    async fn claim(&self, projection: &str, partition: Partition, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
         projections::claim(&mut self.lock(), projection, partition, owner, ttl)
     }
 
@@ -300,16 +249,16 @@ impl ProjectionStore for EmbeddedStore {
         projections::release(&self.lock(), lease)
     }
 
-    async fn load_rows(
-        &self,
-        table: &'static TableSchema,
-        keys: &[Vec<Value>],
-    ) -> Result<Vec<Vec<Value>>> {
+    async fn load_rows(&self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>> {
         projections::load_rows(&self.lock(), table, keys)
     }
 
     async fn commit(&self, commit: BatchCommit<'_>) -> Result<()> {
         projections::commit(&mut self.lock(), commit)
+    }
+
+    async fn record_failure(&self, projection: &str, event: &DomainEvent, error: &str) -> Result<FailureRecord> {
+        dead_letters::record_failure(&self.lock(), projection, event, error)
     }
 
     async fn set_status(
@@ -331,11 +280,39 @@ impl Rebuilds for EmbeddedStore {
     type Session<'a> = EmbeddedRebuild<'a>;
 
     /// Takes the connection and opens the rebuild's transaction; see [`EmbeddedRebuild`].
-    async fn begin_rebuild<'a>(
-        &'a self,
-        projection: &str,
-        table: &'static TableSchema,
-    ) -> Result<EmbeddedRebuild<'a>> {
+    async fn begin_rebuild<'a>(&'a self, projection: &str, table: &'static TableSchema) -> Result<EmbeddedRebuild<'a>> {
         EmbeddedRebuild::begin(self.lock(), projection, table)
+    }
+}
+
+impl DeadLetterQueue for EmbeddedStore {
+    /// Stores the letters in one transaction; ids come back in the order of `letters`.
+    async fn send(&self, letters: &[DeadLetter]) -> Result<Vec<i64>> {
+        dead_letters::send(&mut self.lock(), letters)
+    }
+
+    async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
+        dead_letters::list(&self.lock(), filter)
+    }
+
+    async fn get(&self, id: i64) -> Result<Option<DeadLetter>> {
+        dead_letters::get(&self.lock(), id)
+    }
+
+    async fn resolve(&self, id: i64, status: DeadLetterStatus, action: &OperatorAction) -> Result<()> {
+        dead_letters::resolve(&mut self.lock(), id, status, action)
+    }
+
+    async fn actions(&self, id: i64) -> Result<Vec<OperatorAction>> {
+        dead_letters::actions(&self.lock(), id)
+    }
+}
+
+impl Repairs for EmbeddedStore {
+    type Repair<'a> = EmbeddedRepair<'a>;
+
+    /// Takes the connection and opens the repair's transaction; see [`EmbeddedRepair`].
+    async fn begin_repair<'a>(&'a self, projection: &str, dead_letter_id: i64) -> Result<EmbeddedRepair<'a>> {
+        EmbeddedRepair::begin(self.lock(), projection, dead_letter_id)
     }
 }

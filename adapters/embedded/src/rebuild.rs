@@ -5,8 +5,8 @@ use std::sync::MutexGuard;
 
 use chrono::{DateTime, Utc};
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, RowChanges,
-    StoreError, TableSchema, Value,
+    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, RowChanges, StoreError, TableSchema,
+    Value,
 };
 use rusqlite::Connection;
 use uuid::Uuid;
@@ -45,14 +45,8 @@ impl<'a> EmbeddedRebuild<'a> {
         projection: &str,
         table: &'static TableSchema,
     ) -> Result<Self, StoreError> {
-        conn.execute_batch("BEGIN IMMEDIATE")
-            .context(|| format!("begin the rebuild of {projection}"))?;
-        let session = Self {
-            conn,
-            projection: projection.to_owned(),
-            table,
-            open: true,
-        };
+        conn.execute_batch("BEGIN IMMEDIATE").context(|| format!("begin the rebuild of {projection}"))?;
+        let session = Self { conn, projection: projection.to_owned(), table, open: true };
         let (table_name, _) = projections::projection_info(&session.conn, projection)?;
         if table_name != table.name {
             return Err(StoreError::InvalidInput(format!(
@@ -93,11 +87,7 @@ impl RebuildSession for EmbeddedRebuild<'_> {
         events::read_since_position(&self.conn, from, filter, after, limit)
     }
 
-    async fn read_aggregate(
-        &mut self,
-        aggregate_id: Uuid,
-        bound: ReadBound,
-    ) -> Result<Vec<DomainEvent>, StoreError> {
+    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
         events::read_aggregate(&self.conn, aggregate_id, bound)
     }
 
@@ -119,16 +109,8 @@ impl RebuildSession for EmbeddedRebuild<'_> {
         events_applied: u64,
         last_event_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        projections::finish_rebuild(
-            &self.conn,
-            &self.projection,
-            to,
-            events_applied,
-            last_event_at,
-        )?;
-        self.conn
-            .execute_batch("COMMIT")
-            .context(|| format!("commit the rebuild of {}", self.projection))?;
+        projections::finish_rebuild(&self.conn, &self.projection, to, events_applied, last_event_at)?;
+        self.conn.execute_batch("COMMIT").context(|| format!("commit the rebuild of {}", self.projection))?;
         self.open = false;
         Ok(())
     }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use projector::{
-    AppendRequest, BatchCommit, Checkpoint, Column, ColumnType, EventFilter, EventStore,
-    ExpectedVersion, NewEvent, Partition, ProjectionStore, ReadBound, RowChanges, StoreError,
-    TableSchema, Value,
+    AppendRequest, BatchCommit, Checkpoint, Column, ColumnType, EventFilter, EventStore, ExpectedVersion, NewEvent,
+    Partition, ProjectionStore, ReadBound, RowChanges, StoreError, TableSchema, Value,
 };
 use projector_embedded::{EmbeddedStore, MIGRATIONS};
 use serde_json::json;
@@ -41,35 +40,20 @@ async fn open_creates_directories_and_migrations_are_idempotent() {
     assert_eq!(store.schema_version().unwrap(), newest);
     store.migrate().expect("migrating again is a no-op");
     store
-        .append(request(
-            Uuid::from_u128(1),
-            ExpectedVersion::Exact(0),
-            vec![NewEvent::new("E", json!({}))],
-        ))
+        .append(request(Uuid::from_u128(1), ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({}))]))
         .await
         .unwrap();
     drop(store);
 
     let again = EmbeddedStore::open(&path).expect("reopen");
     assert_eq!(again.schema_version().unwrap(), newest);
-    let events = again
-        .read_aggregate(Uuid::from_u128(1), ReadBound::All)
-        .await
-        .unwrap();
+    let events = again.read_aggregate(Uuid::from_u128(1), ReadBound::All).await.unwrap();
     assert_eq!(events.len(), 1, "events survive reopening");
 
     let conn = raw(&path);
-    let applied: i64 = conn
-        .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(
-        applied,
-        MIGRATIONS.len() as i64,
-        "each migration is recorded once"
-    );
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let applied: i64 = conn.query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0)).unwrap();
+    assert_eq!(applied, MIGRATIONS.len() as i64, "each migration is recorded once");
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
     assert_eq!(mode.to_lowercase(), "wal");
 }
 
@@ -79,10 +63,7 @@ async fn a_newer_schema_is_refused() {
     let path = dir.path().join("projector.db");
     drop(EmbeddedStore::open(&path).unwrap());
     raw(&path)
-        .execute(
-            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 'x')",
-            [],
-        )
+        .execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (999, 'future', 'x')", [])
         .unwrap();
     match EmbeddedStore::open(&path) {
         Err(StoreError::Schema(message)) => assert!(message.contains("999"), "{message}"),
@@ -94,24 +75,13 @@ async fn a_newer_schema_is_refused() {
 fn open_errors_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
-    std::fs::write(
-        &file,
-        b"this is not a database, just some text that is long enough....",
-    )
-    .unwrap();
+    std::fs::write(&file, b"this is not a database, just some text that is long enough....").unwrap();
     let err = EmbeddedStore::open(&file).expect_err("a text file is not a store");
-    assert!(
-        err.to_string().contains("plain-file"),
-        "the error names the file: {err}"
-    );
+    assert!(err.to_string().contains("plain-file"), "the error names the file: {err}");
 
     let below_file = file.join("store.db");
-    let err =
-        EmbeddedStore::open(&below_file).expect_err("a directory cannot be created below a file");
-    assert!(
-        err.to_string().contains("plain-file"),
-        "the error names the path: {err}"
-    );
+    let err = EmbeddedStore::open(&below_file).expect_err("a directory cannot be created below a file");
+    assert!(err.to_string().contains("plain-file"), "the error names the path: {err}");
 }
 
 /// Two handles on one file behave like two processes: writers take turns, versions stay
@@ -123,11 +93,7 @@ fn two_handles_on_one_file_take_turns() {
     let first = EmbeddedStore::open(&path).unwrap();
     let second = EmbeddedStore::open(&path).unwrap();
     let aggregate = Uuid::from_u128(42);
-    let runtime = || {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-    };
+    let runtime = || tokio::runtime::Builder::new_current_thread().build().unwrap();
 
     let handles: Vec<_> = [first.clone(), second.clone()]
         .into_iter()
@@ -138,28 +104,10 @@ fn two_handles_on_one_file_take_turns() {
                     let mut conflicts = 0;
                     for i in 0..40 {
                         let event = NewEvent::new("Tick", json!({"writer": n, "i": i}));
-                        store
-                            .append(request(
-                                aggregate,
-                                ExpectedVersion::Any,
-                                vec![event.clone()],
-                            ))
-                            .await
-                            .unwrap();
+                        store.append(request(aggregate, ExpectedVersion::Any, vec![event.clone()])).await.unwrap();
                         // An optimistic append at a version read a moment ago may lose.
-                        let current = store
-                            .read_aggregate(aggregate, ReadBound::All)
-                            .await
-                            .unwrap()
-                            .len() as i64;
-                        match store
-                            .append(request(
-                                aggregate,
-                                ExpectedVersion::Exact(current),
-                                vec![event],
-                            ))
-                            .await
-                        {
+                        let current = store.read_aggregate(aggregate, ReadBound::All).await.unwrap().len() as i64;
+                        match store.append(request(aggregate, ExpectedVersion::Exact(current), vec![event])).await {
                             Ok(_) => {}
                             Err(StoreError::Conflict { .. }) => conflicts += 1,
                             Err(e) => panic!("writer {n}: {e}"),
@@ -174,30 +122,11 @@ fn two_handles_on_one_file_take_turns() {
 
     runtime().block_on(async {
         for store in [&first, &second] {
-            let events = store
-                .read_aggregate(aggregate, ReadBound::All)
-                .await
-                .unwrap();
-            assert_eq!(
-                events.len() as i64,
-                160 - conflicts,
-                "every successful append is there"
-            );
+            let events = store.read_aggregate(aggregate, ReadBound::All).await.unwrap();
+            assert_eq!(events.len() as i64, 160 - conflicts, "every successful append is there");
             let versions: Vec<i64> = events.iter().map(|e| e.version).collect();
-            assert_eq!(
-                versions,
-                (1..=events.len() as i64).collect::<Vec<_>>(),
-                "versions have no gaps"
-            );
-            let all = store
-                .read_all(
-                    Checkpoint::START,
-                    &EventFilter::all(),
-                    Partition::WHOLE,
-                    1000,
-                )
-                .await
-                .unwrap();
+            assert_eq!(versions, (1..=events.len() as i64).collect::<Vec<_>>(), "versions have no gaps");
+            let all = store.read_all(Checkpoint::START, &EventFilter::all(), Partition::WHOLE, 1000).await.unwrap();
             assert!(all.windows(2).all(|w| w[0].position < w[1].position));
             assert_eq!(all.len(), events.len());
         }
@@ -210,14 +139,7 @@ async fn damaged_rows_are_reported_not_panicked_on() {
     let path = dir.path().join("damaged.db");
     let store = EmbeddedStore::open(&path).unwrap();
     let good = Uuid::from_u128(7);
-    store
-        .append(request(
-            good,
-            ExpectedVersion::Exact(0),
-            vec![NewEvent::new("Fine", json!({}))],
-        ))
-        .await
-        .unwrap();
+    store.append(request(good, ExpectedVersion::Exact(0), vec![NewEvent::new("Fine", json!({}))])).await.unwrap();
     let conn = raw(&path);
     let insert = |id: &str, aggregate: &str, data: &str, timestamp: &str, encrypted: &str| {
         conn.execute(
@@ -230,90 +152,32 @@ async fn damaged_rows_are_reported_not_panicked_on() {
     };
     let ok_ts = "2026-03-01T00:00:00.000000Z";
     let cases = [
-        insert(
-            "e1",
-            "00000000-0000-0000-0000-000000000011",
-            "{\"a\": 1}",
-            ok_ts,
-            "[]",
-        ),
-        insert(
-            &Uuid::from_u128(12).to_string(),
-            "not-a-uuid",
-            "{}",
-            ok_ts,
-            "[]",
-        ),
-        insert(
-            &Uuid::from_u128(13).to_string(),
-            &Uuid::from_u128(13).to_string(),
-            "{broken",
-            ok_ts,
-            "[]",
-        ),
-        insert(
-            &Uuid::from_u128(14).to_string(),
-            &Uuid::from_u128(14).to_string(),
-            "{}",
-            "yesterday",
-            "[]",
-        ),
-        insert(
-            &Uuid::from_u128(15).to_string(),
-            &Uuid::from_u128(15).to_string(),
-            "{}",
-            ok_ts,
-            "{\"no\": 1}",
-        ),
+        insert("e1", "00000000-0000-0000-0000-000000000011", "{\"a\": 1}", ok_ts, "[]"),
+        insert(&Uuid::from_u128(12).to_string(), "not-a-uuid", "{}", ok_ts, "[]"),
+        insert(&Uuid::from_u128(13).to_string(), &Uuid::from_u128(13).to_string(), "{broken", ok_ts, "[]"),
+        insert(&Uuid::from_u128(14).to_string(), &Uuid::from_u128(14).to_string(), "{}", "yesterday", "[]"),
+        insert(&Uuid::from_u128(15).to_string(), &Uuid::from_u128(15).to_string(), "{}", ok_ts, "{\"no\": 1}"),
     ];
     let mut after = Checkpoint::START;
-    let first = store
-        .read_all(after, &EventFilter::all(), Partition::WHOLE, 1)
-        .await
-        .unwrap();
+    let first = store.read_all(after, &EventFilter::all(), Partition::WHOLE, 1).await.unwrap();
     after = first[0].checkpoint();
     for position in cases {
-        match store
-            .read_all(after, &EventFilter::all(), Partition::WHOLE, 10)
-            .await
-        {
-            Err(StoreError::Corrupt {
-                position: p,
-                reason,
-            }) => {
+        match store.read_all(after, &EventFilter::all(), Partition::WHOLE, 10).await {
+            Err(StoreError::Corrupt { position: p, reason }) => {
                 assert_eq!(p, position, "Corrupt names the row: {reason}");
             }
             other => panic!("row {position}: want Corrupt, got {other:?}"),
         }
-        after = Checkpoint {
-            transaction_id: 0,
-            position,
-        };
+        after = Checkpoint { transaction_id: 0, position };
     }
     // A damaged aggregate id lands in partition 0, where it is reported.
-    let bad_only = EventFilter {
-        event_types: vec!["Bad".into()],
-        aggregate_types: vec![],
-    };
-    match store
-        .read_all(
-            Checkpoint::START,
-            &bad_only,
-            Partition { index: 0, count: 2 },
-            10,
-        )
-        .await
-    {
+    let bad_only = EventFilter { event_types: vec!["Bad".into()], aggregate_types: vec![] };
+    match store.read_all(Checkpoint::START, &bad_only, Partition { index: 0, count: 2 }, 10).await {
         Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, cases[1]),
         other => panic!("want Corrupt in partition 0, got {other:?}"),
     }
-    let events = store
-        .read_aggregate(Uuid::from_u128(13), ReadBound::All)
-        .await;
-    assert!(
-        matches!(events, Err(StoreError::Corrupt { .. })),
-        "read_aggregate reports damage too: {events:?}"
-    );
+    let events = store.read_aggregate(Uuid::from_u128(13), ReadBound::All).await;
+    assert!(matches!(events, Err(StoreError::Corrupt { .. })), "read_aggregate reports damage too: {events:?}");
 }
 
 const TYPES: TableSchema = TableSchema {
@@ -334,15 +198,8 @@ async fn read_model_values_are_stored_as_documented() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("types.db");
     let store = EmbeddedStore::open(&path).unwrap();
-    store
-        .register("types", &TYPES, &EventFilter::all(), 1)
-        .await
-        .unwrap();
-    let lease = store
-        .claim("types", Partition::WHOLE, "me", Duration::from_secs(30))
-        .await
-        .unwrap()
-        .unwrap();
+    store.register("types", &TYPES, &EventFilter::all(), 1).await.unwrap();
+    let lease = store.claim("types", Partition::WHOLE, "me", Duration::from_secs(30)).await.unwrap().unwrap();
     let id = Uuid::parse_str("A1B2C3D4-0000-4000-8000-00000000000F").unwrap();
     let at = Utc.with_ymd_and_hms(2026, 3, 1, 12, 30, 0).unwrap();
     let row = vec![
@@ -358,58 +215,27 @@ async fn read_model_values_are_stored_as_documented() {
         lease: &lease,
         table: &TYPES,
         from: Checkpoint::START,
-        to: Checkpoint {
-            transaction_id: 0,
-            position: 0,
-        },
-        changes: RowChanges {
-            upserts: vec![row.clone()],
-            deletes: vec![],
-        },
+        to: Checkpoint { transaction_id: 0, position: 0 },
+        changes: RowChanges { upserts: vec![row.clone()], deletes: vec![] },
         events_applied: 0,
         last_event_at: None,
         lease_ttl: Duration::from_secs(30),
+        dead_letters: vec![],
     };
     store.commit(commit).await.unwrap();
-    assert_eq!(
-        store
-            .load_rows(&TYPES, &[vec![Value::Uuid(id)]])
-            .await
-            .unwrap(),
-        vec![row]
-    );
+    assert_eq!(store.load_rows(&TYPES, &[vec![Value::Uuid(id)]]).await.unwrap(), vec![row]);
 
     let conn = raw(&path);
     let (key, flag, ts, day, doc, version): (String, i64, String, String, String, i64) = conn
-        .query_row(
-            "SELECT id, flag, at, day, doc, version FROM embedded_types",
-            [],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            },
-        )
+        .query_row("SELECT id, flag, at, day, doc, version FROM embedded_types", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })
         .unwrap();
-    assert_eq!(
-        key, "a1b2c3d4-0000-4000-8000-00000000000f",
-        "uuids are lower-case hyphenated text"
-    );
+    assert_eq!(key, "a1b2c3d4-0000-4000-8000-00000000000f", "uuids are lower-case hyphenated text");
     assert_eq!(flag, 1, "booleans are 0/1");
-    assert_eq!(
-        ts, "2026-03-01T12:30:00.000000Z",
-        "timestamps are RFC 3339 UTC with microseconds"
-    );
+    assert_eq!(ts, "2026-03-01T12:30:00.000000Z", "timestamps are RFC 3339 UTC with microseconds");
     assert_eq!(day, "2026-03-01", "dates are YYYY-MM-DD");
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&doc).unwrap(),
-        json!({"a": [true], "b": 1})
-    );
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&doc).unwrap(), json!({"a": [true], "b": 1}));
     assert_eq!(version, 9);
 
     // A value of the wrong type or a null in a non-null column is refused, naming the column.
@@ -427,13 +253,11 @@ async fn read_model_values_are_stored_as_documented() {
         table: &TYPES,
         from: Checkpoint::START,
         to: Checkpoint::START,
-        changes: RowChanges {
-            upserts: vec![bad],
-            deletes: vec![],
-        },
+        changes: RowChanges { upserts: vec![bad], deletes: vec![] },
         events_applied: 0,
         last_event_at: None,
         lease_ttl: Duration::from_secs(30),
+        dead_letters: vec![],
     };
     match store.commit(commit).await {
         Err(StoreError::Row { table, reason }) => {
@@ -449,55 +273,22 @@ async fn out_of_range_timestamps_are_refused() {
     let store = EmbeddedStore::open_in_memory().unwrap();
     let far = Utc.with_ymd_and_hms(12_000, 1, 1, 0, 0, 0).unwrap();
     let result = store
-        .append(request(
-            Uuid::from_u128(1),
-            ExpectedVersion::Any,
-            vec![NewEvent::new("E", json!({})).at(far)],
-        ))
+        .append(request(Uuid::from_u128(1), ExpectedVersion::Any, vec![NewEvent::new("E", json!({})).at(far)]))
         .await;
-    assert!(
-        matches!(result, Err(StoreError::InvalidInput(_))),
-        "{result:?}"
-    );
-    let empty = store
-        .append(request(Uuid::from_u128(1), ExpectedVersion::Any, vec![]))
-        .await;
-    assert!(
-        matches!(empty, Err(StoreError::InvalidInput(_))),
-        "{empty:?}"
-    );
+    assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
+    let empty = store.append(request(Uuid::from_u128(1), ExpectedVersion::Any, vec![])).await;
+    assert!(matches!(empty, Err(StoreError::InvalidInput(_))), "{empty:?}");
 }
 
 #[tokio::test]
 async fn reserved_and_foreign_tables_are_refused() {
     let store = EmbeddedStore::open_in_memory().unwrap();
-    const EVENTS: TableSchema = TableSchema {
-        name: "events",
-        ..TYPES
-    };
-    let result = store
-        .register("sneaky", &EVENTS, &EventFilter::all(), 1)
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::InvalidInput(_))),
-        "{result:?}"
-    );
-    store
-        .register("types", &TYPES, &EventFilter::all(), 1)
-        .await
-        .unwrap();
-    let result = store
-        .register("other", &TYPES, &EventFilter::all(), 1)
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::InvalidInput(_))),
-        "a table belongs to one projection: {result:?}"
-    );
-    let result = store
-        .register("types", &TYPES, &EventFilter::all(), 0)
-        .await;
-    assert!(
-        matches!(result, Err(StoreError::InvalidInput(_))),
-        "{result:?}"
-    );
+    const EVENTS: TableSchema = TableSchema { name: "events", ..TYPES };
+    let result = store.register("sneaky", &EVENTS, &EventFilter::all(), 1).await;
+    assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
+    store.register("types", &TYPES, &EventFilter::all(), 1).await.unwrap();
+    let result = store.register("other", &TYPES, &EventFilter::all(), 1).await;
+    assert!(matches!(result, Err(StoreError::InvalidInput(_))), "a table belongs to one projection: {result:?}");
+    let result = store.register("types", &TYPES, &EventFilter::all(), 0).await;
+    assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
 }

@@ -1,7 +1,7 @@
 //! How a worker gets its own store: a new PostgreSQL connection, or a handle on the
 //! embedded file.
 
-use projector::{EventStore, ProjectionStore, Rebuilds, StoreError};
+use projector::{DeadLetterQueue, EventStore, ProjectionStore, Rebuilds, Repairs, StoreError};
 use projector_embedded::EmbeddedStore;
 use projector_postgres::PgStore;
 
@@ -9,7 +9,7 @@ use projector_postgres::PgStore;
 /// partitions never share a connection.
 #[allow(async_fn_in_trait)]
 pub trait Connector: Clone + Send + Sync + 'static {
-    type Store: EventStore + ProjectionStore + Rebuilds;
+    type Store: EventStore + ProjectionStore + Rebuilds + Repairs + DeadLetterQueue;
 
     async fn connect(&self) -> Result<Self::Store, StoreError>;
 
@@ -66,10 +66,7 @@ pub struct EmbeddedConnector {
 
 impl EmbeddedConnector {
     pub fn new(store: EmbeddedStore, path: impl Into<String>) -> Self {
-        Self {
-            store,
-            path: path.into(),
-        }
+        Self { store, path: path.into() }
     }
 }
 

@@ -5,7 +5,10 @@
 //! the core's futures need no `Send` bound. Partitions are owned through lease rows;
 //! PostgreSQL `LISTEN projector_events` wakes idle workers, and they poll as well.
 
+pub mod alerts;
 mod connect;
+pub mod http;
+pub mod metrics;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,11 +18,13 @@ use std::time::Duration;
 
 use projector::adapter::{AdapterError, Deployment, ProjectionAdapter};
 use projector::config::{Config, ProjectionConfig};
-use projector::{Partition, ProjectionHandler, ProjectionState, ProjectionStore, RetryPolicy};
+use projector::{Partition, ProjectionHandler, ProjectionState, ProjectionStore};
 use tokio::sync::{watch, Notify};
 
 pub use connect::{Connector, EmbeddedConnector, PgConnector};
 pub use worker::{run_partition, WorkerExit, WorkerSettings};
+
+use crate::metrics::Metrics;
 
 /// A handler the adapter can start by name.
 pub trait Deploy<C: Connector>: Send + Sync {
@@ -34,6 +39,7 @@ pub trait Deploy<C: Connector>: Send + Sync {
         &self,
         connector: C,
         settings: WorkerSettings,
+        metrics: Arc<Metrics>,
         wake: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<WorkerExit>;
@@ -58,23 +64,17 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         &self,
         connector: C,
         settings: WorkerSettings,
+        metrics: Arc<Metrics>,
         wake: Arc<Notify>,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<WorkerExit> {
         let handler = Arc::clone(&self.0);
         std::thread::Builder::new()
-            .name(format!(
-                "{}-{}",
-                settings.projection, settings.partition.index
-            ))
+            .name(format!("{}-{}", settings.projection, settings.partition.index))
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
                 match rt {
-                    Ok(rt) => rt.block_on(run_partition(
-                        &*handler, &connector, &settings, wake, shutdown,
-                    )),
+                    Ok(rt) => rt.block_on(run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown)),
                     Err(e) => WorkerExit::Failed(format!("cannot start a runtime: {e}")),
                 }
             })
@@ -89,16 +89,13 @@ pub struct Registry<C: Connector> {
 
 impl<C: Connector> Default for Registry<C> {
     fn default() -> Self {
-        Self {
-            handlers: BTreeMap::new(),
-        }
+        Self { handlers: BTreeMap::new() }
     }
 }
 
 impl<C: Connector> Registry<C> {
     pub fn with<H: ProjectionHandler>(mut self, handler: H) -> Self {
-        self.handlers
-            .insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
+        self.handlers.insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
         self
     }
 
@@ -124,6 +121,7 @@ pub struct LocalAdapter<C: Connector> {
     registry: Registry<C>,
     owner: String,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, Running>>,
 }
 
@@ -133,11 +131,7 @@ pub fn runner_id() -> String {
         .map(|h| h.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "local".into());
-    format!(
-        "{host}-{}-{:04x}",
-        std::process::id(),
-        rand::random::<u16>()
-    )
+    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
 }
 
 impl<C: Connector> LocalAdapter<C> {
@@ -148,8 +142,14 @@ impl<C: Connector> LocalAdapter<C> {
             registry,
             owner: runner_id(),
             wake: Arc::new(Notify::new()),
+            metrics: Metrics::new(),
             running: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Counters and heart-beats of this runner's workers (for `/metrics`, `/health`, alerts).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
     }
 
     pub fn owner(&self) -> &str {
@@ -161,22 +161,12 @@ impl<C: Connector> LocalAdapter<C> {
         Arc::clone(&self.wake)
     }
 
-    fn projection(
-        &self,
-        name: &str,
-    ) -> Result<(&ProjectionConfig, &Arc<dyn Deploy<C>>), AdapterError> {
-        let p = self
-            .config
-            .projections
-            .get(name)
-            .ok_or_else(|| AdapterError::UnknownProjection(name.to_owned()))?;
+    fn projection(&self, name: &str) -> Result<(&ProjectionConfig, &Arc<dyn Deploy<C>>), AdapterError> {
+        let p = self.config.projections.get(name).ok_or_else(|| AdapterError::UnknownProjection(name.to_owned()))?;
         let d = self
             .registry
             .get(&p.handler)
-            .ok_or_else(|| AdapterError::UnknownHandler {
-                projection: name.to_owned(),
-                handler: p.handler.clone(),
-            })?;
+            .ok_or_else(|| AdapterError::UnknownHandler { projection: name.to_owned(), handler: p.handler.clone() })?;
         Ok((p, d))
     }
 
@@ -185,9 +175,7 @@ impl<C: Connector> LocalAdapter<C> {
         for name in self.config.projections.keys() {
             let (p, d) = self.projection(name)?;
             let filter = d.handler_filter().and(&p.events.to_filter());
-            store
-                .register(name, d.schema(), &filter, p.partitions)
-                .await?;
+            store.register(name, d.schema(), &filter, p.partitions).await?;
         }
         Ok(())
     }
@@ -200,37 +188,22 @@ impl<C: Connector> LocalAdapter<C> {
                 let settings = WorkerSettings {
                     projection: name.to_owned(),
                     filter: p.events.to_filter(),
-                    partition: Partition {
-                        index,
-                        count: partitions,
-                    },
+                    partition: Partition { index, count: partitions },
                     batch_size: p.batch_size,
                     poll_interval: p.poll_interval,
                     lease_ttl: p.lease_ttl,
                     owner: self.owner.clone(),
-                    retry: RetryPolicy::default(),
+                    retry: p.retry,
+                    on_failure: p.on_failure,
                 };
-                d.spawn(
-                    self.connector.clone(),
-                    settings,
-                    Arc::clone(&self.wake),
-                    rx.clone(),
-                )
+                d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })
             .collect();
-        self.running.lock().expect("running map").insert(
-            name.to_owned(),
-            Running {
-                shutdown: tx,
-                workers,
-                partitions,
-            },
-        );
-        Ok(Deployment {
-            projection: name.to_owned(),
-            provider: "local",
-            partitions,
-        })
+        self.running
+            .lock()
+            .expect("running map")
+            .insert(name.to_owned(), Running { shutdown: tx, workers, partitions });
+        Ok(Deployment { projection: name.to_owned(), provider: "local", partitions })
     }
 
     /// Stops one projection's workers after their current batch; returns how each ended.
@@ -243,35 +216,19 @@ impl<C: Connector> LocalAdapter<C> {
         running
             .workers
             .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| WorkerExit::Failed("worker panicked".into()))
-            })
+            .map(|w| w.join().unwrap_or_else(|_| WorkerExit::Failed("worker panicked".into())))
             .collect()
     }
 
     /// Stops everything (Ctrl-C / SIGTERM): each worker drains its batch and releases its lease.
     pub fn stop_all(&self) -> BTreeMap<String, Vec<WorkerExit>> {
-        let names: Vec<String> = self
-            .running
-            .lock()
-            .expect("running map")
-            .keys()
-            .cloned()
-            .collect();
-        names
-            .into_iter()
-            .map(|n| (n.clone(), self.stop(&n)))
-            .collect()
+        let names: Vec<String> = self.running.lock().expect("running map").keys().cloned().collect();
+        names.into_iter().map(|n| (n.clone(), self.stop(&n))).collect()
     }
 
     /// True when every worker thread of every projection has ended (all failed).
     pub fn all_finished(&self) -> bool {
-        self.running
-            .lock()
-            .expect("running map")
-            .values()
-            .all(|r| r.workers.iter().all(|w| w.is_finished()))
+        self.running.lock().expect("running map").values().all(|r| r.workers.iter().all(|w| w.is_finished()))
     }
 
     /// Keeps idle workers woken by `LISTEN projector_events` (PostgreSQL only) until shutdown.
@@ -335,40 +292,26 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
     async fn scale(&self, projection: &str, partitions: u32) -> Result<Deployment, AdapterError> {
         let (p, d) = self.projection(projection)?;
         if partitions == 0 {
-            return Err(AdapterError::Provider(
-                "partitions must be at least 1".into(),
-            ));
+            return Err(AdapterError::Provider("partitions must be at least 1".into()));
         }
         let filter = d.handler_filter().and(&p.events.to_filter());
         let schema = d.schema();
         self.stop(projection);
         let store = self.connector.connect().await?;
-        store
-            .register(projection, schema, &filter, partitions)
-            .await?;
+        store.register(projection, schema, &filter, partitions).await?;
         self.start(projection, partitions)
     }
 
     async fn monitor(&self, projection: &str) -> Result<Vec<ProjectionState>, AdapterError> {
         self.projection(projection)?;
         let store = self.connector.connect().await?;
-        Ok(store
-            .states()
-            .await?
-            .into_iter()
-            .filter(|s| s.projection == projection)
-            .collect())
+        Ok(store.states().await?.into_iter().filter(|s| s.projection == projection).collect())
     }
 }
 
 impl<C: Connector> LocalAdapter<C> {
     /// Partition counts of the projections currently running.
     pub fn running(&self) -> BTreeMap<String, u32> {
-        self.running
-            .lock()
-            .expect("running map")
-            .iter()
-            .map(|(k, v)| (k.clone(), v.partitions))
-            .collect()
+        self.running.lock().expect("running map").iter().map(|(k, v)| (k.clone(), v.partitions)).collect()
     }
 }

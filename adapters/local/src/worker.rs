@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use projector::{
-    BatchRunner, ErrorClass, EventFilter, Partition, ProjectionHandler, ProjectionStore,
-    RetryPolicy, RuntimeError, Status, StoreError,
+    BatchRunner, ErrorClass, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, RetryPolicy,
+    RuntimeError, Status, StoreError,
 };
 use tokio::sync::{watch, Notify};
 
 use crate::connect::Connector;
+use crate::metrics::Metrics;
 
 /// How a partition worker runs.
 #[derive(Debug, Clone)]
@@ -22,8 +23,10 @@ pub struct WorkerSettings {
     pub poll_interval: Duration,
     pub lease_ttl: Duration,
     pub owner: String,
-    /// Backoff for reconnecting and for transient batch failures.
+    /// Backoff for transient handler failures (then the event is dead-lettered) and for
+    /// reconnecting (for as long as it takes).
     pub retry: RetryPolicy,
+    pub on_failure: OnFailure,
 }
 
 /// Why a worker ended.
@@ -33,6 +36,8 @@ pub enum WorkerExit {
     Stopped,
     /// A permanent failure; the projection partition is marked failed.
     Failed(String),
+    /// `on_failure: stop` halted the partition at an event.
+    Halted(String),
 }
 
 fn jitter() -> f64 {
@@ -56,10 +61,12 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
     handler: &H,
     connector: &C,
     settings: &WorkerSettings,
+    metrics: &Metrics,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> WorkerExit {
     let s = settings;
+    let (name, index) = (s.projection.as_str(), s.partition.index);
     let mut failures = 0u32;
     'connect: loop {
         if *shutdown.borrow() {
@@ -70,10 +77,7 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
             Err(e) => {
                 tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
                     "cannot reach {}; retrying", connector.describe());
-                let delay = s
-                    .retry
-                    .delay(failures.min(16), jitter())
-                    .max(Duration::from_millis(50));
+                let delay = s.retry.delay(failures.min(16), jitter()).max(Duration::from_millis(50));
                 failures = failures.saturating_add(1);
                 if sleep_or_stop(delay, &mut shutdown).await {
                     return WorkerExit::Stopped;
@@ -82,12 +86,10 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
             }
         };
         'claim: loop {
-            let lease = match store
-                .claim(&s.projection, s.partition, &s.owner, s.lease_ttl)
-                .await
-            {
+            let lease = match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
+                    metrics.heartbeat(name, index);
                     // Another runner owns this partition; try again when its lease may expire.
                     if sleep_or_stop(s.lease_ttl / 2, &mut shutdown).await {
                         return WorkerExit::Stopped;
@@ -97,8 +99,7 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 Err(e) if e.class() == ErrorClass::Transient => {
                     tracing::warn!(projection = %s.projection, error = %e, "claim failed; reconnecting");
                     failures = failures.saturating_add(1);
-                    if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await
-                    {
+                    if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
                         return WorkerExit::Stopped;
                     }
                     continue 'connect;
@@ -109,7 +110,9 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 "partition claimed");
             let mut runner = BatchRunner::new(handler, &store, &s.filter, lease)
                 .batch_size(s.batch_size)
-                .lease_ttl(s.lease_ttl);
+                .lease_ttl(s.lease_ttl)
+                .retry(s.retry)
+                .on_failure(s.on_failure);
             let mut renewed = Instant::now();
             loop {
                 if *shutdown.borrow() {
@@ -118,18 +121,21 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 }
                 // Registered before the read, so an append committed meanwhile still wakes us.
                 let notified = wake.notified();
+                metrics.heartbeat(name, index);
+                let started = Instant::now();
                 match runner.step().await {
                     Ok(outcome) if outcome.events_read > 0 => {
                         failures = 0;
                         renewed = Instant::now();
+                        metrics.batch_committed(name, index, outcome.events_applied, started.elapsed());
+                        if outcome.dead_lettered > 0 {
+                            metrics.dead_lettered(name, index, outcome.dead_lettered);
+                        }
                     }
                     Ok(_) => {
                         failures = 0;
                         if renewed.elapsed() >= s.lease_ttl / 3 {
-                            match store
-                                .claim(&s.projection, s.partition, &s.owner, s.lease_ttl)
-                                .await
-                            {
+                            match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
                                 Ok(Some(_)) => renewed = Instant::now(),
                                 Ok(None) => continue 'claim,
                                 Err(e) if e.class() == ErrorClass::Transient => continue 'connect,
@@ -142,25 +148,49 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                             _ = shutdown.changed() => {}
                         }
                     }
-                    Err(RuntimeError::Store(
-                        StoreError::CheckpointMoved { .. } | StoreError::LeaseLost { .. },
-                    )) => {
+                    Err(RuntimeError::RetryLater { failure, attempts }) => {
+                        // A transient handler failure with retries left; the attempt is stored.
+                        metrics.retried(name, index);
+                        let delay = s.retry.delay(attempts.saturating_sub(1), jitter());
+                        tracing::warn!(projection = %s.projection, partition = %s.partition, event = %failure.event_id,
+                            attempts, ?delay, error = %failure.error, "handler failed transiently; retrying");
+                        if sleep_or_stop(delay, &mut shutdown).await {
+                            let _ = store.release(runner.lease()).await;
+                            return WorkerExit::Stopped;
+                        }
+                    }
+                    Err(RuntimeError::Stopped(failure)) => {
+                        let reason = format!("stopped at event {}: {}", failure.event_id, failure.error);
+                        tracing::error!(projection = %s.projection, partition = %s.partition, %reason,
+                            "projection stopped (on_failure: stop)");
+                        metrics.stopped(name, index, &reason);
+                        if let Err(e) =
+                            store.set_status(&s.projection, s.partition, Status::Stopped, Some(&reason)).await
+                        {
+                            tracing::error!(projection = %s.projection, error = %e, "could not record the stop");
+                        }
+                        let _ = store.release(runner.lease()).await;
+                        return WorkerExit::Halted(reason);
+                    }
+                    Err(RuntimeError::Store(StoreError::CheckpointMoved { .. } | StoreError::LeaseLost { .. })) => {
                         // A rebuild or another runner moved the partition: take it again from
                         // the stored checkpoint (a COMMIT whose reply was lost lands here too).
                         continue 'claim;
                     }
                     Err(e) if e.class() == ErrorClass::Transient => {
+                        metrics.retried(name, index);
                         failures = failures.saturating_add(1);
                         tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
                             attempt = failures, "transient failure; retrying");
-                        if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown)
-                            .await
-                        {
+                        if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
                             return WorkerExit::Stopped;
                         }
                         continue 'connect;
                     }
-                    Err(e) => return fail(&store, s, &e.to_string()).await,
+                    Err(e) => {
+                        metrics.stopped(name, index, &format!("failed: {e}"));
+                        return fail(&store, s, &e.to_string()).await;
+                    }
                 }
             }
         }
@@ -169,10 +199,7 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
 
 async fn fail<S: ProjectionStore>(store: &S, s: &WorkerSettings, error: &str) -> WorkerExit {
     tracing::error!(projection = %s.projection, partition = %s.partition, error, "projection failed");
-    if let Err(e) = store
-        .set_status(&s.projection, s.partition, Status::Failed, Some(error))
-        .await
-    {
+    if let Err(e) = store.set_status(&s.projection, s.partition, Status::Failed, Some(error)).await {
         tracing::error!(projection = %s.projection, error = %e, "could not record the failure");
     }
     WorkerExit::Failed(error.to_owned())

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::{
-    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore,
-    ExpectedVersion, Partition, ReadBound, StoreError,
+    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
+    ReadBound, StoreError,
 };
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
@@ -14,8 +14,7 @@ use crate::error::{describe, is_unique_violation, map};
 use crate::types::{RawJson, Xid8};
 use crate::PgStore;
 
-pub(crate) const EVENT_COLUMNS: &str =
-    "position, transaction_id, event_id, aggregate_id, aggregate_type, \
+pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
      event_type, event_data, metadata, version, timestamp, encrypted_fields";
 
 const APPEND: &str = "
@@ -122,14 +121,10 @@ pub(crate) async fn read_all(
     let xid = Xid8(after.transaction_id);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let fp = FilterParams::new(filter, partition);
-    let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
-        vec![(&xid, Type::XID8), (&after.position, Type::INT8)];
+    let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&xid, Type::XID8), (&after.position, Type::INT8)];
     fp.push(&mut params);
     params.push((&limit, Type::INT8));
-    let rows = client
-        .query_typed(&read_all_sql(), &params)
-        .await
-        .map_err(map)?;
+    let rows = client.query_typed(&read_all_sql(), &params).await.map_err(map)?;
     rows.iter().map(event_from_row).collect()
 }
 
@@ -152,12 +147,7 @@ pub(crate) async fn read_aggregate(
     let rows = client
         .query_typed(
             &sql,
-            &[
-                (&aggregate_id, Type::UUID),
-                (&after, Type::INT8),
-                (&upto, Type::INT8),
-                (&at, Type::TIMESTAMPTZ),
-            ],
+            &[(&aggregate_id, Type::UUID), (&after, Type::INT8), (&upto, Type::INT8), (&at, Type::TIMESTAMPTZ)],
         )
         .await
         .map_err(map)?;
@@ -166,14 +156,8 @@ pub(crate) async fn read_aggregate(
 
 /// Decodes one `events` row; a row that does not decode names its position.
 pub(crate) fn event_from_row(row: &Row) -> Result<DomainEvent, StoreError> {
-    let position: i64 = row.try_get(0).map_err(|e| StoreError::Corrupt {
-        position: -1,
-        reason: e.to_string(),
-    })?;
-    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt {
-        position,
-        reason: describe(&e),
-    };
+    let position: i64 = row.try_get(0).map_err(|e| StoreError::Corrupt { position: -1, reason: e.to_string() })?;
+    let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt { position, reason: describe(&e) };
     let xid: Xid8 = row.try_get(1).map_err(corrupt)?;
     let data: RawJson = row.try_get(6).map_err(corrupt)?;
     let metadata: RawJson = row.try_get(7).map_err(corrupt)?;
@@ -204,10 +188,7 @@ async fn current_version(client: &Client, aggregate_id: Uuid) -> Result<i64, Sto
 }
 
 async fn stored_outcome(client: &Client, key: &str) -> Result<Option<AppendOutcome>, StoreError> {
-    let row = client
-        .query_typed_opt(IDEMPOTENT_OUTCOME, &[(&key, Type::TEXT)])
-        .await
-        .map_err(map)?;
+    let row = client.query_typed_opt(IDEMPOTENT_OUTCOME, &[(&key, Type::TEXT)]).await.map_err(map)?;
     Ok(row.map(|row| AppendOutcome {
         aggregate_id: row.get(0),
         first_version: row.get(1),
@@ -232,11 +213,7 @@ impl EventStore for PgStore {
             ExpectedVersion::Exact(v) => Some(v),
         };
         let ids: Vec<Option<Uuid>> = request.events.iter().map(|e| e.event_id).collect();
-        let types: Vec<&str> = request
-            .events
-            .iter()
-            .map(|e| e.event_type.as_str())
-            .collect();
+        let types: Vec<&str> = request.events.iter().map(|e| e.event_type.as_str()).collect();
         let data: Vec<&serde_json::Value> = request.events.iter().map(|e| &e.event_data).collect();
         let metadata: Vec<serde_json::Value> = request
             .events
@@ -244,13 +221,9 @@ impl EventStore for PgStore {
             .map(|e| serde_json::to_value(&e.metadata))
             .collect::<Result<_, _>>()
             .map_err(|e| StoreError::InvalidInput(format!("metadata: {e}")))?;
-        let timestamps: Vec<Option<DateTime<Utc>>> =
-            request.events.iter().map(|e| e.timestamp).collect();
-        let encrypted: Vec<serde_json::Value> = request
-            .events
-            .iter()
-            .map(|e| serde_json::json!(e.encrypted_fields))
-            .collect();
+        let timestamps: Vec<Option<DateTime<Utc>>> = request.events.iter().map(|e| e.timestamp).collect();
+        let encrypted: Vec<serde_json::Value> =
+            request.events.iter().map(|e| serde_json::json!(e.encrypted_fields)).collect();
         let key = request.idempotency_key.as_deref();
 
         let client = self.client().await?;
@@ -275,11 +248,7 @@ impl EventStore for PgStore {
         let row = match result {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) => {
-                let constraint = e
-                    .as_db_error()
-                    .and_then(|d| d.constraint())
-                    .unwrap_or_default()
-                    .to_owned();
+                let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or_default().to_owned();
                 if constraint == "events_event_id_key" {
                     return Err(StoreError::InvalidInput(format!(
                         "append to aggregate {}: an event id is already stored ({})",
@@ -335,13 +304,29 @@ impl EventStore for PgStore {
         })
     }
 
-    async fn read_aggregate(
-        &self,
-        aggregate_id: Uuid,
-        bound: ReadBound,
-    ) -> Result<Vec<DomainEvent>, StoreError> {
+    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
         let client = self.client().await?;
         read_aggregate(&client, aggregate_id, bound).await
+    }
+
+    async fn read_committed(
+        &self,
+        after: i64,
+        filter: &EventFilter,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND {} ORDER BY position LIMIT $6",
+            filter_sql(2)
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let fp = FilterParams::new(filter, Partition::WHOLE);
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&after, Type::INT8)];
+        fp.push(&mut params);
+        params.push((&limit, Type::INT8));
+        let client = self.client().await?;
+        let rows = client.query_typed(&sql, &params).await.map_err(map)?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn read_all(

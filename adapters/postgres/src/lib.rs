@@ -6,6 +6,7 @@
 //! Worker, over `worker::Socket`. A batch commit is one statement: a compare-and-set on
 //! the checkpoint guards the read-model writes in the same statement.
 
+mod dead_letters;
 mod error;
 mod events;
 mod migrate;
@@ -21,6 +22,7 @@ use futures_util::lock::{Mutex, MutexGuard};
 use projector::StoreError;
 use tokio_postgres::Client;
 
+pub use dead_letters::PgRepair;
 pub use migrate::MIGRATIONS;
 pub use rebuild::PgRebuild;
 pub use types::{RawJson, Xid8};
@@ -57,8 +59,7 @@ impl PgStore {
         if self.needs_rollback.swap(false, Ordering::AcqRel) {
             client.batch_execute("ROLLBACK").await.map_err(error::map)?;
         }
-        let abandoned =
-            std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
+        let abandoned = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
         for projection in abandoned {
             client
                 .query_typed(
@@ -72,15 +73,17 @@ impl PgStore {
         Ok(client)
     }
 
+    /// A transaction was left open by a dropped session: the next user rolls it back.
+    pub(crate) fn roll_back_later(&self) {
+        self.needs_rollback.store(true, Ordering::Release);
+    }
+
     /// Called by a rebuild session dropped before `finish`.
     pub(crate) fn abandon(&self, projection: &str, in_transaction: bool) {
         if in_transaction {
             self.needs_rollback.store(true, Ordering::Release);
         }
-        self.abandoned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(projection.to_owned());
+        self.abandoned.lock().unwrap_or_else(|p| p.into_inner()).push(projection.to_owned());
     }
 
     /// Applies the schema migrations that have not run yet (idempotent).
@@ -92,11 +95,7 @@ impl PgStore {
     /// Runs SQL text as-is (simple query protocol; several statements allowed). For
     /// administration and tests; projection work goes through the traits.
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .batch_execute(sql)
-            .await
-            .map_err(error::map)
+        self.client().await?.batch_execute(sql).await.map_err(error::map)
     }
 
     /// True when the connection has been closed (the runner reconnects).
@@ -113,13 +112,12 @@ mod connect {
         /// Connects natively (TCP or Unix socket, no TLS) and drives the connection on
         /// a tokio task. A refused or unreachable server is `Unavailable`, naming the host.
         pub async fn connect(url: &str) -> Result<Self, StoreError> {
-            let config: tokio_postgres::Config = url.parse().map_err(|e| {
-                StoreError::InvalidInput(format!("database URL {}: {e}", redact(url)))
-            })?;
-            let (client, connection) =
-                config.connect(tokio_postgres::NoTls).await.map_err(|e| {
-                    StoreError::Unavailable(format!("{}: {}", redact(url), error::describe(&e)))
-                })?;
+            let config: tokio_postgres::Config =
+                url.parse().map_err(|e| StoreError::InvalidInput(format!("database URL {}: {e}", redact(url))))?;
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("{}: {}", redact(url), error::describe(&e))))?;
             tokio::spawn(async move {
                 // Errors surface to the client as closed-connection errors.
                 let _ = connection.await;
@@ -135,12 +133,7 @@ pub fn redact(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
                 None => url.to_owned(),
             }
         }
@@ -152,10 +145,7 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            super::redact("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
+        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }
 }

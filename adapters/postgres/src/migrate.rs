@@ -8,12 +8,9 @@ use crate::error::map;
 /// `(version, name, sql)` in order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "events", include_str!("../sql/0001_events.sql")),
-    (
-        2,
-        "projections",
-        include_str!("../sql/0002_projections.sql"),
-    ),
+    (2, "projections", include_str!("../sql/0002_projections.sql")),
     (3, "notify", include_str!("../sql/0003_notify.sql")),
+    (4, "dead_letters", include_str!("../sql/0004_dead_letters.sql")),
 ];
 
 pub(crate) async fn run(client: &Client) -> Result<Vec<&'static str>, StoreError> {
@@ -46,9 +43,7 @@ pub(crate) async fn run(client: &Client) -> Result<Vec<&'static str>, StoreError
             Ok(()) => applied.push(*name),
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
-                let already = e
-                    .as_db_error()
-                    .is_some_and(|d| d.message() == "projector-migration-already-applied");
+                let already = e.as_db_error().is_some_and(|d| d.message() == "projector-migration-already-applied");
                 if !already {
                     return Err(StoreError::Schema(format!(
                         "migration {version:04}_{name}.sql failed: {}",

@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use futures_util::lock::MutexGuard;
 use postgres_types::{ToSql, Type};
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds,
-    RowChanges, StoreError, TableSchema, Value,
+    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
+    TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -44,9 +44,7 @@ pub struct PgRebuild<'a> {
 
 impl std::fmt::Debug for PgRebuild<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgRebuild")
-            .field("projection", &self.projection)
-            .finish_non_exhaustive()
+        f.debug_struct("PgRebuild").field("projection", &self.projection).finish_non_exhaustive()
     }
 }
 
@@ -79,20 +77,14 @@ impl PgRebuild<'_> {
             Clear::Nothing => {}
             Clear::All => {
                 // DELETE, not TRUNCATE: readers keep the old rows until the rebuild commits.
-                self.client
-                    .batch_execute(&format!("DELETE FROM {}", ident(self.table.name)))
-                    .await
-                    .map_err(map)?;
+                self.client.batch_execute(&format!("DELETE FROM {}", ident(self.table.name))).await.map_err(map)?;
             }
             Clear::Keys(keys) => {
                 for chunk in keys.chunks(50_000) {
                     let arrays = column_arrays(self.table.key, chunk)?;
                     let mut params = Vec::new();
                     push_arrays(&arrays, &mut params);
-                    self.client
-                        .query_typed(&delete_sql(self.table, 1, ""), &params)
-                        .await
-                        .map_err(map)?;
+                    self.client.query_typed(&delete_sql(self.table, 1, ""), &params).await.map_err(map)?;
                 }
             }
         }
@@ -157,27 +149,20 @@ impl RebuildSession for PgRebuild<'_> {
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let fp = FilterParams::new(filter, Partition::WHOLE);
-        let mut params: Vec<(&(dyn ToSql + Sync), Type)> =
-            vec![(&from, Type::INT8), (&after, Type::INT8)];
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&from, Type::INT8), (&after, Type::INT8)];
         fp.push(&mut params);
         params.push((&limit, Type::INT8));
         let rows = self.client.query_typed(&sql, &params).await.map_err(map)?;
         rows.iter().map(event_from_row).collect()
     }
 
-    async fn read_aggregate(
-        &mut self,
-        aggregate_id: Uuid,
-        bound: ReadBound,
-    ) -> Result<Vec<DomainEvent>, StoreError> {
+    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
         events::read_aggregate(&self.client, aggregate_id, bound).await
     }
 
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<(), StoreError> {
         if self.in_transaction {
-            return Err(StoreError::InvalidInput(
-                "clear_rows must come before the first write".into(),
-            ));
+            return Err(StoreError::InvalidInput("clear_rows must come before the first write".into()));
         }
         self.clear = match keys {
             None => Clear::All,

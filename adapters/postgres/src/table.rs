@@ -40,10 +40,7 @@ pub(crate) fn ident(name: &str) -> String {
 }
 
 fn names<'a>(columns: impl Iterator<Item = &'a Column>) -> String {
-    columns
-        .map(|c| ident(c.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    columns.map(|c| ident(c.name)).collect::<Vec<_>>().join(", ")
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for a read model.
@@ -56,45 +53,25 @@ pub(crate) fn create_sql(schema: &TableSchema) -> String {
         })
         .collect();
     defs.push(format!("PRIMARY KEY ({})", names(schema.key.iter())));
-    format!(
-        "CREATE TABLE IF NOT EXISTS {} ({})",
-        ident(schema.name),
-        defs.join(", ")
-    )
+    format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(schema.name), defs.join(", "))
 }
 
 /// `unnest($n::t[], …) AS alias(cols)` for the given columns, parameters from `first`.
 fn unnest(columns: &[Column], first: usize, alias: &str) -> String {
-    let arrays: Vec<String> = columns
-        .iter()
-        .enumerate()
-        .map(|(i, c)| format!("${}::{}[]", first + i, sql_type(c.ty)))
-        .collect();
-    format!(
-        "unnest({}) AS {alias}({})",
-        arrays.join(", "),
-        names(columns.iter())
-    )
+    let arrays: Vec<String> =
+        columns.iter().enumerate().map(|(i, c)| format!("${}::{}[]", first + i, sql_type(c.ty))).collect();
+    format!("unnest({}) AS {alias}({})", arrays.join(", "), names(columns.iter()))
 }
 
 /// `SELECT` of the rows with the keys in `$1..$k` (one array per key column).
 pub(crate) fn load_sql(schema: &TableSchema) -> String {
     let all: Vec<Column> = schema.all_columns().collect();
-    let cols = all
-        .iter()
-        .map(|c| format!("t.{}", ident(c.name)))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let cols = all.iter().map(|c| format!("t.{}", ident(c.name))).collect::<Vec<_>>().join(", ");
     let keys = names(schema.key.iter());
     format!(
         "SELECT {cols} FROM {} t WHERE ({}) IN (SELECT {keys} FROM {})",
         ident(schema.name),
-        schema
-            .key
-            .iter()
-            .map(|c| format!("t.{}", ident(c.name)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        schema.key.iter().map(|c| format!("t.{}", ident(c.name))).collect::<Vec<_>>().join(", "),
         unnest(schema.key, 1, "k"),
     )
 }
@@ -114,17 +91,10 @@ pub(crate) fn upsert_sql(schema: &TableSchema, first: usize, guard: &str) -> Str
                 Merge::Add => format!("{n} = {table}.{n} + EXCLUDED.{n}"),
             }
         })
-        .chain(
-            schema
-                .version_column
-                .map(|v| format!("{0} = EXCLUDED.{0}", ident(v))),
-        )
+        .chain(schema.version_column.map(|v| format!("{0} = EXCLUDED.{0}", ident(v))))
         .collect();
-    let on_conflict = if updates.is_empty() {
-        "DO NOTHING".to_owned()
-    } else {
-        format!("DO UPDATE SET {}", updates.join(", "))
-    };
+    let on_conflict =
+        if updates.is_empty() { "DO NOTHING".to_owned() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
     format!(
         "INSERT INTO {table} ({cols}) SELECT {cols} FROM {src} {guard} ON CONFLICT ({keys}) {on_conflict}",
         cols = names(all.iter()),
@@ -135,22 +105,9 @@ pub(crate) fn upsert_sql(schema: &TableSchema, first: usize, guard: &str) -> Str
 
 /// `DELETE` of the rows whose keys come as arrays from `$first`.
 pub(crate) fn delete_sql(schema: &TableSchema, first: usize, guard: &str) -> String {
-    let cond = schema
-        .key
-        .iter()
-        .map(|c| format!("t.{0} = d.{0}", ident(c.name)))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let guard = if guard.is_empty() {
-        String::new()
-    } else {
-        format!(" AND {}", guard.trim_start_matches("WHERE "))
-    };
-    format!(
-        "DELETE FROM {} t USING {} WHERE {cond}{guard}",
-        ident(schema.name),
-        unnest(schema.key, first, "d")
-    )
+    let cond = schema.key.iter().map(|c| format!("t.{0} = d.{0}", ident(c.name))).collect::<Vec<_>>().join(" AND ");
+    let guard = if guard.is_empty() { String::new() } else { format!(" AND {}", guard.trim_start_matches("WHERE ")) };
+    format!("DELETE FROM {} t USING {} WHERE {cond}{guard}", ident(schema.name), unnest(schema.key, first, "d"))
 }
 
 /// One column of a batch as a typed PostgreSQL array.
@@ -209,11 +166,7 @@ impl ColumnArray {
 }
 
 impl ToSql for ColumnArray {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
         match self {
             ColumnArray::Text(v) => v.to_sql(ty, out),
             ColumnArray::BigInt(v) => v.to_sql(ty, out),
@@ -233,14 +186,8 @@ impl ToSql for ColumnArray {
 }
 
 /// Rows (each in column order) turned into one array per column.
-pub(crate) fn column_arrays(
-    columns: &[Column],
-    rows: &[Vec<Value>],
-) -> Result<Vec<(ColumnArray, Type)>, StoreError> {
-    let mut arrays: Vec<ColumnArray> = columns
-        .iter()
-        .map(|c| ColumnArray::with_capacity(c.ty, rows.len()))
-        .collect();
+pub(crate) fn column_arrays(columns: &[Column], rows: &[Vec<Value>]) -> Result<Vec<(ColumnArray, Type)>, StoreError> {
+    let mut arrays: Vec<ColumnArray> = columns.iter().map(|c| ColumnArray::with_capacity(c.ty, rows.len())).collect();
     for row in rows {
         if row.len() != columns.len() {
             return Err(StoreError::InvalidInput(format!(
@@ -253,11 +200,7 @@ pub(crate) fn column_arrays(
             array.push(column, value)?;
         }
     }
-    Ok(arrays
-        .into_iter()
-        .zip(columns)
-        .map(|(a, c)| (a, array_type(c.ty)))
-        .collect())
+    Ok(arrays.into_iter().zip(columns).map(|(a, c)| (a, array_type(c.ty))).collect())
 }
 
 /// A stored read-model row as values in schema order.
@@ -269,34 +212,13 @@ pub(crate) fn row_values(schema: &TableSchema, row: &Row) -> Result<Vec<Value>, 
             reason: format!("column {}: {e}", c.name),
         };
         let v = match c.ty {
-            ColumnType::Text => row
-                .try_get::<_, Option<String>>(i)
-                .map_err(bad)?
-                .map(Value::Text),
-            ColumnType::BigInt => row
-                .try_get::<_, Option<i64>>(i)
-                .map_err(bad)?
-                .map(Value::BigInt),
-            ColumnType::Bool => row
-                .try_get::<_, Option<bool>>(i)
-                .map_err(bad)?
-                .map(Value::Bool),
-            ColumnType::Uuid => row
-                .try_get::<_, Option<Uuid>>(i)
-                .map_err(bad)?
-                .map(Value::Uuid),
-            ColumnType::Timestamp => row
-                .try_get::<_, Option<DateTime<Utc>>>(i)
-                .map_err(bad)?
-                .map(Value::Timestamp),
-            ColumnType::Date => row
-                .try_get::<_, Option<NaiveDate>>(i)
-                .map_err(bad)?
-                .map(Value::Date),
-            ColumnType::Json => row
-                .try_get::<_, Option<serde_json::Value>>(i)
-                .map_err(bad)?
-                .map(Value::Json),
+            ColumnType::Text => row.try_get::<_, Option<String>>(i).map_err(bad)?.map(Value::Text),
+            ColumnType::BigInt => row.try_get::<_, Option<i64>>(i).map_err(bad)?.map(Value::BigInt),
+            ColumnType::Bool => row.try_get::<_, Option<bool>>(i).map_err(bad)?.map(Value::Bool),
+            ColumnType::Uuid => row.try_get::<_, Option<Uuid>>(i).map_err(bad)?.map(Value::Uuid),
+            ColumnType::Timestamp => row.try_get::<_, Option<DateTime<Utc>>>(i).map_err(bad)?.map(Value::Timestamp),
+            ColumnType::Date => row.try_get::<_, Option<NaiveDate>>(i).map_err(bad)?.map(Value::Date),
+            ColumnType::Json => row.try_get::<_, Option<serde_json::Value>>(i).map_err(bad)?.map(Value::Json),
         };
         out.push(v.unwrap_or(Value::Null));
     }
@@ -309,10 +231,7 @@ mod tests {
 
     const T: TableSchema = TableSchema {
         name: "daily",
-        key: &[
-            Column::new("day", ColumnType::Date),
-            Column::new("kind", ColumnType::Text),
-        ],
+        key: &[Column::new("day", ColumnType::Date), Column::new("kind", ColumnType::Text)],
         columns: &[Column::new("n", ColumnType::BigInt).additive()],
         version_column: None,
     };
@@ -320,24 +239,14 @@ mod tests {
     #[test]
     fn additive_columns_add_on_conflict() {
         let sql = upsert_sql(&T, 1, "");
-        assert!(
-            sql.contains("\"n\" = \"daily\".\"n\" + EXCLUDED.\"n\""),
-            "{sql}"
-        );
+        assert!(sql.contains("\"n\" = \"daily\".\"n\" + EXCLUDED.\"n\""), "{sql}");
         assert!(sql.contains("ON CONFLICT (\"day\", \"kind\")"), "{sql}");
     }
 
     #[test]
     fn a_value_of_the_wrong_type_is_refused() {
-        let rows = vec![vec![
-            Value::Text("x".into()),
-            Value::Text("k".into()),
-            Value::BigInt(1),
-        ]];
+        let rows = vec![vec![Value::Text("x".into()), Value::Text("k".into()), Value::BigInt(1)]];
         let all: Vec<Column> = T.all_columns().collect();
-        assert!(matches!(
-            column_arrays(&all, &rows),
-            Err(StoreError::InvalidInput(_))
-        ));
+        assert!(matches!(column_arrays(&all, &rows), Err(StoreError::InvalidInput(_))));
     }
 }

@@ -4,17 +4,14 @@
 
 use chrono::NaiveDate;
 use projector::{
-    Column, ColumnType, DomainEvent, HandlerError, Ordering, ProjectionHandler, Record, RowError,
-    RowReader, TableSchema, Value,
+    Column, ColumnType, DomainEvent, HandlerError, Ordering, ProjectionHandler, Record, RowError, RowReader,
+    TableSchema, Value,
 };
 
 /// The read-model table `daily_activity`, keyed by day and event type.
 pub const SCHEMA: TableSchema = TableSchema {
     name: "daily_activity",
-    key: &[
-        Column::new("day", ColumnType::Date),
-        Column::new("event_type", ColumnType::Text),
-    ],
+    key: &[Column::new("day", ColumnType::Date), Column::new("event_type", ColumnType::Text)],
     // Additive: several partitions may count into the same row at once.
     columns: &[Column::new("events", ColumnType::BigInt).additive()],
     version_column: None,
@@ -31,9 +28,7 @@ impl Record for Count {
     }
 
     fn from_values(values: &mut RowReader<'_>) -> Result<Self, RowError> {
-        Ok(Self {
-            events: values.bigint()?,
-        })
+        Ok(Self { events: values.bigint()? })
     }
 }
 

@@ -6,8 +6,8 @@
 //! an event changes nothing visible.
 
 use projector::{
-    Column, ColumnType, DomainEvent, EventFilter, HandlerError, Ordering, ProjectionHandler,
-    Record, RowError, RowReader, TableSchema, Value,
+    Column, ColumnType, DomainEvent, EventFilter, HandlerError, Ordering, ProjectionHandler, Record, RowError,
+    RowReader, TableSchema, Value,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -36,12 +36,7 @@ pub struct Profile {
 
 impl Default for Profile {
     fn default() -> Self {
-        Self {
-            email: None,
-            name: None,
-            plan: None,
-            active: true,
-        }
+        Self { email: None, name: None, plan: None, active: true }
     }
 }
 
@@ -146,11 +141,7 @@ mod tests {
     fn registration_then_changes_keep_latest_values() {
         let id = Uuid::from_u128(1);
         let s = Scenario::new(&UserProfile)
-            .given(user(
-                id,
-                "UserRegistered",
-                json!({"email": "a@x.io", "name": "Ada", "plan": "free"}),
-            ))
+            .given(user(id, "UserRegistered", json!({"email": "a@x.io", "name": "Ada", "plan": "free"})))
             .given(user(id, "UserEmailChanged", json!({"email": "ada@x.io"})))
             .given(user(id, "UserRenamed", json!({"name": "Ada L."})))
             .given(user(id, "PlanUpgraded", json!({"plan": "pro"})))
@@ -170,11 +161,7 @@ mod tests {
     fn deactivation_keeps_the_profile_and_marks_it_inactive() {
         let id = Uuid::from_u128(2);
         Scenario::new(&UserProfile)
-            .given(user(
-                id,
-                "UserRegistered",
-                json!({"email": "b@x.io", "name": "Bo", "plan": "free"}),
-            ))
+            .given(user(id, "UserRegistered", json!({"email": "b@x.io", "name": "Bo", "plan": "free"})))
             .given(user(id, "UserDeactivated", json!({})))
             .then_row(
                 &id,
@@ -193,41 +180,27 @@ mod tests {
         let s = Scenario::new(&UserProfile)
             .given(user(id, "UserRegistered", json!({"email": "c@x.io"})))
             .given(user(id, "UserLoggedIn", json!({"ip": "127.0.0.1"})))
-            .then_row(
-                &id,
-                Some(Profile {
-                    email: Some("c@x.io".into()),
-                    ..Profile::default()
-                }),
-            );
+            .then_row(&id, Some(Profile { email: Some("c@x.io".into()), ..Profile::default() }));
         assert_eq!(s.version(&id), 2);
     }
 
     #[test]
     fn a_replayed_event_changes_nothing() {
         let id = Uuid::from_u128(4);
-        let registered = user(
-            id,
-            "UserRegistered",
-            json!({"email": "d@x.io", "name": "Di", "plan": "free"}),
-        );
+        let registered = user(id, "UserRegistered", json!({"email": "d@x.io", "name": "Di", "plan": "free"}));
         let mut renamed = user(id, "UserRenamed", json!({"name": "Dee"}));
         renamed.version = 2;
         let mut stale = user(id, "UserRenamed", json!({"name": "stale"}));
         stale.version = 2;
-        Scenario::new(&UserProfile)
-            .given(registered)
-            .given(renamed)
-            .given(stale)
-            .then_row(
-                &id,
-                Some(Profile {
-                    email: Some("d@x.io".into()),
-                    name: Some("Dee".into()),
-                    plan: Some("free".into()),
-                    active: true,
-                }),
-            );
+        Scenario::new(&UserProfile).given(registered).given(renamed).given(stale).then_row(
+            &id,
+            Some(Profile {
+                email: Some("d@x.io".into()),
+                name: Some("Dee".into()),
+                plan: Some("free".into()),
+                active: true,
+            }),
+        );
     }
 
     #[test]

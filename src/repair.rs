@@ -1,0 +1,255 @@
+//! Operator repairs of parked aggregates: retry, skip or discard a dead letter's
+//! sequence, through the current handler, in version order, chunk by chunk.
+//!
+//! Each chunk is one store transaction that holds the aggregate's partition checkpoint,
+//! so the partition's runner cannot commit meanwhile and re-reads the parked set after.
+//! Only events the runner has already passed over (at or before its checkpoint) are
+//! applied here; later ones are the runner's once the aggregate is unparked.
+
+use chrono::{DateTime, Utc};
+
+use crate::dead_letter::{DeadLetter, DeadLetterStatus, OperatorAction, Parked};
+use crate::error::StoreError;
+use crate::event::{DomainEvent, EventFilter};
+use crate::fold::Fold;
+use crate::handler::ProjectionHandler;
+use crate::runtime::RuntimeError;
+use crate::store::{ReadBound, RepairSession, Repairs};
+
+/// What an operator asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairAction {
+    /// Re-apply the parked sequence, starting with the dead-lettered event.
+    Retry,
+    /// Drop the dead-lettered event and re-apply the rest of the sequence.
+    Skip,
+    /// Drop the whole parked sequence.
+    Discard,
+}
+
+impl RepairAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RepairAction::Retry => "retry",
+            RepairAction::Skip => "skip",
+            RepairAction::Discard => "discard",
+        }
+    }
+}
+
+/// How a repair ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RepairEnd {
+    /// The letter is closed and its aggregate unparked.
+    Done,
+    /// An event failed again; the aggregate stays parked behind `dead_letter_id`.
+    Stopped { dead_letter_id: i64, event_id: uuid::Uuid, version: i64, error: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RepairOutcome {
+    pub events_applied: u64,
+    pub events_dropped: u64,
+    pub end: RepairEnd,
+}
+
+fn action(id: i64, actor: &str, what: RepairAction, outcome: String) -> OperatorAction {
+    OperatorAction {
+        dead_letter_id: id,
+        actor: actor.to_owned(),
+        action: what.as_str().to_owned(),
+        // The store stamps the time.
+        at: DateTime::<Utc>::MIN_UTC,
+        outcome,
+    }
+}
+
+/// Runs `what` on dead letter `id` of `handler`'s projection.
+///
+/// Safe to run twice, also concurrently: repairs of one letter take turns, and a second
+/// one finds the letter closed (an `InvalidInput` error saying so) or the sequence moved.
+pub async fn repair<H: ProjectionHandler, S: Repairs>(
+    handler: &H,
+    store: &S,
+    filter: &EventFilter,
+    id: i64,
+    what: RepairAction,
+    actor: &str,
+    chunk: usize,
+) -> Result<RepairOutcome, RuntimeError> {
+    let filter = handler.filter().and(filter);
+    let chunk = chunk.max(1);
+    let schema = handler.schema();
+    let mut applied = 0u64;
+    let mut dropped = 0u64;
+    let mut first = true;
+    loop {
+        let mut session = store.begin_repair(handler.name(), id).await?;
+        let letter = session.dead_letter().clone();
+        if letter.status != DeadLetterStatus::Open {
+            if first {
+                return Err(StoreError::InvalidInput(format!(
+                    "dead letter {id} is already {}: nothing to {}",
+                    letter.status,
+                    what.as_str()
+                ))
+                .into());
+            }
+            return Ok(RepairOutcome { events_applied: applied, events_dropped: dropped, end: RepairEnd::Done });
+        }
+        let checkpoint = session.checkpoint();
+        let parked = session.parked().unwrap_or(Parked {
+            aggregate_id: letter.aggregate_id,
+            from_version: letter.version,
+            dead_letter_id: id,
+        });
+        // The parked sequence the runner passed over, in version order.
+        let events: Vec<DomainEvent> = session
+            .read_aggregate(parked.aggregate_id, ReadBound::Versions { after: parked.from_version - 1, upto: i64::MAX })
+            .await?
+            .into_iter()
+            .filter(|e| filter.matches(e) && e.checkpoint() <= checkpoint)
+            .collect();
+
+        if what == RepairAction::Discard {
+            let mut fold = Fold::new(handler);
+            let keys = fold.keys_to_load(&events);
+            let rows = session.load_rows(schema, &keys).await?;
+            fold.insert_loaded(&keys, &rows).map_err(|e| row_error(handler, e))?;
+            for e in &events {
+                if let Some(key) = handler.key(e) {
+                    fold.consume_version(key, e.version);
+                }
+            }
+            session.write_rows(schema, fold.changes()).await?;
+            dropped += events.len() as u64;
+            session.set_parking(None).await?;
+            let outcome = format!("discarded {} parked event(s)", events.len());
+            session.close(DeadLetterStatus::Discarded, &action(id, actor, what, outcome)).await?;
+            session.commit().await?;
+            return Ok(RepairOutcome { events_applied: 0, events_dropped: dropped, end: RepairEnd::Done });
+        }
+
+        let more = events.len() > chunk;
+        let part = &events[..events.len().min(chunk)];
+        let skip = |e: &DomainEvent| what == RepairAction::Skip && e.event_id == letter.event_id;
+        let (fold, failed) = apply_sequence(handler, &mut session, part, &filter, &skip).await?;
+        applied += fold.events_applied();
+        dropped += part.iter().filter(|e| skip(e)).count() as u64;
+        session.write_rows(schema, fold.changes()).await?;
+        let closing = if what == RepairAction::Skip { DeadLetterStatus::Skipped } else { DeadLetterStatus::Resolved };
+        match failed {
+            None if more => {
+                let next = part.last().map_or(parked.from_version, |e| e.version + 1);
+                session.set_parking(Some(Parked { from_version: next, ..parked })).await?;
+                session.commit().await?;
+                first = false;
+            }
+            None => {
+                session.set_parking(None).await?;
+                let outcome = format!("applied {applied} event(s); aggregate unparked");
+                session.close(closing, &action(id, actor, what, outcome)).await?;
+                session.commit().await?;
+                return Ok(RepairOutcome { events_applied: applied, events_dropped: dropped, end: RepairEnd::Done });
+            }
+            Some((event, error)) if event.event_id == letter.event_id => {
+                session.failed_again(&error).await?;
+                if event.version != parked.from_version {
+                    session.set_parking(Some(Parked { from_version: event.version, ..parked })).await?;
+                }
+                let outcome = format!("stopped: event {} failed again: {error}", event.event_id);
+                session.record_action(&action(id, actor, what, outcome)).await?;
+                session.commit().await?;
+                let end =
+                    RepairEnd::Stopped { dead_letter_id: id, event_id: event.event_id, version: event.version, error };
+                return Ok(RepairOutcome { events_applied: applied, events_dropped: dropped, end });
+            }
+            Some((event, error)) => {
+                let class = crate::error::ErrorClass::Permanent;
+                let letter_id = session
+                    .send_letter(&DeadLetter::new(handler.name(), &event, &error, class, 1, DateTime::<Utc>::MIN_UTC))
+                    .await?;
+                session
+                    .set_parking(Some(Parked {
+                        aggregate_id: parked.aggregate_id,
+                        from_version: event.version,
+                        dead_letter_id: letter_id,
+                    }))
+                    .await?;
+                let outcome = format!(
+                    "applied {applied} event(s); event {} (v{}) failed: now dead letter {letter_id}",
+                    event.event_id, event.version
+                );
+                session.close(closing, &action(id, actor, what, outcome)).await?;
+                session.commit().await?;
+                let end = RepairEnd::Stopped {
+                    dead_letter_id: letter_id,
+                    event_id: event.event_id,
+                    version: event.version,
+                    error,
+                };
+                return Ok(RepairOutcome { events_applied: applied, events_dropped: dropped, end });
+            }
+        }
+    }
+}
+
+fn row_error<H: ProjectionHandler>(handler: &H, e: crate::read_model::RowError) -> RuntimeError {
+    RuntimeError::Row { projection: handler.name(), reason: e.to_string() }
+}
+
+/// Applies `events` (one aggregate, version order) up to the first failure. Returns the
+/// fold holding exactly the events before the failure, and the failure.
+async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
+    handler: &'h H,
+    session: &mut R,
+    events: &[DomainEvent],
+    filter: &EventFilter,
+    skip: &impl Fn(&DomainEvent) -> bool,
+) -> Result<(Fold<'h, H>, Option<(DomainEvent, String)>), RuntimeError> {
+    let schema = handler.schema();
+    let keys = Fold::new(handler).keys_to_load(events);
+    let rows = session.load_rows(schema, &keys).await?;
+    let fresh = || -> Result<Fold<'h, H>, RuntimeError> {
+        let mut fold = Fold::new(handler);
+        fold.insert_loaded(&keys, &rows).map_err(|e| row_error(handler, e))?;
+        Ok(fold)
+    };
+    let mut fold = fresh()?;
+    // Versions missing before the sequence (a version ordered after the checkpoint).
+    let mut gap_events = Vec::new();
+    for gap in fold.gaps(events) {
+        let found =
+            session.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
+        gap_events.extend(found.into_iter().filter(|e| filter.matches(e)));
+    }
+    for (i, event) in events.iter().enumerate() {
+        if skip(event) {
+            if let Some(key) = handler.key(event) {
+                fold.consume_version(key, event.version);
+            }
+            continue;
+        }
+        if let Err(failure) = fold.apply(std::slice::from_ref(event), &gap_events) {
+            // The handler may have touched the row before failing: redo what came before.
+            let failed = events
+                .iter()
+                .chain(gap_events.iter())
+                .find(|e| e.event_id == failure.event_id)
+                .cloned()
+                .unwrap_or_else(|| event.clone());
+            let mut redo = fresh()?;
+            for earlier in &events[..i] {
+                if skip(earlier) {
+                    if let Some(key) = handler.key(earlier) {
+                        redo.consume_version(key, earlier.version);
+                    }
+                } else {
+                    redo.apply(std::slice::from_ref(earlier), &gap_events)?;
+                }
+            }
+            return Ok((redo, Some((failed, failure.error.to_string()))));
+        }
+    }
+    Ok((fold, None))
+}
