@@ -73,6 +73,7 @@ pub struct BatchRunner<'a, H, S> {
     lease_ttl: Duration,
     retry: RetryPolicy,
     on_failure: OnFailure,
+    until: Option<Checkpoint>,
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -91,6 +92,7 @@ where
             lease_ttl: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             on_failure: OnFailure::Park,
+            until: None,
         }
     }
 
@@ -102,6 +104,13 @@ where
 
     pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
         self.on_failure = on_failure;
+        self
+    }
+
+    /// Stops at `cap`: events after it are left for later, and a partition with nothing
+    /// more before `cap` moves its checkpoint to exactly `cap` (to align partitions).
+    pub fn until(mut self, cap: Checkpoint) -> Self {
+        self.until = Some(cap);
         self
     }
 
@@ -127,7 +136,15 @@ where
     /// any error nothing is written and the checkpoint stays where it was.
     pub async fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
         let from = self.lease.checkpoint;
-        let events = self.store.read_all(from, &self.filter, self.lease.partition, self.batch_size).await?;
+        let mut events = self.store.read_all(from, &self.filter, self.lease.partition, self.batch_size).await?;
+        if let Some(cap) = self.until {
+            events.retain(|e| e.checkpoint() <= cap);
+            if events.is_empty() && from < cap {
+                // Every event up to `cap` was below the horizon when `cap` was reached, so
+                // an empty read means this partition has none left before it.
+                return self.advance_to(cap).await;
+            }
+        }
         let Some(last) = events.last() else {
             return Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() });
         };
@@ -213,6 +230,23 @@ where
             dead_lettered,
             checkpoint: to,
         })
+    }
+
+    async fn advance_to(&mut self, cap: Checkpoint) -> Result<StepOutcome, RuntimeError> {
+        let commit = BatchCommit {
+            lease: &self.lease,
+            table: self.handler.schema(),
+            from: self.lease.checkpoint,
+            to: cap,
+            changes: Default::default(),
+            events_applied: 0,
+            last_event_at: None,
+            lease_ttl: self.lease_ttl,
+            dead_letters: Vec::new(),
+        };
+        self.store.commit(commit).await?;
+        self.lease.checkpoint = cap;
+        Ok(StepOutcome { checkpoint: cap, ..StepOutcome::default() })
     }
 
     fn row_error(&self, e: crate::read_model::RowError) -> RuntimeError {
@@ -436,4 +470,41 @@ where
         }
     }
     Ok(fold.row(key).cloned().map(|row| (row, fold.version(key))))
+}
+
+/// Brings every partition of a projection to one checkpoint (the furthest one), so that
+/// the partition count can change without applying any event twice or skipping one.
+/// Every partition's lease must be free (stop the runners first).
+pub async fn align_partitions<H, S>(
+    handler: &H,
+    store: &S,
+    projection: &str,
+    filter: &EventFilter,
+    owner: &str,
+    batch_size: usize,
+) -> Result<Checkpoint, RuntimeError>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
+    let states: Vec<_> = store.states().await?.into_iter().filter(|s| s.projection == projection).collect();
+    let Some(target) = states.iter().map(|s| s.checkpoint).max() else {
+        return Err(StoreError::UnknownProjection(projection.to_owned()).into());
+    };
+    for state in states.iter().filter(|s| s.checkpoint < target) {
+        let partition = crate::Partition { index: state.partition, count: state.partitions };
+        let lease = store.claim(projection, partition, owner, Duration::from_secs(60)).await?.ok_or_else(|| {
+            StoreError::LeaseLost {
+                projection: projection.to_owned(),
+                partition: state.partition,
+                owner: state.lease_owner.clone().unwrap_or_else(|| "another runner".into()),
+            }
+        })?;
+        let mut runner = BatchRunner::new(handler, store, filter, lease).batch_size(batch_size).until(target);
+        while runner.checkpoint() < target {
+            runner.step().await?;
+        }
+        store.release(runner.lease()).await?;
+    }
+    Ok(target)
 }

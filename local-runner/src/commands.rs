@@ -539,6 +539,42 @@ async fn show_state<H: ProjectionHandler, S: EventStore>(
     Ok(())
 }
 
+pub async fn scale<C: Connector>(config: &Config, connector: &C, name: &str, partitions: u32) -> Result<()> {
+    let p = projection(config, name)?;
+    if !(1..=256).contains(&partitions) {
+        bail!("partitions must be between 1 and 256, not {partitions}");
+    }
+    let store = connect(connector).await?;
+    let states: Vec<ProjectionState> = store.states().await?.into_iter().filter(|s| s.projection == name).collect();
+    let before = states.len();
+    if before == 0 {
+        bail!("projection {name} is not registered yet; run `projector init` first");
+    }
+    let now = Utc::now();
+    if let Some(held) = states.iter().find(|s| s.lease_owner.is_some() && s.lease_expires_at.is_some_and(|t| t > now)) {
+        bail!(
+            "{name} partition {} is leased by {} until {}; stop its runners first",
+            held.partition,
+            held.lease_owner.as_deref().unwrap_or("?"),
+            held.lease_expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+        );
+    }
+    let owner = format!("scale-{}", std::process::id());
+    let filter = p.events.to_filter();
+    let target = with_handler!(p.handler.as_str(), |h| {
+        let target = projector::runtime::align_partitions(&h, &store, name, &filter, &owner, p.batch_size)
+            .await
+            .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
+        store.register(name, h.schema(), &h.filter().and(&filter), partitions).await?;
+        target
+    });
+    say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");
+    if p.partitions != partitions {
+        say!("set `partitions: {partitions}` for {name} in projections.yaml before starting the runners");
+    }
+    Ok(())
+}
+
 fn actor(args: &RepairArgs) -> String {
     args.actor
         .clone()

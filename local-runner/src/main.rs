@@ -70,6 +70,9 @@ enum Command {
         #[arg(long)]
         from_version: Option<i64>,
     },
+    /// Re-partitions a projection: brings its partitions to one checkpoint, then splits
+    /// its aggregates into N hash partitions. Stop its runners first.
+    Scale { projection: String, partitions: u32 },
     /// Dead letters: list, inspect, and repair parked aggregates.
     #[command(subcommand)]
     Dlq(DlqCommand),
@@ -176,6 +179,9 @@ async fn run(cli: Cli) -> Result<()> {
     let backend = Backend::open(&config, cli.database_url.clone()).context("choosing the store")?;
     match cli.command {
         Command::Init => with_backend!(backend, |c| commands::init(&config, c).await),
+        Command::Scale { projection, partitions } => {
+            with_backend!(backend, |c| commands::scale(&config, &c, &projection, partitions).await)
+        }
         Command::Dlq(command) => with_backend!(backend, |c| commands::dlq(&config, &c, command).await),
         Command::Append { file } => {
             with_backend!(backend, |c| commands::append(&c, file.as_deref()).await)

@@ -34,6 +34,17 @@ pub trait Deploy<C: Connector>: Send + Sync {
 
     fn handler_filter(&self) -> projector::EventFilter;
 
+    /// Brings every partition to one checkpoint (see `projector::runtime::align_partitions`),
+    /// on a thread of its own; every lease must be free.
+    fn align(
+        &self,
+        connector: C,
+        projection: String,
+        filter: projector::EventFilter,
+        owner: String,
+        batch: usize,
+    ) -> Result<projector::Checkpoint, String>;
+
     /// Starts a worker thread for one partition.
     fn spawn(
         &self,
@@ -58,6 +69,27 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
 
     fn handler_filter(&self) -> projector::EventFilter {
         self.0.filter()
+    }
+
+    fn align(
+        &self,
+        connector: C,
+        projection: String,
+        filter: projector::EventFilter,
+        owner: String,
+        batch: usize,
+    ) -> Result<projector::Checkpoint, String> {
+        let handler = Arc::clone(&self.0);
+        let aligned = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let store = connector.connect().await.map_err(|e| e.to_string())?;
+                projector::runtime::align_partitions(&*handler, &store, &projection, &filter, &owner, batch)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        });
+        aligned.join().unwrap_or_else(|_| Err("aligning partitions panicked".into()))
     }
 
     fn spawn(
@@ -297,6 +329,10 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
         let filter = d.handler_filter().and(&p.events.to_filter());
         let schema = d.schema();
         self.stop(projection);
+        // Old partitions first reach one checkpoint, so the new split starts from it
+        // with nothing applied twice and nothing skipped.
+        d.align(self.connector.clone(), projection.to_owned(), p.events.to_filter(), self.owner.clone(), p.batch_size)
+            .map_err(AdapterError::Provider)?;
         let store = self.connector.connect().await?;
         store.register(projection, schema, &filter, partitions).await?;
         self.start(projection, partitions)
