@@ -130,3 +130,85 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
     assert_eq!(rows[&b].1, 1, "the other aggregate was applied");
     assert_eq!(rows[&a].1, 1, "the flaky aggregate is parked at its last good version");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let handler = Ledger;
+    store.register(handler.name(), handler.schema(), &handler.filter(), 1).await.unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version)
+             SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad(to_hex(i % 500), 12, '0'))::uuid,
+                    'user', 'UserRenamed', jsonb_build_object('name', i), i / 500 + 1
+             FROM generate_series(0, 39999) AS i",
+        )
+        .await
+        .unwrap();
+    db.settle().await;
+
+    let settings = WorkerSettings {
+        projection: handler.name().to_owned(),
+        filter: EventFilter::all(),
+        partition: Partition::WHOLE,
+        batch_size: 200,
+        poll_interval: Duration::from_millis(20),
+        lease_ttl: Duration::from_secs(5),
+        owner: "kill-test".into(),
+        retry: RetryPolicy { max_retries: 3, base: Duration::from_millis(20), cap: Duration::from_millis(200) },
+        on_failure: OnFailure::Park,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let connector = PgConnector::new(db.url.clone());
+    let metrics = projector_local::metrics::Metrics::new();
+    let worker = {
+        let metrics = Arc::clone(&metrics);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(run_partition(&handler, &connector, &settings, &metrics, Arc::new(Default::default()), stop_rx))
+        })
+    };
+    let applied = || async {
+        client
+            .query_one("SELECT coalesce(sum(applied), 0)::bigint FROM event_ledger", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    // Kill the worker's backend three times while it is mid catch-up.
+    for kill in 0..3 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let goal = 8_000 * (kill + 1);
+        while applied().await < goal {
+            assert!(std::time::Instant::now() < deadline, "no progress to {goal} events");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let killed: i64 = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed >= 1, "the worker's connection was there to kill");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while applied().await < 40_000 {
+        assert!(std::time::Instant::now() < deadline, "the worker did not recover: {} applied", applied().await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(true).unwrap();
+    assert_eq!(worker.join().unwrap(), WorkerExit::Stopped);
+    let row = client.query_one("SELECT count(*), min(applied), max(applied) FROM event_ledger", &[]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (40_000, 1, 1));
+    let store = db.store().await;
+    assert!(
+        store.list(&DeadLetterFilter::default()).await.unwrap().is_empty(),
+        "a lost connection dead-letters nothing"
+    );
+    assert!(metrics.counters(handler.name(), 0).is_some_and(|c| c.retries >= 3), "the retries were counted");
+}

@@ -396,25 +396,11 @@ pub async fn count_events(client: &Client) -> i64 {
 // Oracle
 // ---------------------------------------------------------------------------------------
 
-/// The reference `user_profile`, computed from the events.
-pub const USER_PROFILE_ORACLE: &str = "
-SELECT aggregate_id AS user_id,
-  (array_agg(event_data ->> 'email' ORDER BY version DESC)
-     FILTER (WHERE event_type IN ('UserRegistered','UserEmailChanged')))[1] AS email,
-  (array_agg(event_data ->> 'name' ORDER BY version DESC)
-     FILTER (WHERE event_type IN ('UserRegistered','UserRenamed')))[1] AS name,
-  (array_agg(event_data ->> 'plan' ORDER BY version DESC)
-     FILTER (WHERE event_type IN ('UserRegistered','PlanUpgraded')))[1] AS plan,
-  NOT bool_or(event_type = 'UserDeactivated') AS active, max(version) AS version
-FROM events WHERE aggregate_type = 'user' GROUP BY aggregate_id";
+/// The reference read models, computed from the events (shared with the store suites).
+pub use projector_tests::ledger::{DAILY_ACTIVITY_ORACLE, USER_PROFILE_ORACLE};
 
 /// The read model `user_profile`, in the oracle's column order.
 pub const USER_PROFILE_MODEL: &str = "SELECT user_id, email, name, plan, active, version FROM user_profile";
-
-/// The reference `daily_activity`, computed from the events.
-pub const DAILY_ACTIVITY_ORACLE: &str = "
-SELECT (timestamp AT TIME ZONE 'UTC')::date AS day, event_type, count(*) AS events
-FROM events GROUP BY 1, 2";
 
 /// The read model `daily_activity`, in the oracle's column order.
 pub const DAILY_ACTIVITY_MODEL: &str = "SELECT day, event_type, events FROM daily_activity";
