@@ -35,6 +35,15 @@ struct Slot<R> {
     version: i64,
 }
 
+enum Change {
+    Upsert(Vec<Value>),
+    Delete(Vec<Value>),
+}
+
+/// Hash maps keyed by row keys: a fast fixed-seed hasher (keys come from the event log,
+/// and SipHash was a tenth of a rebuild's client time).
+type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
 /// A missing stretch of an aggregate's versions that must be applied before the event
 /// that revealed it (see [`Fold::gaps`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +59,7 @@ pub struct Gap {
 #[derive(Debug)]
 pub struct Fold<'h, H: ProjectionHandler> {
     handler: &'h H,
-    slots: HashMap<H::Key, Slot<H::Row>>,
+    slots: Map<H::Key, Slot<H::Row>>,
     /// When true, keys not in `slots` are known to have no stored row (a rebuild after
     /// clearing the table), so nothing needs loading.
     assume_absent: bool,
@@ -60,7 +69,7 @@ pub struct Fold<'h, H: ProjectionHandler> {
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
     pub fn new(handler: &'h H) -> Self {
-        Self { handler, slots: HashMap::new(), assume_absent: false, events_applied: 0, last_event_at: None }
+        Self { handler, slots: Map::default(), assume_absent: false, events_applied: 0, last_event_at: None }
     }
 
     /// Keys not yet in memory are treated as absent rather than loaded.
@@ -102,7 +111,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         if self.assume_absent {
             return Vec::new();
         }
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::with_hasher(foldhash::fast::FixedState::default());
         let mut out = Vec::new();
         for event in events {
             if let Some(key) = self.handler.key(event) {
@@ -148,7 +157,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         if !self.versioned() {
             return Vec::new();
         }
-        let mut expected: HashMap<&H::Key, i64> = HashMap::new();
+        let mut expected: Map<&H::Key, i64> = Map::default();
         let mut keys = Vec::with_capacity(events.len());
         for event in events {
             keys.push(if held(event) { None } else { self.handler.key(event) });
@@ -178,7 +187,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         gap_events: &[DomainEvent],
         held: impl Fn(&DomainEvent) -> bool,
     ) -> Result<(), Box<ApplyError>> {
-        let mut fill: HashMap<Uuid, Vec<&DomainEvent>> = HashMap::new();
+        let mut fill: Map<Uuid, Vec<&DomainEvent>> = Map::default();
         for e in gap_events {
             fill.entry(e.aggregate_id).or_default().push(e);
         }
@@ -231,51 +240,68 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
 
     /// The rows that differ from what is stored.
     pub fn changes(&self) -> RowChanges {
-        let schema = self.schema();
-        let additive = schema.has_additive_columns();
-        let key_len = schema.key.len();
-        let mut changes = RowChanges::default();
-        for (key, slot) in &self.slots {
-            if slot.row == slot.stored && slot.version == slot.stored_version {
-                continue;
-            }
-            match &slot.row {
-                None => {
-                    if slot.stored.is_some() {
-                        let mut values = Vec::with_capacity(key_len);
-                        key.to_values(&mut values);
-                        changes.deletes.push(values);
-                    }
+        self.change_chunks(usize::MAX).next().unwrap_or_default()
+    }
+
+    /// [`Fold::changes`] in chunks of at most `size` rows, built as they are taken, so a
+    /// large flush never holds every row twice.
+    pub fn change_chunks(&self, size: usize) -> impl Iterator<Item = RowChanges> + '_ {
+        let mut changed = self.slots.iter().filter_map(|(key, slot)| self.change_of(key, slot));
+        let size = size.max(1);
+        // Nothing was ever loaded or evicted: no row of these keys exists in the table.
+        let inserts_only = self.assume_absent;
+        std::iter::from_fn(move || {
+            let mut chunk = RowChanges { inserts_only, ..RowChanges::default() };
+            for change in changed.by_ref() {
+                match change {
+                    Change::Upsert(values) => chunk.upserts.push(values),
+                    Change::Delete(key) => chunk.deletes.push(key),
                 }
-                Some(row) => {
-                    let mut values = Vec::with_capacity(key_len + schema.columns.len() + 1);
-                    key.to_values(&mut values);
-                    row.to_values(&mut values);
-                    if additive {
-                        let mut stored = Vec::new();
-                        if let Some(s) = &slot.stored {
-                            s.to_values(&mut stored);
-                        }
-                        for (i, column) in schema.columns.iter().enumerate() {
-                            if column.merge == Merge::Add {
-                                let old = match stored.get(i) {
-                                    Some(Value::BigInt(v)) => *v,
-                                    _ => 0,
-                                };
-                                if let Value::BigInt(new) = &mut values[key_len + i] {
-                                    *new -= old;
-                                }
-                            }
-                        }
+                if chunk.upserts.len() + chunk.deletes.len() >= size {
+                    break;
+                }
+            }
+            (!chunk.is_empty()).then_some(chunk)
+        })
+    }
+
+    fn change_of(&self, key: &H::Key, slot: &Slot<H::Row>) -> Option<Change> {
+        if slot.row == slot.stored && slot.version == slot.stored_version {
+            return None;
+        }
+        let schema = self.schema();
+        let key_len = schema.key.len();
+        let Some(row) = &slot.row else {
+            return slot.stored.as_ref().map(|_| {
+                let mut values = Vec::with_capacity(key_len);
+                key.to_values(&mut values);
+                Change::Delete(values)
+            });
+        };
+        let mut values = Vec::with_capacity(key_len + schema.columns.len() + 1);
+        key.to_values(&mut values);
+        row.to_values(&mut values);
+        if schema.has_additive_columns() {
+            let mut stored = Vec::new();
+            if let Some(s) = &slot.stored {
+                s.to_values(&mut stored);
+            }
+            for (i, column) in schema.columns.iter().enumerate() {
+                if column.merge == Merge::Add {
+                    let old = match stored.get(i) {
+                        Some(Value::BigInt(v)) => *v,
+                        _ => 0,
+                    };
+                    if let Value::BigInt(new) = &mut values[key_len + i] {
+                        *new -= old;
                     }
-                    if schema.version_column.is_some() {
-                        values.push(Value::BigInt(slot.version));
-                    }
-                    changes.upserts.push(values);
                 }
             }
         }
-        changes
+        if schema.version_column.is_some() {
+            values.push(Value::BigInt(slot.version));
+        }
+        Some(Change::Upsert(values))
     }
 
     /// After the changes were written: what is in memory is now what is stored.

@@ -309,7 +309,7 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         Self {
             handler,
             filter: handler.filter().and(filter),
-            read_size: 20_000,
+            read_size: 5_000,
             flush_rows: 250_000,
             from_position: None,
         }
@@ -365,8 +365,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut events_applied = 0u64;
         let mut rows_written = 0u64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
+        let mut next = session.read_all(checkpoint, &self.filter, self.read_size).await?;
         loop {
-            let mut events = session.read_all(checkpoint, &self.filter, self.read_size).await?;
+            let mut events = std::mem::take(&mut next);
             let Some(last) = events.last() else { break };
             checkpoint = last.checkpoint();
             events_read += events.len() as u64;
@@ -386,12 +387,20 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
                     .await?;
                 gap_events.extend(found.into_iter().filter(|e| self.filter.matches(e)));
             }
-            fold.apply(&events, &gap_events)?;
+            // Fold this page while the server produces the next one.
+            let (read, folded) = futures_util::future::join(
+                session.read_all(checkpoint, &self.filter, self.read_size),
+                fold_in_steps(&mut fold, &events, &gap_events),
+            )
+            .await;
+            folded?;
+            next = read?;
             progress.advanced(events_read, checkpoint);
             if fold.len() >= self.flush_rows {
-                let changes = fold.changes();
-                rows_written += changes.upserts.len() as u64;
-                session.write_rows(changes).await?;
+                for changes in fold.change_chunks(WRITE_CHUNK) {
+                    rows_written += changes.upserts.len() as u64;
+                    session.write_rows(changes).await?;
+                }
                 events_applied += fold.events_applied();
                 last_event_at = last_event_at.max(fold.last_event_at());
                 fold.reset_counters();
@@ -399,9 +408,10 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
                 fold.evict();
             }
         }
-        let changes = fold.changes();
-        rows_written += changes.upserts.len() as u64;
-        session.write_rows(changes).await?;
+        for changes in fold.change_chunks(WRITE_CHUNK) {
+            rows_written += changes.upserts.len() as u64;
+            session.write_rows(changes).await?;
+        }
         events_applied += fold.events_applied();
         last_event_at = last_event_at.max(fold.last_event_at());
         session.finish(checkpoint, events_applied, last_event_at).await?;
@@ -470,6 +480,39 @@ where
         }
     }
     Ok(fold.row(key).cloned().map(|row| (row, fold.version(key))))
+}
+
+/// Rows per write statement when a rebuild flushes.
+const WRITE_CHUNK: usize = 10_000;
+
+/// Applies `events` in steps, yielding between them so that a read joined with this
+/// future (the next page) makes progress meanwhile.
+async fn fold_in_steps<H: ProjectionHandler>(
+    fold: &mut Fold<'_, H>,
+    events: &[DomainEvent],
+    gap_events: &[DomainEvent],
+) -> Result<(), Box<ApplyError>> {
+    for step in events.chunks(512) {
+        fold.apply(step, gap_events)?;
+        YieldNow(false).await;
+    }
+    Ok(())
+}
+
+/// Returns `Pending` once (waking itself at once), so other futures of the task run.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// Brings every partition of a projection to one checkpoint (the furthest one), so that

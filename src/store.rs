@@ -110,6 +110,9 @@ pub struct RowChanges {
     pub upserts: Vec<Vec<Value>>,
     /// Keys of rows to delete.
     pub deletes: Vec<Vec<Value>>,
+    /// Every upserted row is known to be absent from the table (a rebuild into cleared
+    /// rows), so a store may insert without conflict handling (e.g. `COPY`).
+    pub inserts_only: bool,
 }
 
 impl RowChanges {

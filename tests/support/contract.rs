@@ -703,7 +703,7 @@ pub async fn commit_moves_checkpoint_and_writes_rows<S: ContractStore>(store: &S
 
     let a_row = probe_row("a", Some("first"), 10, true, 2);
     let b_row = probe_row("b", None, 1, false, 1);
-    let changes = RowChanges { upserts: vec![a_row.clone(), b_row.clone()], deletes: vec![] };
+    let changes = RowChanges { upserts: vec![a_row.clone(), b_row.clone()], deletes: vec![], inserts_only: false };
     ok(store.commit(commit(Checkpoint::START, cp[1], changes, 2, Some(events[1].timestamp))).await, "first commit");
     let rows = probe_rows(store, &["a", "b", "zz"]).await;
     assert_eq!(rows.len(), 2, "load_rows returns the stored rows and skips missing keys: {rows:?}");
@@ -717,7 +717,11 @@ pub async fn commit_moves_checkpoint_and_writes_rows<S: ContractStore>(store: &S
     assert!(s.lag_seconds > 0.0, "lag_seconds is the age of the oldest unapplied event: {}", s.lag_seconds);
     assert_eq!(s.lease_owner.as_deref(), Some("alpha"), "a commit keeps the lease");
 
-    let stale = RowChanges { upserts: vec![probe_row("c", Some("stale"), 5, true, 1)], deletes: vec![key("a")] };
+    let stale = RowChanges {
+        upserts: vec![probe_row("c", Some("stale"), 5, true, 1)],
+        deletes: vec![key("a")],
+        inserts_only: false,
+    };
     match store.commit(commit(Checkpoint::START, cp[2], stale.clone(), 1, None)).await {
         Err(StoreError::CheckpointMoved { projection, partition }) => {
             assert_eq!((projection.as_str(), partition), (p, 0))
@@ -742,7 +746,11 @@ pub async fn commit_moves_checkpoint_and_writes_rows<S: ContractStore>(store: &S
     let mut a_delta = probe_row("a", Some("second"), 5, false, 4);
     a_delta[3] = Value::Bool(false);
     let c_row = probe_row("c", Some("new"), 7, true, 3);
-    let changes = RowChanges { upserts: vec![a_delta, c_row.clone()], deletes: vec![key("b"), key("never-existed")] };
+    let changes = RowChanges {
+        upserts: vec![a_delta, c_row.clone()],
+        deletes: vec![key("b"), key("never-existed")],
+        inserts_only: false,
+    };
     ok(store.commit(commit(cp[1], cp[3], changes, 2, Some(events[3].timestamp))).await, "second commit");
     let rows = probe_rows(store, &["a", "b", "c"]).await;
     assert_eq!(rows.keys().collect::<Vec<_>>(), ["a", "c"], "b was deleted, c inserted");
@@ -1179,6 +1187,7 @@ pub async fn abandoned_rebuild_changes_nothing<S: ContractStore>(store: &S) {
                 .write_rows(RowChanges {
                     upserts: vec![vec![probe_key[0][0].clone(), probe_key[0][1].clone(), Value::BigInt(1)]],
                     deletes: vec![],
+                    inserts_only: false,
                 })
                 .await,
             "write_rows",

@@ -369,7 +369,9 @@ pub(crate) fn clear_rows(
                 .context(|| format!("clear rows of {}", table.name))?;
             Ok(())
         }
-        Some(keys) => write_rows(conn, table, &RowChanges { upserts: Vec::new(), deletes: keys.to_vec() }),
+        Some(keys) => {
+            write_rows(conn, table, &RowChanges { upserts: Vec::new(), deletes: keys.to_vec(), inserts_only: false })
+        }
     }
 }
 

@@ -75,7 +75,7 @@ fn commit<'a>(
         table: &COUNTS,
         from: lease.checkpoint,
         to,
-        changes: RowChanges { upserts, deletes: vec![] },
+        changes: RowChanges { upserts, deletes: vec![], inserts_only: false },
         events_applied: 1,
         last_event_at: None,
         lease_ttl: TTL,
@@ -383,7 +383,10 @@ async fn a_repair_session_commits_everything_or_nothing() {
         let events = session.read_aggregate(odd, ReadBound::Versions { after: 1, upto: i64::MAX }).await.unwrap();
         assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(session.load_rows(&COUNTS, &[vec![Value::Uuid(odd)]]).await.unwrap(), vec![row(odd, 1)]);
-        session.write_rows(&COUNTS, RowChanges { upserts: vec![row(odd, 3)], deletes: vec![] }).await.unwrap();
+        session
+            .write_rows(&COUNTS, RowChanges { upserts: vec![row(odd, 3)], deletes: vec![], inserts_only: false })
+            .await
+            .unwrap();
         session.failed_again("still broken").await.unwrap();
         session.set_parking(None).await.unwrap();
         assert_eq!(session.parked(), None);
@@ -398,7 +401,10 @@ async fn a_repair_session_commits_everything_or_nothing() {
     // A session that stops: the letter stays open and a later event is parked behind a
     // new letter; the runner's stale lease cannot commit over it.
     let mut session = store.begin_repair("p", stored.id).await.unwrap();
-    session.write_rows(&COUNTS, RowChanges { upserts: vec![row(odd, 2)], deletes: vec![] }).await.unwrap();
+    session
+        .write_rows(&COUNTS, RowChanges { upserts: vec![row(odd, 2)], deletes: vec![], inserts_only: false })
+        .await
+        .unwrap();
     let new_id = session.send_letter(&letter("p", &odd_events[2], "v3 failed")).await.unwrap();
     assert!(new_id > stored.id);
     session.set_parking(Some(Parked { aggregate_id: odd, from_version: 3, dead_letter_id: new_id })).await.unwrap();

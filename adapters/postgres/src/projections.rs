@@ -13,7 +13,9 @@ use tokio_postgres::Client;
 
 use crate::dead_letters::{insert_letters_sql, park_sql, parked_set, LetterArrays};
 use crate::error::map;
-use crate::table::{column_arrays, create_sql, delete_sql, load_sql, row_values, upsert_sql, ColumnArray};
+use crate::table::{
+    column_arrays, column_type, copy_sql, create_sql, delete_sql, load_sql, row_values, upsert_sql, Cell, ColumnArray,
+};
 use crate::types::Xid8;
 use crate::PgStore;
 
@@ -43,6 +45,36 @@ pub(crate) async fn load_rows(
     rows.iter().map(|r| row_values(table, r)).collect()
 }
 
+/// Inserts rows known to be absent with binary `COPY` (a rebuild into cleared rows).
+async fn copy_rows(
+    client: &Client,
+    table: &'static TableSchema,
+    columns: &[Column],
+    rows: &[Vec<Value>],
+) -> Result<(), StoreError> {
+    use futures_util::pin_mut;
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    let types: Vec<Type> = columns.iter().map(|c| column_type(c.ty)).collect();
+    let sink = client.copy_in::<_, bytes::Bytes>(&copy_sql(table)).await.map_err(map)?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for row in rows {
+        if row.len() != columns.len() {
+            return Err(StoreError::InvalidInput(format!(
+                "row has {} values, table {} has {} columns",
+                row.len(),
+                table.name,
+                columns.len()
+            )));
+        }
+        let cells: Vec<Cell<'_>> = row.iter().map(Cell).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&refs).await.map_err(map)?;
+    }
+    writer.finish().await.map_err(map)?;
+    Ok(())
+}
+
 /// Writes row changes with no guard (inside a rebuild's transaction).
 pub(crate) async fn write_rows(
     client: &Client,
@@ -51,6 +83,9 @@ pub(crate) async fn write_rows(
 ) -> Result<(), StoreError> {
     const CHUNK: usize = 50_000;
     let all: Vec<Column> = table.all_columns().collect();
+    if changes.inserts_only && changes.deletes.is_empty() {
+        return copy_rows(client, table, &all, &changes.upserts).await;
+    }
     for chunk in changes.upserts.chunks(CHUNK) {
         let arrays = column_arrays(&all, chunk)?;
         let mut params = Vec::new();
@@ -307,7 +342,13 @@ impl ProjectionStore for PgStore {
             sql.push_str(&format!(", del AS ({})", delete_sql(table, params.len() + 1, guard)));
             push_arrays(&deletes, &mut params);
         }
-        sql.push_str(" SELECT count(*) FROM cas");
+        // The read model is derived data: a batch whose commit is lost in a crash is lost
+        // with its checkpoint and applied again, so the commit need not wait for the WAL
+        // flush. Set inside the statement, it lasts for this transaction only.
+        sql.push_str(
+            ", async_commit AS (SELECT set_config('synchronous_commit', 'off', true))
+             SELECT count(*) FROM cas, async_commit",
+        );
         let client = self.client().await?;
         let row = client.query_typed_one(&sql, &params).await.map_err(map)?;
         if row.get::<_, i64>(0) == 1 {
