@@ -74,6 +74,8 @@ pub struct BatchRunner<'a, H, S> {
     retry: RetryPolicy,
     on_failure: OnFailure,
     until: Option<Checkpoint>,
+    /// An event that failed transiently and is being retried.
+    retrying: Option<Uuid>,
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -93,6 +95,7 @@ where
             retry: RetryPolicy::default(),
             on_failure: OnFailure::Park,
             until: None,
+            retrying: None,
         }
     }
 
@@ -185,6 +188,7 @@ where
                 ErrorClass::Permanent => 1,
             };
             if class == ErrorClass::Transient && attempts <= self.retry.max_retries {
+                self.retrying = Some(event.event_id);
                 return Err(RuntimeError::RetryLater { failure, attempts });
             }
             if self.on_failure == OnFailure::Stop {
@@ -202,6 +206,7 @@ where
         };
 
         let dead_lettered = letters.len() as u64;
+        let letters_sent: Vec<Uuid> = letters.iter().map(|l| l.event_id).collect();
         let commit = BatchCommit {
             lease: &self.lease,
             table: schema,
@@ -215,6 +220,11 @@ where
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
+        if let Some(event_id) = self.retrying.take() {
+            if events.iter().any(|e| e.event_id == event_id) && !letters_sent.contains(&event_id) {
+                self.store.clear_failure(self.handler.name(), event_id).await?;
+            }
+        }
         if !parked_now.is_empty() {
             for (aggregate_id, from_version) in parked_now {
                 self.lease

@@ -190,6 +190,10 @@ pub trait ProjectionStore {
     /// does not reset the retry budget).
     async fn record_failure(&self, projection: &str, event: &DomainEvent, error: &str) -> Result<FailureRecord>;
 
+    /// Forgets the attempt history of an event that finally applied, so a later replay
+    /// (a rebuild, a repair) starts with the full retry budget.
+    async fn clear_failure(&self, projection: &str, event_id: Uuid) -> Result<()>;
+
     /// Records a status change and (for failures) the error text.
     async fn set_status(
         &self,

@@ -96,6 +96,7 @@ where
         a_repair_of_an_unknown_or_closed_letter_is_refused_clearly,
         stop_applies_nothing_after_the_failing_event,
         a_transient_failure_is_retried_then_dead_lettered_with_its_attempts,
+        a_transient_failure_that_heals_applies_once_and_forgets_its_attempts,
     );
 }
 
@@ -257,4 +258,21 @@ pub async fn a_transient_failure_is_retried_then_dead_lettered_with_its_attempts
     assert_eq!((letter.attempts, letter.error_class.as_str()), (4, "transient"), "1 attempt + exactly 3 retries");
     assert!(letter.first_failed_at <= letter.last_failed_at);
     assert_eq!(handler.faults.flaky_calls.lock().unwrap().len(), 4);
+}
+
+pub async fn a_transient_failure_that_heals_applies_once_and_forgets_its_attempts<S: FailureStore>(store: &S) {
+    let handler = Poisonable::new(Ledger);
+    register(store, &handler).await;
+    let a = user(10);
+    let last = append(store, a, "UserRenamed", json!({"name": "F", "flaky": true})).await;
+    settle(store, &last).await;
+    let lease = store.claim("event-ledger", Partition::WHOLE, "r", Duration::from_secs(30)).await.unwrap().unwrap();
+    let mut runner = BatchRunner::new(&handler, store, &EventFilter::all(), lease);
+    assert!(matches!(runner.step().await, Err(RuntimeError::RetryLater { attempts: 1, .. })));
+    handler.faults.fix();
+    let step = runner.step().await.expect("the healed event applies");
+    assert_eq!((step.events_applied, step.dead_lettered), (1, 0));
+    let event = read_everything(store, &EventFilter::all(), Partition::WHOLE, 10).await.remove(0);
+    let record = store.record_failure("event-ledger", &event, "probe").await.expect("record");
+    assert_eq!(record.attempts, 1, "the attempt history was forgotten once the event applied");
 }

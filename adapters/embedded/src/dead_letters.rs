@@ -90,6 +90,13 @@ fn checkpoint_params(checkpoint: Checkpoint) -> (i64, i64) {
 }
 
 /// Counts one more failed attempt of `event` for `projection`.
+pub(crate) fn clear_failure(conn: &Connection, projection: &str, event_id: uuid::Uuid) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM event_failures WHERE projection = ?1 AND event_id = ?2")
+        .and_then(|mut s| s.execute(params![projection, format_uuid(&event_id)]))
+        .context(|| format!("forget the failed attempts of event {event_id} for {projection}"))?;
+    Ok(())
+}
+
 pub(crate) fn record_failure(
     conn: &Connection,
     projection: &str,

@@ -261,6 +261,10 @@ impl ProjectionStore for EmbeddedStore {
         dead_letters::record_failure(&self.lock(), projection, event, error)
     }
 
+    async fn clear_failure(&self, projection: &str, event_id: uuid::Uuid) -> Result<()> {
+        dead_letters::clear_failure(&self.lock(), projection, event_id)
+    }
+
     async fn set_status(
         &self,
         projection: &str,

@@ -403,6 +403,18 @@ impl ProjectionStore for PgStore {
         }))
     }
 
+    async fn clear_failure(&self, projection: &str, event_id: uuid::Uuid) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .query_typed(
+                "DELETE FROM event_failures WHERE projection = $1 AND event_id = $2",
+                &[(&projection, Type::TEXT), (&event_id, Type::UUID)],
+            )
+            .await
+            .map_err(map)?;
+        Ok(())
+    }
+
     async fn record_failure(
         &self,
         projection: &str,
