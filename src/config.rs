@@ -277,7 +277,11 @@ pub struct EventFilterConfig {
 impl EventFilterConfig {
     /// The store-level filter this configuration describes.
     pub fn to_filter(&self) -> EventFilter {
-        EventFilter { event_types: self.event_types.clone(), aggregate_types: self.aggregate_types.clone() }
+        EventFilter {
+            event_types: self.event_types.clone(),
+            aggregate_types: self.aggregate_types.clone(),
+            skip_metadata: false,
+        }
     }
 }
 
@@ -1232,7 +1236,7 @@ mod tests {
         assert_eq!(profile.config.timeout, Duration::from_secs(30));
         assert_eq!(
             profile.events.to_filter(),
-            EventFilter { event_types: vec![], aggregate_types: vec!["user".into()] }
+            EventFilter { event_types: vec![], aggregate_types: vec!["user".into()], skip_metadata: false }
         );
         assert_eq!(config.database, DatabaseConfig::default());
         assert_eq!(profile.retry, RetryPolicy::default());

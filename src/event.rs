@@ -155,13 +155,18 @@ impl std::fmt::Display for Checkpoint {
     }
 }
 
-/// Which events a reader wants. Empty lists mean "all".
+/// Which events a reader wants, and whether it needs their metadata. Empty lists mean
+/// "all".
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventFilter {
     #[serde(default)]
     pub event_types: Vec<String>,
     #[serde(default)]
     pub aggregate_types: Vec<String>,
+    /// The reader never looks at `metadata`: stores may leave it out (JSON `null`), which
+    /// makes reads lighter. [`DomainEvent::metadata`] then fails, naming the event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_metadata: bool,
 }
 
 impl EventFilter {
@@ -174,7 +179,17 @@ impl EventFilter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { event_types: Vec::new(), aggregate_types: types.into_iter().map(Into::into).collect() }
+        Self {
+            event_types: Vec::new(),
+            aggregate_types: types.into_iter().map(Into::into).collect(),
+            skip_metadata: false,
+        }
+    }
+
+    /// The same filter, for a reader that never looks at event metadata.
+    pub fn without_metadata(mut self) -> Self {
+        self.skip_metadata = true;
+        self
     }
 
     /// The narrower of two filters (both must match).
@@ -189,6 +204,7 @@ impl EventFilter {
         EventFilter {
             event_types: meet(&self.event_types, &other.event_types),
             aggregate_types: meet(&self.aggregate_types, &other.aggregate_types),
+            skip_metadata: self.skip_metadata || other.skip_metadata,
         }
     }
 
@@ -239,8 +255,10 @@ mod tests {
 
     #[test]
     fn filter_intersection_keeps_common_types() {
-        let a = EventFilter { event_types: vec!["A".into(), "B".into()], aggregate_types: vec![] };
-        let b = EventFilter { event_types: vec!["B".into()], aggregate_types: vec!["user".into()] };
+        let a =
+            EventFilter { event_types: vec!["A".into(), "B".into()], aggregate_types: vec![], skip_metadata: false };
+        let b =
+            EventFilter { event_types: vec!["B".into()], aggregate_types: vec!["user".into()], skip_metadata: false };
         let c = a.and(&b);
         assert_eq!(c.event_types, vec!["B".to_string()]);
         assert_eq!(c.aggregate_types, vec!["user".to_string()]);

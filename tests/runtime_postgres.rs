@@ -164,3 +164,18 @@ async fn a_conflicting_append_names_aggregate_and_versions() {
         other => panic!("expected a version conflict, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_reader_that_skips_metadata_gets_none_and_a_clear_error_if_it_asks() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let id = append(&store, user(8), 0, "UserRegistered", json!({"email": "m@x.io"})).await;
+    db.settle().await;
+    let full = store.read_all(Checkpoint::START, &EventFilter::all(), Partition::WHOLE, 10).await.unwrap();
+    assert_eq!(full[0].metadata().expect("metadata is read").event_version, 1);
+    let light =
+        store.read_all(Checkpoint::START, &EventFilter::all().without_metadata(), Partition::WHOLE, 10).await.unwrap();
+    assert_eq!(light[0].event_data.get(), full[0].event_data.get(), "the payload is still there");
+    let err = light[0].metadata().expect_err("metadata was left out");
+    assert!(err.to_string().contains(&id.to_string()), "names the event: {err}");
+}

@@ -515,10 +515,18 @@ pub async fn read_all_paging_filters_and_partitions<S: ContractStore>(store: &S)
     assert_eq!(event_ids(&rest), event_ids(&full[full.len() / 2 + 1..]), "reading from a checkpoint resumes after it");
 
     let filters = [
-        EventFilter { event_types: vec!["Created".into(), "Closed".into()], aggregate_types: vec![] },
+        EventFilter {
+            event_types: vec!["Created".into(), "Closed".into()],
+            aggregate_types: vec![],
+            skip_metadata: false,
+        },
         EventFilter::aggregate_types(["order"]),
-        EventFilter { event_types: vec!["Updated".into()], aggregate_types: vec!["user".into(), "invoice".into()] },
-        EventFilter { event_types: vec!["NoSuchEvent".into()], aggregate_types: vec![] },
+        EventFilter {
+            event_types: vec!["Updated".into()],
+            aggregate_types: vec!["user".into(), "invoice".into()],
+            skip_metadata: false,
+        },
+        EventFilter { event_types: vec!["NoSuchEvent".into()], aggregate_types: vec![], skip_metadata: false },
     ];
     for filter in &filters {
         let expected: Vec<Uuid> = full.iter().filter(|e| filter.matches(e)).map(|e| e.event_id).collect();

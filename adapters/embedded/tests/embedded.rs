@@ -171,7 +171,7 @@ async fn damaged_rows_are_reported_not_panicked_on() {
         after = Checkpoint { transaction_id: 0, position };
     }
     // A damaged aggregate id lands in partition 0, where it is reported.
-    let bad_only = EventFilter { event_types: vec!["Bad".into()], aggregate_types: vec![] };
+    let bad_only = EventFilter { event_types: vec!["Bad".into()], aggregate_types: vec![], skip_metadata: false };
     match store.read_all(Checkpoint::START, &bad_only, Partition { index: 0, count: 2 }, 10).await {
         Err(StoreError::Corrupt { position, .. }) => assert_eq!(position, cases[1]),
         other => panic!("want Corrupt in partition 0, got {other:?}"),

@@ -13,6 +13,11 @@ use uuid::Uuid;
 use crate::error::{describe, is_unique_violation, map};
 use crate::types::{RawJson, Xid8};
 use crate::PgStore;
+use serde_json::value::RawValue;
+
+/// [`EVENT_COLUMNS`] with `metadata` left out (NULL) when parameter `$8` is true.
+const EVENT_COLUMNS_SKIPPABLE: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
+     event_type, event_data, CASE WHEN $8 THEN NULL ELSE metadata END, version, timestamp, encrypted_fields";
 
 pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
      event_type, event_data, metadata, version, timestamp, encrypted_fields";
@@ -101,7 +106,7 @@ impl<'a> FilterParams<'a> {
 /// never returned while an earlier-ordered one could still commit.
 pub(crate) fn read_all_sql() -> String {
     format!(
-        "SELECT {EVENT_COLUMNS} FROM events
+        "SELECT {EVENT_COLUMNS_SKIPPABLE} FROM events
          WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
            AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
            AND {}
@@ -124,6 +129,7 @@ pub(crate) async fn read_all(
     let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&xid, Type::XID8), (&after.position, Type::INT8)];
     fp.push(&mut params);
     params.push((&limit, Type::INT8));
+    params.push((&filter.skip_metadata, Type::BOOL));
     let rows = client.query_typed(&read_all_sql(), &params).await.map_err(map)?;
     rows.iter().map(event_from_row).collect()
 }
@@ -160,7 +166,11 @@ pub(crate) fn event_from_row(row: &Row) -> Result<DomainEvent, StoreError> {
     let corrupt = |e: tokio_postgres::Error| StoreError::Corrupt { position, reason: describe(&e) };
     let xid: Xid8 = row.try_get(1).map_err(corrupt)?;
     let data: RawJson = row.try_get(6).map_err(corrupt)?;
-    let metadata: RawJson = row.try_get(7).map_err(corrupt)?;
+    // NULL when the reader asked to skip it.
+    let metadata = match row.try_get::<_, Option<RawJson>>(7).map_err(corrupt)? {
+        Some(m) => m,
+        None => RawJson(RawValue::from_string("null".to_owned()).expect("`null` is JSON")),
+    };
     Ok(DomainEvent {
         position,
         transaction_id: xid.0,

@@ -4,8 +4,8 @@
 
 use chrono::NaiveDate;
 use projector::{
-    Column, ColumnType, DomainEvent, HandlerError, Ordering, ProjectionHandler, Record, RowError, RowReader,
-    TableSchema, Value,
+    Column, ColumnType, DomainEvent, EventFilter, HandlerError, Ordering, ProjectionHandler, Record, RowError,
+    RowReader, TableSchema, Value,
 };
 
 /// The read-model table `daily_activity`, keyed by day and event type.
@@ -49,6 +49,10 @@ impl ProjectionHandler for DailyActivity {
 
     fn ordering(&self) -> Ordering {
         Ordering::Commutative
+    }
+
+    fn filter(&self) -> EventFilter {
+        EventFilter::all().without_metadata()
     }
 
     fn key(&self, event: &DomainEvent) -> Option<(NaiveDate, String)> {

@@ -101,7 +101,7 @@ impl ProjectionHandler for UserProfile {
     }
 
     fn filter(&self) -> EventFilter {
-        EventFilter::aggregate_types(["user"])
+        EventFilter::aggregate_types(["user"]).without_metadata()
     }
 
     fn key(&self, event: &DomainEvent) -> Option<Uuid> {
