@@ -53,9 +53,7 @@ pub(crate) fn create_sql(schema: &TableSchema) -> String {
         })
         .collect();
     defs.push(format!("PRIMARY KEY ({})", names(schema.key.iter())));
-    // Free space in every page lets a row's update stay on its page (a HOT update, no
-    // index write): live batches update most rows they touch.
-    format!("CREATE TABLE IF NOT EXISTS {} ({}) WITH (fillfactor = 80)", ident(schema.name), defs.join(", "))
+    format!("CREATE TABLE IF NOT EXISTS {} ({})", ident(schema.name), defs.join(", "))
 }
 
 /// `unnest($n::t[], …) AS alias(cols)` for the given columns, parameters from `first`.
