@@ -346,15 +346,21 @@ pub async fn run<C: Connector>(config: Config, connector: C, only: Vec<String>) 
     // one shared store connection.
     let store = std::sync::Arc::new(store);
     let metrics = adapter.metrics();
-    let ours = names.clone();
+    // What this runner answers for: its projections' partitions that it leases, or that
+    // nobody holds a live lease on (another runner reports its own).
+    let (ours, me) = (names.clone(), adapter.owner().to_owned());
     let states = move || {
-        let (store, ours) = (std::sync::Arc::clone(&store), ours.clone());
+        let (store, ours, me) = (std::sync::Arc::clone(&store), ours.clone(), me.clone());
         async move {
-            store
-                .states()
-                .await
-                .map(|all| all.into_iter().filter(|s| ours.contains(&s.projection)).collect::<Vec<_>>())
-                .map_err(|e| e.to_string())
+            let now = Utc::now();
+            let mine = |s: &ProjectionState| {
+                ours.contains(&s.projection)
+                    && match (&s.lease_owner, s.lease_expires_at) {
+                        (Some(owner), Some(until)) => owner == &me || until < now,
+                        _ => true,
+                    }
+            };
+            store.states().await.map(|all| all.into_iter().filter(mine).collect::<Vec<_>>()).map_err(|e| e.to_string())
         }
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
