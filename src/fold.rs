@@ -78,10 +78,6 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         self
     }
 
-    pub fn handler(&self) -> &'h H {
-        self.handler
-    }
-
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -302,14 +298,6 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             values.push(Value::BigInt(slot.version));
         }
         Some(Change::Upsert(values))
-    }
-
-    /// After the changes were written: what is in memory is now what is stored.
-    pub fn mark_stored(&mut self) {
-        for slot in self.slots.values_mut() {
-            slot.stored = slot.row.clone();
-            slot.stored_version = slot.version;
-        }
     }
 
     /// Forgets every row (after a flush), so later events load from the store again.

@@ -414,7 +414,6 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
                 events_applied += fold.events_applied();
                 last_event_at = last_event_at.max(fold.last_event_at());
                 fold.reset_counters();
-                fold.mark_stored();
                 fold.evict();
             }
         }

@@ -8,7 +8,7 @@ use projector::repair::{repair, RepairAction, RepairEnd};
 use projector::{
     AppendOutcome, AppendRequest, BatchRunner, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, EventFilter,
     EventStore, ExpectedVersion, NewEvent, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuilds, Repairs,
-    RuntimeError, Status, StoreError,
+    RuntimeError, StoreError,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -232,7 +232,6 @@ pub async fn stop_applies_nothing_after_the_failing_event<S: FailureStore>(store
     let state = store.states().await.unwrap().into_iter().find(|s| s.projection == "user-profile").unwrap();
     assert_eq!(state.checkpoint, projector::Checkpoint::START);
     assert!(store.list(&DeadLetterFilter::default()).await.unwrap().is_empty(), "nothing dead-lettered");
-    let _ = Status::Stopped;
 }
 
 pub async fn a_transient_failure_is_retried_then_dead_lettered_with_its_attempts<S: FailureStore>(store: &S) {

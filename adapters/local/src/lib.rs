@@ -80,14 +80,11 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         batch: usize,
     ) -> Result<projector::Checkpoint, String> {
         let handler = Arc::clone(&self.0);
-        let aligned = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(async {
-                let store = connector.connect().await.map_err(|e| e.to_string())?;
-                projector::runtime::align_partitions(&*handler, &store, &projection, &filter, &owner, batch)
-                    .await
-                    .map_err(|e| e.to_string())
-            })
+        let aligned = on_own_runtime(format!("{projection}-align"), Err, move || async move {
+            let store = connector.connect().await.map_err(|e| e.to_string())?;
+            projector::runtime::align_partitions(&*handler, &store, &projection, &filter, &owner, batch)
+                .await
+                .map_err(|e| e.to_string())
         });
         aligned.join().unwrap_or_else(|_| Err("aligning partitions panicked".into()))
     }
@@ -101,17 +98,29 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<WorkerExit> {
         let handler = Arc::clone(&self.0);
-        std::thread::Builder::new()
-            .name(format!("{}-{}", settings.projection, settings.partition.index))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
-                match rt {
-                    Ok(rt) => rt.block_on(run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown)),
-                    Err(e) => WorkerExit::Failed(format!("cannot start a runtime: {e}")),
-                }
-            })
-            .expect("spawning a worker thread")
+        let name = format!("{}-{}", settings.projection, settings.partition.index);
+        on_own_runtime(name, WorkerExit::Failed, move || async move {
+            run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown).await
+        })
     }
+}
+
+/// Runs `work` on a new thread with a current-thread tokio runtime of its own: the
+/// core's futures are not `Send`, so each worker keeps its store and futures on one thread.
+/// `no_runtime` turns a runtime that cannot start into the thread's result.
+fn on_own_runtime<T, F, Fut>(name: String, no_runtime: fn(String) -> T, work: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(work()),
+            Err(e) => no_runtime(format!("cannot start a runtime: {e}")),
+        })
+        .expect("spawning a worker thread")
 }
 
 /// The handlers a runner knows, by name.
@@ -143,7 +152,6 @@ impl<C: Connector> Registry<C> {
 struct Running {
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<WorkerExit>>,
-    partitions: u32,
 }
 
 /// Runs projections locally. See the crate docs.
@@ -188,11 +196,6 @@ impl<C: Connector> LocalAdapter<C> {
         &self.owner
     }
 
-    /// Wakes idle workers (for stores without notifications, after a local append).
-    pub fn wake(&self) -> Arc<Notify> {
-        Arc::clone(&self.wake)
-    }
-
     fn projection(&self, name: &str) -> Result<(&ProjectionConfig, &Arc<dyn Deploy<C>>), AdapterError> {
         let p = self.config.projections.get(name).ok_or_else(|| AdapterError::UnknownProjection(name.to_owned()))?;
         let d = self
@@ -231,10 +234,7 @@ impl<C: Connector> LocalAdapter<C> {
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })
             .collect();
-        self.running
-            .lock()
-            .expect("running map")
-            .insert(name.to_owned(), Running { shutdown: tx, workers, partitions });
+        self.running.lock().expect("running map").insert(name.to_owned(), Running { shutdown: tx, workers });
         Ok(Deployment { projection: name.to_owned(), provider: "local", partitions })
     }
 
@@ -342,12 +342,5 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
         self.projection(projection)?;
         let store = self.connector.connect().await?;
         Ok(store.states().await?.into_iter().filter(|s| s.projection == projection).collect())
-    }
-}
-
-impl<C: Connector> LocalAdapter<C> {
-    /// Partition counts of the projections currently running.
-    pub fn running(&self) -> BTreeMap<String, u32> {
-        self.running.lock().expect("running map").iter().map(|(k, v)| (k.clone(), v.partitions)).collect()
     }
 }

@@ -97,11 +97,6 @@ impl PgStore {
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         self.client().await?.batch_execute(sql).await.map_err(error::map)
     }
-
-    /// True when the connection has been closed (the runner reconnects).
-    pub async fn is_closed(&self) -> bool {
-        self.client.lock().await.is_closed()
-    }
 }
 
 #[cfg(feature = "runtime-tokio")]
