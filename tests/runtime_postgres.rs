@@ -9,7 +9,7 @@ use projector::{
     ExpectedVersion, NewEvent, Partition, ProjectionHandler, ProjectionStore, StoreError,
 };
 use projector_postgres::PgStore;
-use projector_tests::ledger::{assert_matches_oracle, USER_PROFILE_ORACLE};
+use projector_tests::ledger::{assert_matches_oracle, Ledger, USER_PROFILE_ORACLE};
 use projector_tests::pg::TestDb;
 use serde_json::json;
 use uuid::Uuid;
@@ -178,4 +178,65 @@ async fn a_reader_that_skips_metadata_gets_none_and_a_clear_error_if_it_asks() {
     assert_eq!(light[0].event_data.get(), full[0].event_data.get(), "the payload is still there");
     let err = light[0].metadata().expect_err("metadata was left out");
     assert!(err.to_string().contains(&id.to_string()), "names the event: {err}");
+}
+
+/// A transaction takes its id at its first write. One that writes, then reads an
+/// aggregate's version and appends the next one, puts version n+1 before version n in
+/// commit-safe order. The runtime must still apply the aggregate in version order, and
+/// count every event once.
+#[tokio::test]
+async fn a_version_ordered_before_its_predecessor_is_applied_in_version_order_once() {
+    const INSERT: &str = "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version)
+         SELECT gen_random_uuid(), $1, 'user', $2, $3::text::jsonb, coalesce(max(version), 0) + 1
+         FROM events WHERE aggregate_id = $1";
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let (x, y) = (user(20), user(21));
+    append(&store, x, 0, "UserRegistered", json!({"email": "x@x.io", "name": "first", "plan": "free"})).await;
+
+    let mut early = db.client().await;
+    let tx = early.transaction().await.unwrap();
+    tx.execute(INSERT, &[&y, &"UserRegistered", &r#"{"email":"y@x.io"}"#]).await.unwrap();
+    // Version 2 commits meanwhile, in a later transaction.
+    // (It sets a field version 3 does not, so skipping it would show.)
+    append(&store, x, 1, "UserEmailChanged", json!({"email": "x2@x.io"})).await;
+    tx.execute(INSERT, &[&x, &"UserRenamed", &r#"{"name":"third"}"#]).await.unwrap();
+    tx.commit().await.unwrap();
+    db.settle().await;
+
+    let client = db.client().await;
+    let inverted: bool = client
+        .query_one(
+            "SELECT (SELECT transaction_id FROM events WHERE aggregate_id = $1 AND version = 3)
+                  < (SELECT transaction_id FROM events WHERE aggregate_id = $1 AND version = 2)",
+            &[&x],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(inverted, "version 3 sorts before version 2 in commit-safe order");
+
+    for (name, schema, filter) in [
+        (UserProfile.name(), UserProfile.schema(), UserProfile.filter()),
+        (Ledger.name(), Ledger.schema(), Ledger.filter()),
+    ] {
+        store.register(name, schema, &filter, 1).await.unwrap();
+    }
+    // Batches of 3: [x v1, y v1, x v3] then [x v2], so v2 arrives after v3 was applied.
+    let lease = store.claim(UserProfile.name(), Partition::WHOLE, "t", Duration::from_secs(30)).await.unwrap().unwrap();
+    let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(3);
+    while runner.step().await.unwrap().events_read > 0 {}
+    let lease = store.claim(Ledger.name(), Partition::WHOLE, "t", Duration::from_secs(30)).await.unwrap().unwrap();
+    let mut runner = BatchRunner::new(&Ledger, &store, &EventFilter::all(), lease).batch_size(3);
+    while runner.step().await.unwrap().events_read > 0 {}
+
+    assert_matches_oracle(&client, "user_profile", USER_PROFILE_ORACLE).await;
+    let row =
+        client.query_one("SELECT email, name, version FROM user_profile WHERE user_id = $1", &[&x]).await.unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, String>(1), row.get::<_, i64>(2)),
+        ("x2@x.io".to_owned(), "third".to_owned(), 3)
+    );
+    let ledger = client.query_one("SELECT count(*), min(applied), max(applied) FROM event_ledger", &[]).await.unwrap();
+    assert_eq!((ledger.get::<_, i64>(0), ledger.get::<_, i64>(1), ledger.get::<_, i64>(2)), (4, 1, 1));
 }

@@ -444,3 +444,18 @@ fn closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "a closed stdout is not a reason to panic (exit {})\n{stderr}", out.status);
 }
+
+/// Ctrl-C (SIGINT) drains like SIGTERM: the runner releases its leases and exits 0.
+#[test]
+fn sigint_drains_and_exits_cleanly_releasing_the_leases() {
+    let pg = Pg::new();
+    pg.seed("int-", 50, 0, 2_000);
+    let ws = Workspace::with_config(Some(pg.url()), &test_config(1));
+    let mut runner = ws.spawn_runner(&[]);
+    ws.wait_caught_up(2, QUICK, || runner.logs());
+    runner.signal("INT");
+    let status = runner.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "SIGINT exits 0\n{}", runner.logs());
+    let states = ws.status();
+    assert!(states.iter().all(|s| s.lease_owner.is_none()), "leases released on the way out\n{}", show(&states));
+}

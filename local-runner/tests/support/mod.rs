@@ -297,8 +297,14 @@ impl Runner {
 
     /// Sends SIGTERM (through `kill`, the std library only sends SIGKILL).
     pub fn sigterm(&self) {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM {} failed: {status}", self.pid());
+        self.signal("TERM");
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`) through `kill`.
+    pub fn signal(&self, name: &str) {
+        let status =
+            Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed: {status}", self.pid());
     }
 
     /// Waits for the process to exit; panics (it is killed on drop) after `timeout`.
