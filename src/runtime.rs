@@ -242,6 +242,22 @@ where
         })
     }
 
+    /// Steps until a read comes back empty (caught up with the read horizon); returns
+    /// the totals of every step.
+    pub async fn catch_up(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let mut total = StepOutcome { checkpoint: self.lease.checkpoint, ..StepOutcome::default() };
+        loop {
+            let step = self.step().await?;
+            total.events_read += step.events_read;
+            total.events_applied += step.events_applied;
+            total.dead_lettered += step.dead_lettered;
+            total.checkpoint = step.checkpoint;
+            if step.events_read == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
     async fn advance_to(&mut self, cap: Checkpoint) -> Result<StepOutcome, RuntimeError> {
         let commit = BatchCommit {
             lease: &self.lease,

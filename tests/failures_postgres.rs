@@ -44,7 +44,7 @@ async fn two_concurrent_retries_apply_nothing_twice() {
     db.settle().await;
     let lease = store.claim(handler.name(), Partition::WHOLE, "r", Duration::from_secs(30)).await.unwrap().unwrap();
     let mut runner = projector::BatchRunner::new(&handler, &store, &EventFilter::all(), lease);
-    while runner.step().await.unwrap().events_read > 0 {}
+    runner.catch_up().await.unwrap();
     let id = store.list(&DeadLetterFilter::default()).await.unwrap()[0].id;
     handler.faults.fix();
 

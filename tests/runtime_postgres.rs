@@ -120,7 +120,7 @@ async fn a_killed_connection_is_transient_and_the_next_runner_resumes_exactly() 
         .expect("our lease");
     assert_eq!(lease.checkpoint, before);
     let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(20);
-    while runner.step().await.expect("batch").events_read > 0 {}
+    runner.catch_up().await.expect("batches");
     assert_matches_oracle(&admin, "user_profile", USER_PROFILE_ORACLE).await;
 }
 
@@ -225,10 +225,10 @@ async fn a_version_ordered_before_its_predecessor_is_applied_in_version_order_on
     // Batches of 3: [x v1, y v1, x v3] then [x v2], so v2 arrives after v3 was applied.
     let lease = store.claim(UserProfile.name(), Partition::WHOLE, "t", Duration::from_secs(30)).await.unwrap().unwrap();
     let mut runner = BatchRunner::new(&UserProfile, &store, &EventFilter::all(), lease).batch_size(3);
-    while runner.step().await.unwrap().events_read > 0 {}
+    runner.catch_up().await.unwrap();
     let lease = store.claim(Ledger.name(), Partition::WHOLE, "t", Duration::from_secs(30)).await.unwrap().unwrap();
     let mut runner = BatchRunner::new(&Ledger, &store, &EventFilter::all(), lease).batch_size(3);
-    while runner.step().await.unwrap().events_read > 0 {}
+    runner.catch_up().await.unwrap();
 
     assert_matches_oracle(&client, "user_profile", USER_PROFILE_ORACLE).await;
     let row =

@@ -159,13 +159,7 @@ async fn catch_up<H: ProjectionHandler, S: EventStore + ProjectionStore>(
             .await?
             .ok_or_else(|| anyhow!("{name} partition {partition} is leased by a running runner; stop it first"))?;
         let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease).batch_size(p.batch_size);
-        loop {
-            let step = runner.step().await.with_context(|| format!("projection {name}"))?;
-            applied += step.events_applied;
-            if step.events_read == 0 {
-                break;
-            }
-        }
+        applied += runner.catch_up().await.with_context(|| format!("projection {name}"))?.events_applied;
         store.release(runner.lease()).await?;
     }
     Ok(applied)

@@ -630,7 +630,7 @@ async fn lag(store: &PgStore, url: &str, rate_per_s: u64, seconds: u64, appender
         .batch_size(1000)
         .lease_ttl(Duration::from_secs(60));
     // Apply what the append steps left behind, so only the paced events are measured.
-    while runner.step().await?.events_read > 0 {}
+    runner.catch_up().await?;
 
     let (_listener, notify) = listen(url).await?;
     let per_task = (rate_per_s * seconds) as usize / appenders;

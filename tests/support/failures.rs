@@ -50,14 +50,7 @@ async fn run<H: ProjectionHandler, S: FailureStore>(store: &S, handler: &H, owne
         .expect("claim")
         .expect("lease free");
     let mut runner = BatchRunner::new(handler, store, &EventFilter::all(), lease).batch_size(3);
-    let mut dead = 0;
-    loop {
-        let step = runner.step().await.expect("batch");
-        dead += step.dead_lettered;
-        if step.events_read == 0 {
-            break;
-        }
-    }
+    let dead = runner.catch_up().await.expect("batches").dead_lettered;
     store.release(runner.lease()).await.expect("release");
     dead
 }
