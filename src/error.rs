@@ -40,6 +40,8 @@ impl HandlerError {
 ///
 /// ### Handling
 /// - `Conflict`: reload the aggregate, decide again, append with the new version.
+/// - `IdempotencyConflict`: the key names another request; use a fresh key, or send
+///   the original request again to read its outcome.
 /// - `Unavailable`: transient (connection lost, serialization failure, timeout); retry
 ///   with backoff (`is_retryable()`).
 /// - `CheckpointMoved` / `LeaseLost`: another runner owns the partition now; stop
@@ -54,6 +56,10 @@ pub enum StoreError {
          but the aggregate is at version {actual}"
     )]
     Conflict { aggregate_id: Uuid, expected: i64, actual: i64 },
+    /// An idempotency key was used before for a different append (another aggregate,
+    /// or other events): nothing was written.
+    #[error("idempotency key {key:?} was already used for a different append: {reason}")]
+    IdempotencyConflict { key: String, reason: String },
     #[error("database unavailable: {0}")]
     Unavailable(String),
     /// The database refused the statement (a constraint, a missing table, a bug).

@@ -17,7 +17,7 @@ use crate::event::{Checkpoint, DomainEvent, EventFilter};
 use crate::fold::{ApplyError, Fold};
 use crate::handler::ProjectionHandler;
 use crate::read_model::{RowKey, Value};
-use crate::retry::RetryPolicy;
+use crate::retry::{Failure, RetryAction, RetryPolicy};
 use crate::store::{BatchCommit, EventStore, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds};
 
 /// Why a batch did not commit.
@@ -30,10 +30,10 @@ pub enum RuntimeError {
     Apply(#[from] Box<ApplyError>),
     #[error("projection {projection}: stored row does not decode: {reason}")]
     Row { projection: &'static str, reason: String },
-    /// A transient handler failure with retries left: sleep
-    /// `RetryPolicy::delay(attempts - 1, random)` and step again. Nothing was written.
+    /// A transient handler failure with retries left: sleep `next.delay(random)` and
+    /// step again. Nothing was written.
     #[error("attempt {attempts} failed, will retry: {failure}")]
-    RetryLater { failure: Box<ApplyError>, attempts: u32 },
+    RetryLater { failure: Box<ApplyError>, attempts: u32, next: RetryAction },
     /// `on_failure: stop`: the partition stops at this event; nothing was written.
     #[error("stopped at event {}: {}", .0.event_id, .0)]
     Stopped(Box<ApplyError>),
@@ -187,9 +187,10 @@ where
                 }
                 ErrorClass::Permanent => 1,
             };
-            if class == ErrorClass::Transient && attempts <= self.retry.max_retries {
+            let next = self.retry.next_action(Failure::Event(class), attempts);
+            if let RetryAction::Retry { .. } = next {
                 self.retrying = Some(event.event_id);
-                return Err(RuntimeError::RetryLater { failure, attempts });
+                return Err(RuntimeError::RetryLater { failure, attempts, next });
             }
             if self.on_failure == OnFailure::Stop {
                 return Err(RuntimeError::Stopped(failure));

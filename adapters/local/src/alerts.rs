@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::future::join_all;
 use projector::config::AlertsConfig;
-use projector::{Checkpoint, ProjectionState, Status};
+use projector::retry::{Failure, RetryAction};
+use projector::{Checkpoint, ErrorClass, ProjectionState, Status};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
@@ -513,14 +514,15 @@ impl Alerter {
                 Err(error) => {
                     delivery.failures += 1;
                     let attempt = delivery.failures;
-                    if attempt > max_retries {
+                    let next = self.config.retry.next_action(Failure::Event(ErrorClass::Transient), attempt);
+                    if next == RetryAction::DeadLetter {
                         tracing::error!(webhook = %webhook.url, projection = %n.projection,
                             condition = %n.condition,
                             "alert webhook {}: attempt {attempt} of {} failed: {error}; giving up on this {} notification",
                             webhook.url, max_retries + 1, status_name(n.status));
                         abandoned.push(index);
                     } else {
-                        let delay = self.config.retry.delay(attempt - 1, rand::random::<f64>());
+                        let delay = next.delay(rand::random::<f64>());
                         delivery.due = now.checked_add(delay).unwrap_or(now);
                         tracing::warn!(webhook = %webhook.url, projection = %n.projection,
                             condition = %n.condition,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use projector::retry::Failure;
 use projector::{
     BatchRunner, ErrorClass, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, RetryPolicy,
     RuntimeError, Status, StoreError,
@@ -77,8 +78,9 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
             Err(e) => {
                 tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
                     "cannot reach {}; retrying", connector.describe());
-                let delay = s.retry.delay(failures.min(16), jitter()).max(Duration::from_millis(50));
                 failures = failures.saturating_add(1);
+                let delay = s.retry.next_action(Failure::Store(ErrorClass::Transient), failures).delay(jitter());
+                let delay = delay.max(Duration::from_millis(50));
                 if sleep_or_stop(delay, &mut shutdown).await {
                     return WorkerExit::Stopped;
                 }
@@ -99,7 +101,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 Err(e) if e.class() == ErrorClass::Transient => {
                     tracing::warn!(projection = %s.projection, error = %e, "claim failed; reconnecting");
                     failures = failures.saturating_add(1);
-                    if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
+                    let delay = s.retry.next_action(Failure::Store(ErrorClass::Transient), failures).delay(jitter());
+                    if sleep_or_stop(delay, &mut shutdown).await {
                         return WorkerExit::Stopped;
                     }
                     continue 'connect;
@@ -148,10 +151,10 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                             _ = shutdown.changed() => {}
                         }
                     }
-                    Err(RuntimeError::RetryLater { failure, attempts }) => {
+                    Err(RuntimeError::RetryLater { failure, attempts, next }) => {
                         // A transient handler failure with retries left; the attempt is stored.
                         metrics.retried(name, index);
-                        let delay = s.retry.delay(attempts.saturating_sub(1), jitter());
+                        let delay = next.delay(jitter());
                         tracing::warn!(projection = %s.projection, partition = %s.partition, event = %failure.event_id,
                             attempts, ?delay, error = %failure.error, "handler failed transiently; retrying");
                         if sleep_or_stop(delay, &mut shutdown).await {
@@ -182,7 +185,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                         failures = failures.saturating_add(1);
                         tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
                             attempt = failures, "transient failure; retrying");
-                        if sleep_or_stop(s.retry.delay(failures.min(16), jitter()), &mut shutdown).await {
+                        let delay = s.retry.next_action(Failure::Store(e.class()), failures).delay(jitter());
+                        if sleep_or_stop(delay, &mut shutdown).await {
                             return WorkerExit::Stopped;
                         }
                         continue 'connect;
