@@ -5,6 +5,8 @@
 //! Worker (single-threaded wasm) and natively.
 #![allow(async_fn_in_trait)]
 
+pub mod rules;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

@@ -1,0 +1,367 @@
+//! The rules every store applies, written once: input checks, the idempotency decision,
+//! the rescale rule, why a batch commit was refused, status from lag, how a rebuild
+//! counts, and the parked set from stored rows.
+//!
+//! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
+//! translates the answer to its own SQL. None of this does I/O.
+
+use uuid::Uuid;
+
+use crate::dead_letter::{Parked, ParkedSet};
+use crate::error::{Result, StoreError};
+use crate::event::{Checkpoint, Partition};
+use crate::read_model::TableSchema;
+use crate::state::Status;
+use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion};
+
+/// The store's own tables: no read model may take one of these names.
+pub const RESERVED_TABLES: &[&str] = &[
+    "events",
+    "idempotency_keys",
+    "projections",
+    "projection_state",
+    "schema_migrations",
+    "event_failures",
+    "dead_letters",
+    "parked_aggregates",
+    "dead_letter_actions",
+];
+
+/// Name prefixes that belong to a database engine or to the store.
+pub const RESERVED_PREFIXES: &[&str] = &["sqlite_", "pg_", "projector_"];
+
+/// PostgreSQL truncates identifiers past 63 bytes; longer names would silently collide.
+pub const MAX_IDENTIFIER_LEN: usize = 63;
+
+fn invalid(message: String) -> StoreError {
+    StoreError::InvalidInput(message)
+}
+
+/// A projection name: 1 to 63 characters of `[a-z0-9_-]`, as `projections.yaml` allows.
+pub fn check_projection_name(name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(invalid("a projection needs a name".into()));
+    }
+    if name.len() > MAX_IDENTIFIER_LEN
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(format!(
+            "projection name {name:?}: use 1 to {MAX_IDENTIFIER_LEN} characters of a-z, 0-9, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// A plain SQL identifier: `[a-z_][a-z0-9_]*`, at most 63 bytes, so it needs no quoting
+/// and means the same in every dialect.
+fn check_identifier(what: &str, name: &str) -> Result<()> {
+    let mut bytes = name.bytes();
+    let plain = matches!(bytes.next(), Some(b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !plain || name.len() > MAX_IDENTIFIER_LEN {
+        return Err(invalid(format!(
+            "{what} {name:?}: use a lower-case identifier of at most {MAX_IDENTIFIER_LEN} characters \
+             ([a-z_][a-z0-9_]*)"
+        )));
+    }
+    Ok(())
+}
+
+/// A read-model table a handler declares: a plain, unreserved name, a key, and columns
+/// with plain, distinct names.
+pub fn check_table(table: &TableSchema) -> Result<()> {
+    let bad = |reason: String| invalid(format!("read-model table {:?}: {reason}", table.name));
+    check_identifier("read-model table", table.name)?;
+    if RESERVED_TABLES.contains(&table.name) || RESERVED_PREFIXES.iter().any(|p| table.name.starts_with(p)) {
+        return Err(bad("the name is reserved for the store's own tables".into()));
+    }
+    if table.key.is_empty() {
+        return Err(bad("the table has no key columns".into()));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for column in table.all_columns() {
+        check_identifier(&format!("column of read-model table {}", table.name), column.name)?;
+        if !seen.insert(column.name) {
+            return Err(bad(format!("column {:?} appears twice", column.name)));
+        }
+    }
+    Ok(())
+}
+
+/// What `register` takes: a valid name, table and partition count.
+pub fn check_registration(projection: &str, table: &TableSchema, partitions: u32) -> Result<()> {
+    check_projection_name(projection)?;
+    check_table(table)?;
+    if partitions == 0 || partitions > i32::MAX as u32 {
+        return Err(invalid(format!("projection {projection}: partitions must be between 1 and {}", i32::MAX)));
+    }
+    Ok(())
+}
+
+/// A lease needs an owner: an empty one could never be told apart from "nobody".
+pub fn check_owner(projection: &str, partition: Partition, owner: &str) -> Result<()> {
+    if owner.is_empty() {
+        return Err(invalid(format!("claim {projection} partition {partition}: the lease owner is empty")));
+    }
+    Ok(())
+}
+
+/// An append must carry events and a non-negative expected version.
+pub fn check_append(request: &AppendRequest) -> Result<()> {
+    let aggregate = request.aggregate_id;
+    if request.events.is_empty() {
+        return Err(invalid(format!("append to aggregate {aggregate}: no events given")));
+    }
+    if let ExpectedVersion::Exact(v) = request.expected_version {
+        if v < 0 {
+            return Err(invalid(format!(
+                "append to aggregate {aggregate}: expected version {v} is invalid (0 means a new aggregate)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a batch commit can be checked for before it is sent: the checkpoint moves
+/// forward and the partition exists within its count.
+pub fn check_commit(commit: &BatchCommit<'_>) -> Result<()> {
+    let lease = commit.lease;
+    if commit.to < commit.from {
+        return Err(invalid(format!(
+            "commit {} partition {}: the checkpoint would move back from {} to {}",
+            lease.projection, lease.partition, commit.from, commit.to
+        )));
+    }
+    if lease.partition.index >= lease.partition.count {
+        return Err(invalid(format!("commit {}: there is no partition {}", lease.projection, lease.partition)));
+    }
+    Ok(())
+}
+
+/// What a store found after a batch commit's compare-and-set matched no row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedCommit {
+    /// The table the projection is registered with (`None`: no such projection).
+    pub registered_table: Option<String>,
+    /// The partition count it is registered with.
+    pub registered_partitions: Option<u32>,
+    /// The partition's row, if it exists: its lease owner.
+    pub partition_owner: Option<Option<String>>,
+}
+
+/// Why a batch commit's compare-and-set matched nothing, from what the store found.
+pub fn diagnose_refused_commit(commit: &BatchCommit<'_>, found: RefusedCommit) -> StoreError {
+    let lease = commit.lease;
+    let projection = lease.projection.clone();
+    let Some(table) = found.registered_table else {
+        return StoreError::UnknownProjection(projection);
+    };
+    if table != commit.table.name {
+        return invalid(format!("commit {projection}: the projection writes table {table}, not {}", commit.table.name));
+    }
+    let Some(owner) = found.partition_owner else {
+        return invalid(match found.registered_partitions {
+            Some(n) => format!("projection {projection} has {n} partitions; there is no partition {}", lease.partition),
+            None => format!("projection {projection} has no partition {}", lease.partition),
+        });
+    };
+    if owner.as_deref() != Some(lease.owner.as_str()) {
+        return StoreError::LeaseLost {
+            projection,
+            partition: lease.partition.index,
+            owner: owner.unwrap_or_else(|| "nobody".to_owned()),
+        };
+    }
+    StoreError::CheckpointMoved { projection, partition: lease.partition.index }
+}
+
+/// What an idempotency key was stored with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub aggregate_id: Uuid,
+    /// [`request_fingerprint`] of the first append.
+    pub fingerprint: String,
+    /// What the first append wrote.
+    pub outcome: AppendOutcome,
+}
+
+/// The answer to a repeated idempotency key: the first outcome when the request is the
+/// same, a refusal naming the difference when it is not (as payment APIs do: a key
+/// names one request, never "whatever came first").
+pub fn replay_idempotent(key: &str, stored: StoredKey, request: &AppendRequest) -> Result<AppendOutcome> {
+    if stored.aggregate_id != request.aggregate_id {
+        return Err(StoreError::IdempotencyConflict {
+            key: key.to_owned(),
+            reason: format!(
+                "it was used for aggregate {}, this append is for aggregate {}",
+                stored.aggregate_id, request.aggregate_id
+            ),
+        });
+    }
+    if stored.fingerprint != request_fingerprint(request) {
+        return Err(StoreError::IdempotencyConflict {
+            key: key.to_owned(),
+            reason: format!(
+                "it was used for other events on aggregate {} (versions {}..={})",
+                stored.aggregate_id, stored.outcome.first_version, stored.outcome.last_version
+            ),
+        });
+    }
+    Ok(AppendOutcome { deduplicated: true, ..stored.outcome })
+}
+
+/// A stable fingerprint of everything an append says (aggregate, type, expected version,
+/// and each event's id, type, payload, metadata, timestamp and encrypted fields). JSON
+/// objects are read with sorted keys, so the same request always has the same print.
+pub fn request_fingerprint(request: &AppendRequest) -> String {
+    let mut hash = Fnv128::new();
+    hash.field(request.aggregate_id.as_bytes());
+    hash.field(request.aggregate_type.as_bytes());
+    hash.field(
+        match request.expected_version {
+            ExpectedVersion::Any => "any".to_owned(),
+            ExpectedVersion::Exact(v) => v.to_string(),
+        }
+        .as_bytes(),
+    );
+    for event in &request.events {
+        hash.field(event.event_id.map(|id| id.to_string()).unwrap_or_default().as_bytes());
+        hash.field(event.event_type.as_bytes());
+        hash.json(&event.event_data);
+        hash.json(&serde_json::to_value(&event.metadata).unwrap_or(serde_json::Value::Null));
+        hash.field(event.timestamp.map(|t| t.to_rfc3339()).unwrap_or_default().as_bytes());
+        for field in &event.encrypted_fields {
+            hash.field(field.as_bytes());
+        }
+        hash.field(b"\xffend");
+    }
+    format!("fnv128:{:032x}", hash.0)
+}
+
+/// FNV-1a, 128 bits: stable across builds and platforms (unlike the std hashers), and
+/// enough to tell two requests under one key apart; it guards against mistakes, not
+/// against an adversary who controls both requests.
+struct Fnv128(u128);
+
+impl Fnv128 {
+    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
+    const PRIME: u128 = 0x0000000001000000000000000000013B;
+
+    fn new() -> Self {
+        Self(Self::OFFSET)
+    }
+
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u128::from(b);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+    }
+
+    /// Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+    fn field(&mut self, bytes: &[u8]) {
+        self.bytes(&(bytes.len() as u64).to_le_bytes());
+        self.bytes(bytes);
+    }
+
+    fn json(&mut self, value: &serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                self.field(b"{");
+                for key in keys {
+                    self.field(key.as_bytes());
+                    self.json(&map[key]);
+                }
+                self.field(b"}");
+            }
+            Value::Array(items) => {
+                self.field(b"[");
+                items.iter().for_each(|item| self.json(item));
+                self.field(b"]");
+            }
+            scalar => self.field(scalar.to_string().as_bytes()),
+        }
+    }
+}
+
+/// How registering a projection treats its existing partition rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rescale {
+    /// The rows match the partition count: keep them (and their checkpoints).
+    Keep,
+    /// Replace every row with `partitions` rows, all starting at `start`.
+    Reset { start: Checkpoint },
+}
+
+/// One stored partition row, as the rescale rule reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRow {
+    pub index: u32,
+    pub count: u32,
+    pub checkpoint: Checkpoint,
+}
+
+/// Changing the partition count re-splits the aggregates, which is only safe when every
+/// partition stands at the same checkpoint (`projector scale` aligns them first).
+pub fn rescale(projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<Rescale> {
+    let Some(first) = existing.first() else {
+        return Ok(Rescale::Reset { start: Checkpoint::START });
+    };
+    let complete = existing.len() == partitions as usize
+        && existing.iter().all(|row| row.count == partitions && row.index < partitions);
+    if complete {
+        return Ok(Rescale::Keep);
+    }
+    if existing.iter().any(|row| row.checkpoint != first.checkpoint) {
+        let at: Vec<String> = existing.iter().map(|row| format!("{}: {}", row.index, row.checkpoint)).collect();
+        return Err(invalid(format!(
+            "projection {projection}: rescaling from {} to {partitions} partitions needs every partition at the \
+             same checkpoint, but they are at {}; run `projector scale` (which aligns them) or rebuild the \
+             projection",
+            first.count,
+            at.join(", ")
+        )));
+    }
+    Ok(Rescale::Reset { start: first.checkpoint })
+}
+
+impl Status {
+    /// The status to report for a stored status and the lag just measured: running and
+    /// caught up differ only by lag, which changes with every append.
+    pub fn with_lag(self, lag_events: i64) -> Status {
+        match self {
+            Status::Running | Status::CaughtUp if lag_events == 0 => Status::CaughtUp,
+            Status::Running | Status::CaughtUp => Status::Running,
+            other => other,
+        }
+    }
+
+    /// Whether recording this status (with this error text) counts one more error.
+    pub fn counts_as_error(self, error: Option<&str>) -> bool {
+        self == Status::Failed || error.is_some()
+    }
+}
+
+/// The part of a rebuild's applied count a partition's row adds: a rebuild counts its
+/// events once for the projection, on partition 0, so the sum over partitions is right.
+pub fn rebuild_applied_share(partition: u32, events_applied: u64) -> i64 {
+    if partition == 0 {
+        i64::try_from(events_applied).unwrap_or(i64::MAX)
+    } else {
+        0
+    }
+}
+
+impl ParkedSet {
+    /// The parked set of a partition from its stored rows (aggregate, from which
+    /// version, dead letter) read together with `epoch`.
+    pub fn from_rows(epoch: i64, rows: impl IntoIterator<Item = Parked>) -> ParkedSet {
+        ParkedSet { by_aggregate: rows.into_iter().map(|p| (p.aggregate_id, p)).collect(), epoch }
+    }
+}
+
+#[cfg(test)]
+mod tests;

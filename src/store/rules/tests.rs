@@ -1,0 +1,247 @@
+use std::time::Duration;
+
+use super::*;
+use crate::event::NewEvent;
+use crate::read_model::{Column, ColumnType, Merge};
+use crate::store::{Lease, RowChanges};
+
+const KEY: &[Column] = &[Column { name: "id", ty: ColumnType::Uuid, nullable: false, merge: Merge::Replace }];
+const COLUMNS: &[Column] = &[Column { name: "total", ty: ColumnType::BigInt, nullable: false, merge: Merge::Add }];
+
+fn table(name: &'static str) -> &'static TableSchema {
+    Box::leak(Box::new(TableSchema { name, key: KEY, columns: COLUMNS, version_column: None }))
+}
+
+fn request(aggregate: u128, data: serde_json::Value) -> AppendRequest {
+    AppendRequest {
+        aggregate_id: Uuid::from_u128(aggregate),
+        aggregate_type: "user".into(),
+        expected_version: ExpectedVersion::Exact(0),
+        events: vec![NewEvent::new("UserRegistered", data)],
+        idempotency_key: Some("req-1".into()),
+    }
+}
+
+fn at(transaction_id: u64, position: i64) -> Checkpoint {
+    Checkpoint { transaction_id, position }
+}
+
+fn lease(owner: &str) -> Lease {
+    Lease {
+        projection: "p".into(),
+        partition: Partition { index: 1, count: 2 },
+        owner: owner.into(),
+        checkpoint: at(0, 10),
+        parked: ParkedSet::default(),
+    }
+}
+
+fn commit<'a>(lease: &'a Lease, table: &'static TableSchema, from: Checkpoint, to: Checkpoint) -> BatchCommit<'a> {
+    BatchCommit {
+        lease,
+        table,
+        from,
+        to,
+        changes: RowChanges::default(),
+        events_applied: 0,
+        last_event_at: None,
+        lease_ttl: Duration::from_secs(10),
+        dead_letters: Vec::new(),
+    }
+}
+
+fn is_invalid<T: std::fmt::Debug>(result: Result<T>) -> bool {
+    matches!(result, Err(StoreError::InvalidInput(_)))
+}
+
+#[test]
+fn table_names_must_be_plain_and_unreserved() {
+    assert!(check_table(table("user_profile")).is_ok());
+    for name in ["", "events", "projection_state", "dead_letters", "sqlite_x", "pg_x", "bad name", "x;drop", "Upper"] {
+        assert!(is_invalid(check_table(table(name))), "{name:?} must be refused");
+    }
+    assert!(is_invalid(check_table(table(Box::leak("a".repeat(64).into_boxed_str())))));
+}
+
+#[test]
+fn a_table_needs_a_key_and_distinct_plain_columns() {
+    let no_key = Box::leak(Box::new(TableSchema { name: "t", key: &[], columns: COLUMNS, version_column: None }));
+    assert!(is_invalid(check_table(no_key)));
+    let twice = Box::leak(Box::new(TableSchema { name: "t", key: KEY, columns: KEY, version_column: None }));
+    assert!(is_invalid(check_table(twice)));
+    const ODD: &[Column] = &[Column { name: "a b", ty: ColumnType::Text, nullable: true, merge: Merge::Replace }];
+    let odd = Box::leak(Box::new(TableSchema { name: "t", key: KEY, columns: ODD, version_column: None }));
+    assert!(is_invalid(check_table(odd)));
+}
+
+#[test]
+fn registration_needs_a_name_and_at_least_one_partition() {
+    assert!(check_registration("user-profile", table("t"), 1).is_ok());
+    assert!(is_invalid(check_registration("", table("t"), 1)));
+    assert!(is_invalid(check_registration("Bad Name", table("t"), 1)));
+    assert!(is_invalid(check_registration("p", table("t"), 0)));
+}
+
+#[test]
+fn an_empty_owner_cannot_claim() {
+    assert!(is_invalid(check_owner("p", Partition::WHOLE, "")));
+    assert!(check_owner("p", Partition::WHOLE, "runner-1").is_ok());
+}
+
+#[test]
+fn appends_need_events_and_a_valid_expected_version() {
+    assert!(check_append(&request(1, serde_json::json!({}))).is_ok());
+    let mut none = request(1, serde_json::json!({}));
+    none.events.clear();
+    assert!(is_invalid(check_append(&none)));
+    let mut negative = request(1, serde_json::json!({}));
+    negative.expected_version = ExpectedVersion::Exact(-1);
+    assert!(is_invalid(check_append(&negative)));
+}
+
+#[test]
+fn a_commit_may_not_move_the_checkpoint_back() {
+    let lease = lease("me");
+    assert!(check_commit(&commit(&lease, table("t"), at(0, 10), at(0, 10))).is_ok());
+    assert!(check_commit(&commit(&lease, table("t"), at(0, 10), at(0, 20))).is_ok());
+    assert!(is_invalid(check_commit(&commit(&lease, table("t"), at(0, 10), at(0, 9)))));
+    assert!(is_invalid(check_commit(&commit(&lease, table("t"), at(5, 1), at(4, 99)))));
+}
+
+#[test]
+fn a_refused_commit_is_explained_by_what_the_store_found() {
+    let lease = lease("me");
+    let c = commit(&lease, table("t"), at(0, 10), at(0, 20));
+    let found = |table: Option<&str>, owner: Option<Option<&str>>| RefusedCommit {
+        registered_table: table.map(str::to_owned),
+        registered_partitions: Some(2),
+        partition_owner: owner.map(|o| o.map(str::to_owned)),
+    };
+    assert!(matches!(diagnose_refused_commit(&c, found(None, None)), StoreError::UnknownProjection(p) if p == "p"));
+    assert!(matches!(diagnose_refused_commit(&c, found(Some("other"), Some(Some("me")))), StoreError::InvalidInput(m)
+        if m.contains("other")));
+    assert!(matches!(diagnose_refused_commit(&c, found(Some("t"), None)), StoreError::InvalidInput(m)
+        if m.contains("2 partitions")));
+    assert!(matches!(diagnose_refused_commit(&c, found(Some("t"), Some(Some("you")))),
+        StoreError::LeaseLost { owner, partition: 1, .. } if owner == "you"));
+    assert!(matches!(diagnose_refused_commit(&c, found(Some("t"), Some(None))),
+        StoreError::LeaseLost { owner, .. } if owner == "nobody"));
+    assert!(matches!(
+        diagnose_refused_commit(&c, found(Some("t"), Some(Some("me")))),
+        StoreError::CheckpointMoved { partition: 1, .. }
+    ));
+}
+
+fn stored(request: &AppendRequest) -> StoredKey {
+    StoredKey {
+        aggregate_id: request.aggregate_id,
+        fingerprint: request_fingerprint(request),
+        outcome: AppendOutcome {
+            aggregate_id: request.aggregate_id,
+            first_version: 1,
+            last_version: 1,
+            event_ids: vec![Uuid::from_u128(9)],
+            positions: vec![1],
+            deduplicated: false,
+        },
+    }
+}
+
+#[test]
+fn the_same_request_under_a_used_key_returns_the_first_outcome() {
+    let first = request(1, serde_json::json!({"email": "a@example.com", "name": "A"}));
+    let again = request(1, serde_json::json!({"name": "A", "email": "a@example.com"}));
+    let outcome = replay_idempotent("req-1", stored(&first), &again).expect("same request");
+    assert!(outcome.deduplicated);
+    assert_eq!(outcome.event_ids, vec![Uuid::from_u128(9)]);
+}
+
+#[test]
+fn a_used_key_with_another_aggregate_or_other_events_is_refused() {
+    let first = request(1, serde_json::json!({"email": "a@example.com"}));
+    let other_aggregate = request(2, serde_json::json!({"email": "a@example.com"}));
+    let other_payload = request(1, serde_json::json!({"email": "b@example.com"}));
+    let mut other_type = first.clone();
+    other_type.events[0].event_type = "UserRenamed".into();
+    let mut other_version = first.clone();
+    other_version.expected_version = ExpectedVersion::Any;
+    for (what, request) in [
+        ("aggregate", other_aggregate),
+        ("payload", other_payload),
+        ("type", other_type),
+        ("expected version", other_version),
+    ] {
+        let result = replay_idempotent("req-1", stored(&first), &request);
+        assert!(matches!(result, Err(StoreError::IdempotencyConflict { ref key, .. }) if key == "req-1"), "{what}");
+    }
+}
+
+#[test]
+fn fingerprints_tell_field_boundaries_apart() {
+    let a = request(1, serde_json::json!({"ab": "c"}));
+    let b = request(1, serde_json::json!({"a": "bc"}));
+    assert_ne!(request_fingerprint(&a), request_fingerprint(&b));
+    assert_eq!(request_fingerprint(&a), request_fingerprint(&a.clone()));
+}
+
+fn row(index: u32, count: u32, checkpoint: Checkpoint) -> PartitionRow {
+    PartitionRow { index, count, checkpoint }
+}
+
+#[test]
+fn rescaling_keeps_matching_rows_and_resets_aligned_ones() {
+    assert_eq!(rescale("p", &[], 2).unwrap(), Rescale::Reset { start: Checkpoint::START });
+    let two = [row(0, 2, at(0, 5)), row(1, 2, at(0, 9))];
+    assert_eq!(rescale("p", &two, 2).unwrap(), Rescale::Keep);
+    let aligned = [row(0, 2, at(3, 9)), row(1, 2, at(3, 9))];
+    assert_eq!(rescale("p", &aligned, 3).unwrap(), Rescale::Reset { start: at(3, 9) });
+    assert_eq!(rescale("p", &aligned[..1], 2).unwrap(), Rescale::Reset { start: at(3, 9) });
+}
+
+#[test]
+fn rescaling_unaligned_partitions_is_refused_with_their_checkpoints() {
+    let two = [row(0, 2, at(0, 5)), row(1, 2, at(0, 9))];
+    let Err(StoreError::InvalidInput(message)) = rescale("p", &two, 3) else { panic!("must be refused") };
+    assert!(message.contains("0/5") && message.contains("0/9") && message.contains("projector scale"), "{message}");
+}
+
+#[test]
+fn status_follows_lag_only_between_running_and_caught_up() {
+    let table = [
+        (Status::Running, 0, Status::CaughtUp),
+        (Status::Running, 3, Status::Running),
+        (Status::CaughtUp, 0, Status::CaughtUp),
+        (Status::CaughtUp, 3, Status::Running),
+        (Status::Stopped, 0, Status::Stopped),
+        (Status::Failed, 3, Status::Failed),
+        (Status::Rebuilding, 0, Status::Rebuilding),
+    ];
+    for (stored, lag, expected) in table {
+        assert_eq!(stored.with_lag(lag), expected, "{stored} with lag {lag}");
+    }
+}
+
+#[test]
+fn a_failed_status_or_an_error_text_counts_an_error() {
+    assert!(Status::Failed.counts_as_error(None));
+    assert!(Status::Stopped.counts_as_error(Some("stopped at event x")));
+    assert!(!Status::Running.counts_as_error(None));
+}
+
+#[test]
+fn a_rebuild_counts_its_events_once_per_projection() {
+    let shares: i64 = (0..4).map(|p| rebuild_applied_share(p, 1_000)).sum();
+    assert_eq!(shares, 1_000);
+}
+
+#[test]
+fn the_parked_set_is_keyed_by_aggregate() {
+    let rows = [
+        Parked { aggregate_id: Uuid::from_u128(1), from_version: 3, dead_letter_id: 7 },
+        Parked { aggregate_id: Uuid::from_u128(2), from_version: 1, dead_letter_id: 8 },
+    ];
+    let set = ParkedSet::from_rows(4, rows);
+    assert_eq!(set.epoch, 4);
+    assert_eq!(set.by_aggregate[&Uuid::from_u128(1)].from_version, 3);
+    assert_eq!(set.by_aggregate.len(), 2);
+}
