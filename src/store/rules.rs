@@ -138,6 +138,28 @@ pub fn check_commit(commit: &BatchCommit<'_>) -> Result<()> {
     Ok(())
 }
 
+/// The error for a partition row that does not exist: the projection is unknown
+/// (`registered_partitions` is `None`) or has fewer partitions.
+pub fn missing_partition(projection: &str, registered_partitions: Option<u32>, partition: Partition) -> StoreError {
+    match registered_partitions {
+        None => StoreError::UnknownProjection(projection.to_owned()),
+        Some(n) => invalid(format!("projection {projection} has {n} partitions; there is no partition {partition}")),
+    }
+}
+
+/// A claim names the partition count it was split for; a runner configured for another
+/// count would read a different split and skip or repeat events.
+pub fn check_partition_count(projection: &str, stored: u32, partition: Partition) -> Result<()> {
+    if stored != partition.count {
+        return Err(invalid(format!(
+            "projection {projection} is split into {stored} partitions in the store, not {}; \
+             `projector scale {projection} {}` changes the count",
+            partition.count, partition.count
+        )));
+    }
+    Ok(())
+}
+
 /// What a store found after a batch commit's compare-and-set matched no row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefusedCommit {
@@ -160,10 +182,7 @@ pub fn diagnose_refused_commit(commit: &BatchCommit<'_>, found: RefusedCommit) -
         return invalid(format!("commit {projection}: the projection writes table {table}, not {}", commit.table.name));
     }
     let Some(owner) = found.partition_owner else {
-        return invalid(match found.registered_partitions {
-            Some(n) => format!("projection {projection} has {n} partitions; there is no partition {}", lease.partition),
-            None => format!("projection {projection} has no partition {}", lease.partition),
-        });
+        return missing_partition(&projection, found.registered_partitions, lease.partition);
     };
     if owner.as_deref() != Some(lease.owner.as_str()) {
         return StoreError::LeaseLost {
@@ -179,8 +198,9 @@ pub fn diagnose_refused_commit(commit: &BatchCommit<'_>, found: RefusedCommit) -
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
     pub aggregate_id: Uuid,
-    /// [`request_fingerprint`] of the first append.
-    pub fingerprint: String,
+    /// [`request_fingerprint`] of the first append; `None` for keys stored before
+    /// fingerprints were kept, for which only the aggregate is compared.
+    pub fingerprint: Option<String>,
     /// What the first append wrote.
     pub outcome: AppendOutcome,
 }
@@ -198,7 +218,7 @@ pub fn replay_idempotent(key: &str, stored: StoredKey, request: &AppendRequest) 
             ),
         });
     }
-    if stored.fingerprint != request_fingerprint(request) {
+    if stored.fingerprint.is_some_and(|print| print != request_fingerprint(request)) {
         return Err(StoreError::IdempotencyConflict {
             key: key.to_owned(),
             reason: format!(

@@ -135,7 +135,7 @@ fn a_refused_commit_is_explained_by_what_the_store_found() {
 fn stored(request: &AppendRequest) -> StoredKey {
     StoredKey {
         aggregate_id: request.aggregate_id,
-        fingerprint: request_fingerprint(request),
+        fingerprint: Some(request_fingerprint(request)),
         outcome: AppendOutcome {
             aggregate_id: request.aggregate_id,
             first_version: 1,
@@ -174,6 +174,24 @@ fn a_used_key_with_another_aggregate_or_other_events_is_refused() {
         let result = replay_idempotent("req-1", stored(&first), &request);
         assert!(matches!(result, Err(StoreError::IdempotencyConflict { ref key, .. }) if key == "req-1"), "{what}");
     }
+}
+
+#[test]
+fn a_key_stored_without_a_fingerprint_compares_the_aggregate_only() {
+    let first = request(1, serde_json::json!({"email": "a@example.com"}));
+    let legacy = StoredKey { fingerprint: None, ..stored(&first) };
+    assert!(replay_idempotent("req-1", legacy.clone(), &request(1, serde_json::json!({}))).is_ok());
+    assert!(replay_idempotent("req-1", legacy, &request(2, serde_json::json!({}))).is_err());
+}
+
+#[test]
+fn a_partition_count_other_than_the_stored_one_is_refused_with_the_command() {
+    let Err(StoreError::InvalidInput(m)) = check_partition_count("p", 4, Partition { index: 0, count: 1 }) else {
+        panic!("must be refused")
+    };
+    assert!(m.contains("4 partitions") && m.contains("projector scale p 1"), "{m}");
+    assert!(check_partition_count("p", 2, Partition { index: 1, count: 2 }).is_ok());
+    assert!(matches!(missing_partition("p", None, Partition::WHOLE), StoreError::UnknownProjection(_)));
 }
 
 #[test]
