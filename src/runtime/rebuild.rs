@@ -1,0 +1,208 @@
+//! Rebuilding a projection from the full history: read pages in commit-safe order, fold
+//! them in memory while the next page is read, and flush rows in bulk.
+
+use chrono::{DateTime, Utc};
+
+use crate::event::{Checkpoint, DomainEvent, EventFilter};
+use crate::fold::{ApplyError, Fold};
+use crate::handler::ProjectionHandler;
+use crate::read_model::{RowKey, Value};
+use crate::runtime::RuntimeError;
+use crate::store::{ReadBound, RebuildSession, Rebuilds};
+
+/// How a rebuild went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildOutcome {
+    pub events_read: u64,
+    pub events_applied: u64,
+    pub rows_written: u64,
+    pub checkpoint: Checkpoint,
+}
+
+/// Progress callback: events read so far.
+pub trait Progress {
+    fn advanced(&mut self, events_read: u64, checkpoint: Checkpoint);
+}
+
+impl<F: FnMut(u64, Checkpoint)> Progress for F {
+    fn advanced(&mut self, events_read: u64, checkpoint: Checkpoint) {
+        self(events_read, checkpoint)
+    }
+}
+
+/// Rebuilds a projection from the full history, in one transaction.
+///
+/// With `from_position`, only the rows touched by events at or after that global
+/// position are recomputed (from their whole history); all other rows are kept.
+/// Rows are held in memory and flushed in bulk every `flush_rows` rows.
+#[derive(Debug)]
+pub struct Rebuild<'a, H> {
+    handler: &'a H,
+    filter: EventFilter,
+    read_size: usize,
+    flush_rows: usize,
+    from_position: Option<i64>,
+}
+
+impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
+    pub fn new(handler: &'a H, filter: &EventFilter) -> Self {
+        Self {
+            handler,
+            filter: handler.filter().and(filter),
+            read_size: 5_000,
+            flush_rows: 250_000,
+            from_position: None,
+        }
+    }
+
+    pub fn from_position(mut self, position: Option<i64>) -> Self {
+        self.from_position = position;
+        self
+    }
+
+    pub fn flush_rows(mut self, rows: usize) -> Self {
+        self.flush_rows = rows.max(1);
+        self
+    }
+
+    pub fn read_size(mut self, n: usize) -> Self {
+        self.read_size = n.max(1);
+        self
+    }
+
+    pub async fn run<S: Rebuilds>(
+        &self,
+        store: &S,
+        mut progress: impl Progress,
+    ) -> Result<RebuildOutcome, RuntimeError> {
+        let table = self.handler.schema();
+        let mut session = store.begin_rebuild(self.handler.name(), table).await?;
+
+        // Rows a partial rebuild redoes: those touched by events since `from_position`.
+        let only: Option<std::collections::HashSet<H::Key>> = match self.from_position {
+            None => {
+                session.clear_rows(None).await?;
+                None
+            }
+            Some(from) => {
+                let keys = self.touched_keys(&mut session, from).await?;
+                let key_values: Vec<Vec<Value>> = keys
+                    .iter()
+                    .map(|k| {
+                        let mut v = Vec::new();
+                        k.to_values(&mut v);
+                        v
+                    })
+                    .collect();
+                session.clear_rows(Some(&key_values)).await?;
+                Some(keys)
+            }
+        };
+
+        let mut fold = Fold::new(self.handler).assume_absent(true);
+        let mut checkpoint = Checkpoint::START;
+        let mut events_read = 0u64;
+        let mut events_applied = 0u64;
+        let mut rows_written = 0u64;
+        let mut last_event_at: Option<DateTime<Utc>> = None;
+        let mut next = session.read_all(checkpoint, &self.filter, self.read_size).await?;
+        loop {
+            let mut events = std::mem::take(&mut next);
+            let Some(last) = events.last() else { break };
+            checkpoint = last.checkpoint();
+            events_read += events.len() as u64;
+            if let Some(only) = &only {
+                events.retain(|e| self.handler.key(e).is_some_and(|k| only.contains(&k)));
+            }
+            let keys = fold.keys_to_load(&events);
+            if !keys.is_empty() {
+                let rows = session.load_rows(&keys).await?;
+                fold.insert_loaded(&keys, &rows)
+                    .map_err(|e| RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() })?;
+            }
+            let mut gap_events = Vec::new();
+            for gap in fold.gaps(&events) {
+                let found = session
+                    .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
+                    .await?;
+                gap_events.extend(found.into_iter().filter(|e| self.filter.matches(e)));
+            }
+            // Fold this page while the server produces the next one.
+            let (read, folded) = futures_util::future::join(
+                session.read_all(checkpoint, &self.filter, self.read_size),
+                fold_in_steps(&mut fold, &events, &gap_events),
+            )
+            .await;
+            folded?;
+            next = read?;
+            progress.advanced(events_read, checkpoint);
+            if fold.len() >= self.flush_rows {
+                for changes in fold.change_chunks(WRITE_CHUNK) {
+                    rows_written += changes.upserts.len() as u64;
+                    session.write_rows(changes).await?;
+                }
+                events_applied += fold.events_applied();
+                last_event_at = last_event_at.max(fold.last_event_at());
+                fold.reset_counters();
+                fold.evict();
+            }
+        }
+        for changes in fold.change_chunks(WRITE_CHUNK) {
+            rows_written += changes.upserts.len() as u64;
+            session.write_rows(changes).await?;
+        }
+        events_applied += fold.events_applied();
+        last_event_at = last_event_at.max(fold.last_event_at());
+        session.finish(checkpoint, events_applied, last_event_at).await?;
+        Ok(RebuildOutcome { events_read, events_applied, rows_written, checkpoint })
+    }
+
+    async fn touched_keys<R: RebuildSession>(
+        &self,
+        session: &mut R,
+        from: i64,
+    ) -> Result<std::collections::HashSet<H::Key>, RuntimeError> {
+        let mut keys = std::collections::HashSet::new();
+        let mut after = from - 1;
+        loop {
+            let events = session.read_since_position(from, &self.filter, after, self.read_size).await?;
+            let Some(last) = events.last() else { break };
+            after = last.position;
+            keys.extend(events.iter().filter_map(|e| self.handler.key(e)));
+        }
+        Ok(keys)
+    }
+}
+
+/// Rows per write statement when a rebuild flushes.
+const WRITE_CHUNK: usize = 10_000;
+
+/// Applies `events` in steps, yielding between them so that a read joined with this
+/// future (the next page) makes progress meanwhile.
+async fn fold_in_steps<H: ProjectionHandler>(
+    fold: &mut Fold<'_, H>,
+    events: &[DomainEvent],
+    gap_events: &[DomainEvent],
+) -> Result<(), Box<ApplyError>> {
+    for step in events.chunks(512) {
+        fold.apply(step, gap_events)?;
+        YieldNow(false).await;
+    }
+    Ok(())
+}
+
+/// Returns `Pending` once (waking itself at once), so other futures of the task run.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}
