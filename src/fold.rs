@@ -33,6 +33,14 @@ struct Slot<R> {
     stored_version: i64,
     row: Option<R>,
     version: i64,
+    /// Events applied to this row since it was loaded (to undo their count).
+    applied: u64,
+}
+
+impl<R> Slot<R> {
+    fn absent() -> Self {
+        Slot { stored: None, stored_version: 0, row: None, version: 0, applied: 0 }
+    }
 }
 
 enum Change {
@@ -43,6 +51,18 @@ enum Change {
 /// Hash maps keyed by row keys: a fast fixed-seed hasher (keys come from the event log,
 /// and SipHash was a tenth of a rebuild's client time).
 type Map<K, V> = HashMap<K, V, foldhash::fast::FixedState>;
+
+/// A set of row keys, hashed like [`Map`].
+pub type KeySet<K> = std::collections::HashSet<K, foldhash::fast::FixedState>;
+
+/// Where applying a batch stopped: the index of the batch event being applied (the
+/// failure may be a gap event applied just before it) and the failure. Every event
+/// before that index was applied.
+#[derive(Debug)]
+pub struct Halt {
+    pub index: usize,
+    pub failure: Box<ApplyError>,
+}
 
 /// A missing stretch of an aggregate's versions that must be applied before the event
 /// that revealed it (see [`Fold::gaps`]).
@@ -130,13 +150,13 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             let key = H::Key::from_values(&mut reader)?;
             let row = H::Row::from_values(&mut reader)?;
             let version = if schema.version_column.is_some() { reader.bigint()? } else { 0 };
-            self.slots
-                .insert(key, Slot { stored: Some(row.clone()), stored_version: version, row: Some(row), version });
+            let slot = Slot { stored: Some(row.clone()), stored_version: version, row: Some(row), version, applied: 0 };
+            self.slots.insert(key, slot);
         }
         for key_values in requested {
             let mut reader = RowReader::new(schema, key_values);
             let key = H::Key::from_values(&mut reader)?;
-            self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+            self.slots.entry(key).or_insert_with(Slot::absent);
         }
         Ok(())
     }
@@ -183,6 +203,81 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         gap_events: &[DomainEvent],
         held: impl Fn(&DomainEvent) -> bool,
     ) -> Result<(), Box<ApplyError>> {
+        self.apply_from(events, gap_events, 0, held).map_err(|halt| halt.failure)
+    }
+
+    /// Applies `events[start..]` in order, leaving out the `held` ones; gap events are
+    /// applied just before the first event that needs them. On a failure, says at which
+    /// batch event it stopped, so the caller can go on from there without folding the
+    /// batch again.
+    pub fn apply_from(
+        &mut self,
+        events: &[DomainEvent],
+        gap_events: &[DomainEvent],
+        start: usize,
+        held: impl Fn(&DomainEvent) -> bool,
+    ) -> Result<(), Halt> {
+        self.apply_rows(events, gap_events, start, &held, None)
+    }
+
+    /// Puts the rows at `keys` back as the store holds them and applies `events` again
+    /// to those rows only, leaving out the `held` ones: after a failure parks an
+    /// aggregate, the rows its later versions already reached are replayed without them.
+    pub fn redo_rows(
+        &mut self,
+        keys: &KeySet<H::Key>,
+        events: &[DomainEvent],
+        gap_events: &[DomainEvent],
+        held: impl Fn(&DomainEvent) -> bool,
+    ) -> Result<(), Box<ApplyError>> {
+        for key in keys {
+            if let Some(slot) = self.slots.get_mut(key) {
+                self.events_applied -= slot.applied;
+                slot.row = slot.stored.clone();
+                slot.version = slot.stored_version;
+                slot.applied = 0;
+            }
+        }
+        self.apply_rows(events, gap_events, 0, &held, Some(keys)).map_err(|halt| halt.failure)
+    }
+
+    /// After `failed` halted [`Fold::apply_from`] at `index` and its aggregate was
+    /// parked from its version (`held` says so now), puts back every row the parked
+    /// versions reached (the failing event's own row too: a handler may touch it before
+    /// failing) and replays the batch before `index` on those rows only.
+    pub fn take_out(
+        &mut self,
+        events: &[DomainEvent],
+        gap_events: &[DomainEvent],
+        index: usize,
+        failed: &DomainEvent,
+        held: impl Fn(&DomainEvent) -> bool,
+    ) -> Result<(), Box<ApplyError>> {
+        let parked = |e: &DomainEvent| e.aggregate_id == failed.aggregate_id && e.version >= failed.version;
+        let reached: KeySet<H::Key> = events[..=index.min(events.len().saturating_sub(1))]
+            .iter()
+            .chain(gap_events)
+            .chain(std::iter::once(failed))
+            .filter(|e| parked(e))
+            .filter_map(|e| self.handler.key(e))
+            .collect();
+        if reached.is_empty() {
+            return Ok(());
+        }
+        self.redo_rows(&reached, &events[..index], gap_events, held)
+    }
+
+    fn apply_rows(
+        &mut self,
+        events: &[DomainEvent],
+        gap_events: &[DomainEvent],
+        start: usize,
+        held: &dyn Fn(&DomainEvent) -> bool,
+        only: Option<&KeySet<H::Key>>,
+    ) -> Result<(), Halt> {
+        let wanted = |fold: &Self, e: &DomainEvent| {
+            !held(e) && only.is_none_or(|keys| fold.handler.key(e).is_some_and(|k| keys.contains(&k)))
+        };
         let mut fill: Map<Uuid, Vec<&DomainEvent>> = Map::default();
         for e in gap_events {
             fill.entry(e.aggregate_id).or_default().push(e);
@@ -190,18 +285,19 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         for list in fill.values_mut() {
             list.sort_by_key(|e| e.version);
         }
-        for event in events {
-            if held(event) {
+        for (index, event) in events.iter().enumerate().skip(start) {
+            if !wanted(self, event) {
                 continue;
             }
+            let halt = |failure| Halt { index, failure };
             if let Some(missing) = fill.get(&event.aggregate_id) {
                 let due: Vec<&DomainEvent> =
-                    missing.iter().copied().filter(|e| e.version < event.version && !held(e)).collect();
+                    missing.iter().copied().filter(|e| e.version < event.version && wanted(self, e)).collect();
                 for e in due {
-                    self.apply_one(e)?;
+                    self.apply_one(e).map_err(halt)?;
                 }
             }
-            self.apply_one(event)?;
+            self.apply_one(event).map_err(halt)?;
         }
         Ok(())
     }
@@ -212,7 +308,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             return Ok(());
         };
         let versioned = self.versioned();
-        let slot = self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+        let slot = self.slots.entry(key).or_insert_with(Slot::absent);
         if versioned && event.version <= slot.version {
             return Ok(());
         }
@@ -229,6 +325,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         if versioned {
             slot.version = event.version;
         }
+        slot.applied += 1;
         self.events_applied += 1;
         self.last_event_at = Some(self.last_event_at.map_or(event.timestamp, |t| t.max(event.timestamp)));
         Ok(())
@@ -309,7 +406,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     /// Marks `version` of the row at `key` as consumed without applying it (an operator
     /// skipped or discarded it), so the next version follows without a gap.
     pub fn consume_version(&mut self, key: H::Key, version: i64) {
-        let slot = self.slots.entry(key).or_insert(Slot { stored: None, stored_version: 0, row: None, version: 0 });
+        let slot = self.slots.entry(key).or_insert_with(Slot::absent);
         slot.version = slot.version.max(version);
     }
 
@@ -346,3 +443,6 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         out
     }
 }
+
+#[cfg(test)]
+mod tests;

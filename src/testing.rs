@@ -65,9 +65,7 @@ impl<'h, H: ProjectionHandler> Scenario<'h, H> {
             event.version = *v + 1;
         }
         *v = (*v).max(event.version);
-        if let Err(e) = self.fold.apply_one(&event) {
-            self.last_error = Some(e.error);
-        }
+        self.last_error = self.fold.apply_one(&event).err().map(|e| e.error);
         self
     }
 
@@ -81,7 +79,7 @@ impl<'h, H: ProjectionHandler> Scenario<'h, H> {
         self
     }
 
-    /// Asserts that the last given event failed.
+    /// Asserts that the last given event failed (an earlier failure does not count).
     pub fn then_error(self, check: impl FnOnce(&HandlerError) -> bool) -> Self {
         let err = self.last_error.as_ref().expect("expected the last event to fail, but it applied");
         assert!(check(err), "unexpected error: {err}");

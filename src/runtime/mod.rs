@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use crate::dead_letter::{DeadLetter, OnFailure, Parked};
 use crate::error::{ErrorClass, StoreError};
 use crate::event::{Checkpoint, DomainEvent, EventFilter};
-use crate::fold::{ApplyError, Fold};
+use crate::fold::{ApplyError, Fold, Halt};
 use crate::handler::ProjectionHandler;
 
 use crate::retry::{Failure, RetryAction, RetryPolicy};
@@ -168,22 +168,22 @@ where
         // Aggregates parked by failures in this batch: from which version on.
         let mut parked_now: BTreeMap<Uuid, i64> = BTreeMap::new();
         let mut letters: Vec<DeadLetter> = Vec::new();
-        let mut gap_events: Option<Vec<DomainEvent>> = None;
-        let fold = loop {
+        let mut fold = Fold::new(self.handler);
+        fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
+        let gap_events = read_gaps(self.store, &fold, &events, &self.filter, |e| parked.holds(e)).await?;
+        // The batch is folded once: after a failure, only the rows the parked versions
+        // reached are replayed, and applying goes on where it stopped.
+        let mut start = 0;
+        loop {
             let held =
                 |e: &DomainEvent| parked.holds(e) || parked_now.get(&e.aggregate_id).is_some_and(|v| e.version >= *v);
-            let mut fold = Fold::new(self.handler);
-            fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
-            if gap_events.is_none() {
-                gap_events = Some(read_gaps(self.store, &fold, &events, &self.filter, &held).await?);
-            }
-            let Err(failure) = fold.apply_except(&events, gap_events.as_deref().unwrap_or_default(), held) else {
-                break fold;
+            let Err(Halt { index, failure }) = fold.apply_from(&events, &gap_events, start, held) else {
+                break;
             };
             // Which event failed: from the batch or from a gap read.
             let event = events
                 .iter()
-                .chain(gap_events.iter().flatten())
+                .chain(&gap_events)
                 .find(|e| e.event_id == failure.event_id)
                 .expect("the failing event is one of the batch's")
                 .clone();
@@ -212,7 +212,11 @@ where
                 DateTime::<Utc>::MIN_UTC,
             ));
             parked_now.insert(event.aggregate_id, event.version);
-        };
+            let held =
+                |e: &DomainEvent| parked.holds(e) || parked_now.get(&e.aggregate_id).is_some_and(|v| e.version >= *v);
+            fold.take_out(&events, &gap_events, index, &event, held)?;
+            start = index;
+        }
 
         let dead_lettered = letters.len() as u64;
         let letters_sent: Vec<Uuid> = letters.iter().map(|l| l.event_id).collect();
