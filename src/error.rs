@@ -14,7 +14,8 @@ pub enum ErrorClass {
 /// A handler could not apply an event.
 ///
 /// ### Handling
-/// `Payload` and `Rejected` are permanent: the event goes to the dead-letter queue.
+/// `Payload`, `Rejected` and `Panicked` are permanent: the event goes to the dead-letter
+/// queue and parks its aggregate.
 /// `Transient` asks the runtime to retry the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -25,6 +26,9 @@ pub enum HandlerError {
     Rejected { event_id: Uuid, reason: String },
     #[error("transient handler failure: {0}")]
     Transient(String),
+    /// The handler panicked on the event: a bug that the same event will hit again.
+    #[error("event {event_id}: the handler panicked: {message}")]
+    Panicked { event_id: Uuid, message: String },
 }
 
 impl HandlerError {

@@ -54,10 +54,32 @@ impl DomainEvent {
     ///
     /// A payload that does not fit is a permanent error naming the event.
     pub fn data<T: DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        self.check_payload_shape()?;
         serde_json::from_str(self.event_data.get()).map_err(|e| HandlerError::Payload {
             event_id: self.event_id,
             event_type: self.event_type.clone(),
             reason: e.to_string(),
+        })
+    }
+
+    /// A payload is a JSON object; anything else (an array would decode by position into
+    /// a handler's struct) is a permanent error naming the event.
+    pub fn check_payload_shape(&self) -> Result<(), HandlerError> {
+        let text = self.event_data.get().trim_start();
+        if text.starts_with('{') {
+            return Ok(());
+        }
+        let found = match text.as_bytes().first() {
+            Some(b'[') => "an array",
+            Some(b'"') => "a string",
+            Some(b'n') => "null",
+            Some(b't' | b'f') => "a boolean",
+            _ => "a number",
+        };
+        Err(HandlerError::Payload {
+            event_id: self.event_id,
+            event_type: self.event_type.clone(),
+            reason: format!("the payload is {found}, not a JSON object"),
         })
     }
 

@@ -304,15 +304,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
 
     /// Applies one event unless the projection already has it.
     pub fn apply_one(&mut self, event: &DomainEvent) -> Result<(), Box<ApplyError>> {
-        let Some(key) = self.handler.key(event) else {
-            return Ok(());
-        };
-        let versioned = self.versioned();
-        let slot = self.slots.entry(key).or_insert_with(Slot::absent);
-        if versioned && event.version <= slot.version {
-            return Ok(());
-        }
-        self.handler.handle(&mut slot.row, event).map_err(|error| {
+        let failed = |error| {
             Box::new(ApplyError {
                 projection: self.handler.name(),
                 event_id: event.event_id,
@@ -321,7 +313,25 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
                 version: event.version,
                 error,
             })
-        })?;
+        };
+        // Checked before the handler sees the event (even one it would ignore), so a
+        // malformed row fails the same way for every projection.
+        event.check_payload_shape().map_err(failed)?;
+        let Some(key) = self.handler.key(event) else {
+            return Ok(());
+        };
+        let versioned = self.versioned();
+        let slot = self.slots.entry(key).or_insert_with(Slot::absent);
+        if versioned && event.version <= slot.version {
+            return Ok(());
+        }
+        // A panic is the handler's bug on this event: it dead-letters the event and parks
+        // its aggregate instead of taking the partition down with it.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handler.handle(&mut slot.row, event)))
+            .unwrap_or_else(|panic| {
+                Err(HandlerError::Panicked { event_id: event.event_id, message: panic_message(panic.as_ref()) })
+            })
+            .map_err(failed)?;
         if versioned {
             slot.version = event.version;
         }
@@ -442,6 +452,15 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         }
         out
     }
+}
+
+/// The text a panic carries (`panic!` with a literal or a formatted message).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 #[cfg(test)]

@@ -55,6 +55,9 @@ impl ProjectionHandler for Counting {
         self.calls.fetch_add(1, Atomic::Relaxed);
         // Touches the row before failing, as a handler may.
         row.get_or_insert(Count(0)).0 += 1;
+        if event.event_type == "Crash" {
+            panic!("crashed on {}", event.event_id);
+        }
         if event.event_type == "Poison" {
             return Err(HandlerError::Rejected { event_id: event.event_id, reason: "poison".into() });
         }
@@ -151,4 +154,40 @@ fn scenario_then_error_fails_when_a_later_event_applied() {
         .given(batch(&[(2, 1, "a", "Poison")]).remove(0))
         .given(batch(&[(1, 1, "a", "Ok")]).remove(0))
         .then_error(|_| true);
+}
+
+#[test]
+fn a_handler_panic_is_a_permanent_failure_of_that_event() {
+    let handler = Counting::default();
+    let mut fold = Fold::new(&handler).assume_absent(true);
+    let events = batch(&[(1, 1, "a", "Ok"), (2, 1, "a", "Crash"), (3, 1, "b", "Ok")]);
+    let halt = fold.apply_from(&events, &[], 0, |_| false).expect_err("the crash fails");
+    assert_eq!(halt.index, 1);
+    assert!(
+        matches!(&halt.failure.error, HandlerError::Panicked { message, .. } if message.contains("crashed on")),
+        "{:?}",
+        halt.failure.error
+    );
+    assert_eq!(halt.failure.error.class(), crate::ErrorClass::Permanent);
+    let parked = |e: &DomainEvent| e.aggregate_id == Uuid::from_u128(2);
+    fold.take_out(&events, &[], halt.index, &events[halt.index], parked).expect("replay");
+    fold.apply_from(&events, &[], halt.index, parked).expect("the rest applies");
+    assert_eq!(fold.row(&"a".to_owned()), Some(&Count(1)));
+    assert_eq!(fold.row(&"b".to_owned()), Some(&Count(1)));
+}
+
+#[test]
+fn a_payload_that_is_not_an_object_fails_for_every_handler() {
+    let handler = Counting::default();
+    for (payload, found) in [("[1,2]", "an array"), ("null", "null"), ("\"x\"", "a string"), ("7", "a number")] {
+        let mut fold = Fold::new(&handler).assume_absent(true);
+        let mut e = batch(&[(1, 1, "a", "Ok")]).remove(0);
+        e.event_data = serde_json::value::RawValue::from_string(payload.to_owned()).unwrap();
+        let failure = fold.apply_one(&e).expect_err("not an object");
+        assert!(
+            matches!(&failure.error, HandlerError::Payload { reason, .. } if reason.contains(found)),
+            "{payload}: {:?}",
+            failure.error
+        );
+    }
 }
