@@ -2,20 +2,17 @@
 //! must pass, written against the core traits only.
 //!
 //! ```ignore
-//! #[tokio::test]
-//! async fn my_store_meets_the_contract() {
-//!     projector_tests::contract::run_all(|| async { MyStore::fresh().await }).await;
-//! }
+//! projector_tests::contract_tests!(MyStore::open_in_memory().expect("a store"));
 //! ```
 //!
-//! Every check takes a fresh, empty store (the factory's job) and panics with a message
-//! naming what differed. Checks may also be run one by one (`contract::idempotency(&store)`).
+//! expands to one `#[tokio::test]` per check, named after it. Every check takes a fresh,
+//! empty store and panics with a message naming what differed; a check may also be called
+//! on its own (`contract::idempotency(&store)`).
 //!
 //! Stores may normalise JSON text (PostgreSQL's `jsonb` reorders keys and adds spaces),
 //! so payloads are compared as parsed JSON, never as text.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as Span, NaiveDate, TimeZone, Utc};
@@ -33,35 +30,6 @@ use uuid::Uuid;
 /// Everything the suite needs of a store.
 pub trait ContractStore: EventStore + ProjectionStore + Rebuilds {}
 impl<T: EventStore + ProjectionStore + Rebuilds> ContractStore for T {}
-
-/// Runs every check, each on a fresh store from `fresh`.
-pub async fn run_all<S, F, Fut>(fresh: F)
-where
-    S: ContractStore,
-    F: Fn() -> Fut,
-    Fut: Future<Output = S>,
-{
-    macro_rules! check {
-        ($($name:ident),* $(,)?) => {$(
-            eprintln!("contract check: {}", stringify!($name));
-            $name(&fresh().await).await;
-        )*};
-    }
-    check!(
-        append_and_read_back,
-        expected_version_conflict,
-        concurrent_appends_one_wins,
-        idempotency,
-        read_aggregate_bounds,
-        read_all_paging_filters_and_partitions,
-        register_and_claim,
-        commit_moves_checkpoint_and_writes_rows,
-        status_and_lag,
-        rescale_needs_aligned_checkpoints,
-        end_to_end_with_the_example_projections,
-        abandoned_rebuild_changes_nothing,
-    );
-}
 
 // ---------------------------------------------------------------------------------------
 // Helpers

@@ -1,5 +1,6 @@
 //! The failure-handling suite every store must pass: dead letters, per-aggregate
 //! parking, operator repairs and `on_failure: stop`, driven through the real runtime.
+//! `failure_tests!` runs each check as a test of its own, on a fresh store.
 
 use std::time::Duration;
 
@@ -67,30 +68,6 @@ async fn poisoned_history<S: FailureStore>(store: &S) -> (Uuid, Uuid, AppendOutc
     let last = append(store, a, "PlanUpgraded", json!({"plan": "team"})).await;
     settle(store, &last).await;
     (a, b, last)
-}
-
-pub async fn run_all<S, F, Fut>(fresh: F)
-where
-    S: FailureStore,
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = S>,
-{
-    macro_rules! check {
-        ($($name:ident),* $(,)?) => {$(
-            eprintln!("failure check: {}", stringify!($name));
-            $name(&fresh().await).await;
-        )*};
-    }
-    check!(
-        a_permanent_failure_dead_letters_at_once_and_parks_only_its_aggregate,
-        retry_after_the_fix_applies_the_parked_sequence_in_order,
-        skip_drops_one_event_and_applies_the_rest,
-        discard_drops_the_sequence_and_later_events_apply,
-        a_repair_of_an_unknown_or_closed_letter_is_refused_clearly,
-        stop_applies_nothing_after_the_failing_event,
-        a_transient_failure_is_retried_then_dead_lettered_with_its_attempts,
-        a_transient_failure_that_heals_applies_once_and_forgets_its_attempts,
-    );
 }
 
 pub async fn a_permanent_failure_dead_letters_at_once_and_parks_only_its_aggregate<S: FailureStore>(store: &S) {
