@@ -60,6 +60,12 @@ macro_rules! failure_tests {
             stop_applies_nothing_after_the_failing_event,
             a_transient_failure_is_retried_then_dead_lettered_with_its_attempts,
             a_transient_failure_that_heals_applies_once_and_forgets_its_attempts,
+            a_commit_with_dead_letters_parks_their_aggregates_and_moves_the_epoch,
+            claim_returns_the_parked_set_of_its_partition_only,
+            record_failure_counts_attempts_and_keeps_the_first_failure,
+            the_queue_stores_lists_and_resolves_letters,
+            begin_repair_finds_the_letter_its_parking_and_its_partition,
+            a_repair_session_commits_everything_or_nothing,
         );
     };
     ($($fresh:tt)+) => {
