@@ -1,13 +1,15 @@
 //! Shared test support.
 
 pub mod contract;
+pub mod drift;
 pub mod failures;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
 
-/// One `#[tokio::test]` per check of the store conformance suite ([`contract`]), named
-/// after the check, each on a fresh store: a failing check hides no other.
+/// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
+/// [`drift`]), named after the check, each on a fresh store: a failing check hides no
+/// other.
 ///
 /// The argument makes the fresh store: `let` statements first, for whatever must outlive
 /// the check (a temporary directory, a database), then the store expression. Both may
@@ -36,6 +38,10 @@ macro_rules! contract_tests {
             rescale_needs_aligned_checkpoints,
             end_to_end_with_the_example_projections,
             abandoned_rebuild_changes_nothing,
+        );
+        $crate::__store_tests!($attr $fresh drift:
+            an_idempotency_key_reused_for_another_aggregate_is_refused,
+            an_idempotency_key_reused_with_other_events_is_refused,
         );
     };
     ($($fresh:tt)+) => {
