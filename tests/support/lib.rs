@@ -42,6 +42,9 @@ macro_rules! contract_tests {
         $crate::__store_tests!($attr $fresh drift:
             an_idempotency_key_reused_for_another_aggregate_is_refused,
             an_idempotency_key_reused_with_other_events_is_refused,
+            a_rebuild_adds_its_events_once_to_the_applied_count,
+            a_failed_status_counts_an_error,
+            a_dead_letter_for_an_unknown_projection_is_refused_by_name,
         );
     };
     ($($fresh:tt)+) => {
