@@ -45,6 +45,14 @@ macro_rules! contract_tests {
             a_rebuild_adds_its_events_once_to_the_applied_count,
             a_failed_status_counts_an_error,
             a_dead_letter_for_an_unknown_projection_is_refused_by_name,
+            a_reserved_read_model_table_name_is_refused,
+            a_read_model_table_name_that_is_not_a_plain_identifier_is_refused,
+            an_empty_projection_name_is_refused,
+            a_claim_without_an_owner_is_refused,
+            a_commit_whose_end_is_before_its_start_is_refused,
+            a_commit_to_another_table_than_the_projections_is_refused,
+            an_expected_version_below_zero_is_refused,
+            an_append_without_events_is_refused,
         );
     };
     ($($fresh:tt)+) => {
