@@ -1,22 +1,18 @@
-//! The store conformance suite on the embedded (SQLite) store, in memory and on files.
+//! The store conformance suite on the embedded (SQLite) store, in memory and on files:
+//! one test per check, each on a fresh store.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod in_memory {
+    use projector_embedded::EmbeddedStore;
 
-use projector_embedded::EmbeddedStore;
-use projector_tests::contract;
-
-#[tokio::test]
-async fn embedded_in_memory_meets_the_contract() {
-    contract::run_all(|| async { EmbeddedStore::open_in_memory().expect("open an in-memory store") }).await;
+    projector_tests::contract_tests!(EmbeddedStore::open_in_memory().expect("open an in-memory store"));
 }
 
-#[tokio::test]
-async fn embedded_file_meets_the_contract() {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let next = AtomicUsize::new(0);
-    contract::run_all(|| {
-        let path = dir.path().join(format!("nested/store-{}.db", next.fetch_add(1, Ordering::Relaxed)));
-        async move { EmbeddedStore::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display())) }
-    })
-    .await;
+mod on_files {
+    use projector_embedded::EmbeddedStore;
+
+    projector_tests::contract_tests!(
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("nested/store.db");
+        EmbeddedStore::open(&path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+    );
 }

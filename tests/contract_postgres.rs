@@ -1,18 +1,10 @@
-//! The store conformance suite on PostgreSQL, one fresh database per check.
+//! The store conformance suite on PostgreSQL: one test per check, each on a fresh
+//! database that lives as long as the test.
 
-use std::sync::Mutex;
-
-use projector_tests::contract;
 use projector_tests::pg::TestDb;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_meets_the_contract() {
-    let databases: Mutex<Vec<TestDb>> = Mutex::new(Vec::new());
-    contract::run_all(|| async {
-        let db = TestDb::new().await;
-        let store = db.store().await;
-        databases.lock().expect("database list").push(db);
-        store
-    })
-    .await;
-}
+projector_tests::contract_tests!(
+    flavor: multi_thread;
+    let db = TestDb::new().await;
+    db.store().await
+);

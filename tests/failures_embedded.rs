@@ -1,9 +1,6 @@
-//! Failure handling on the embedded store: the shared suite, and concurrent repairs.
+//! The failure-handling suite on the embedded store: one test per check, each on a fresh
+//! in-memory store.
 
 use projector_embedded::EmbeddedStore;
-use projector_tests::failures;
 
-#[tokio::test]
-async fn embedded_meets_the_failure_handling_contract() {
-    failures::run_all(|| async { EmbeddedStore::open_in_memory().expect("open an in-memory store") }).await;
-}
+projector_tests::failure_tests!(EmbeddedStore::open_in_memory().expect("open an in-memory store"));

@@ -1,7 +1,7 @@
-//! Failure handling on PostgreSQL: the shared suite, concurrent repairs, and the local
-//! worker's backoff against a handler that never heals.
+//! Failure handling on PostgreSQL: the shared suite (one test per check), concurrent
+//! repairs, and the local worker's backoff against a handler that never heals.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use projection_user_profile::UserProfile;
@@ -11,23 +11,17 @@ use projector::{
     RetryPolicy,
 };
 use projector_local::{run_partition, PgConnector, WorkerExit, WorkerSettings};
-use projector_tests::failures::{self, append, user};
+use projector_tests::failures::{append, user};
 use projector_tests::ledger::Ledger;
 use projector_tests::pg::TestDb;
 use projector_tests::poison::Poisonable;
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_meets_the_failure_handling_contract() {
-    let databases: Mutex<Vec<TestDb>> = Mutex::new(Vec::new());
-    failures::run_all(|| async {
-        let db = TestDb::new().await;
-        let store = db.store().await;
-        databases.lock().expect("database list").push(db);
-        store
-    })
-    .await;
-}
+projector_tests::failure_tests!(
+    flavor: multi_thread;
+    let db = TestDb::new().await;
+    db.store().await
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_concurrent_retries_apply_nothing_twice() {

@@ -1,7 +1,115 @@
 //! Shared test support.
 
 pub mod contract;
+pub mod drift;
 pub mod failures;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
+
+/// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
+/// [`drift`]), named after the check, each on a fresh store: a failing check hides no
+/// other.
+///
+/// The argument makes the fresh store: `let` statements first, for whatever must outlive
+/// the check (a temporary directory, a database), then the store expression. Both may
+/// `.await`. With `flavor: multi_thread;` in front, every test runs on two worker threads.
+///
+/// ```ignore
+/// projector_tests::contract_tests!(MyStore::open_in_memory().expect("a store"));
+/// projector_tests::contract_tests!(flavor: multi_thread; let db = TestDb::new().await; db.store().await);
+/// ```
+#[macro_export]
+macro_rules! contract_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::contract_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh contract:
+            append_and_read_back,
+            expected_version_conflict,
+            concurrent_appends_one_wins,
+            idempotency,
+            read_aggregate_bounds,
+            read_all_paging_filters_and_partitions,
+            register_and_claim,
+            commit_moves_checkpoint_and_writes_rows,
+            status_and_lag,
+            rescale_needs_aligned_checkpoints,
+            end_to_end_with_the_example_projections,
+            abandoned_rebuild_changes_nothing,
+        );
+        $crate::__store_tests!($attr $fresh drift:
+            an_idempotency_key_reused_for_another_aggregate_is_refused,
+            an_idempotency_key_reused_with_other_events_is_refused,
+            a_rebuild_adds_its_events_once_to_the_applied_count,
+            a_failed_status_counts_an_error,
+            a_dead_letter_for_an_unknown_projection_is_refused_by_name,
+            a_reserved_read_model_table_name_is_refused,
+            a_read_model_table_name_that_is_not_a_plain_identifier_is_refused,
+            an_empty_projection_name_is_refused,
+            a_claim_without_an_owner_is_refused,
+            a_commit_whose_end_is_before_its_start_is_refused,
+            a_commit_to_another_table_than_the_projections_is_refused,
+            an_expected_version_below_zero_is_refused,
+            an_append_without_events_is_refused,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::contract_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
+}
+
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`]); the
+/// argument is as for [`contract_tests!`].
+#[macro_export]
+macro_rules! failure_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::failure_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh failures:
+            a_permanent_failure_dead_letters_at_once_and_parks_only_its_aggregate,
+            retry_after_the_fix_applies_the_parked_sequence_in_order,
+            skip_drops_one_event_and_applies_the_rest,
+            discard_drops_the_sequence_and_later_events_apply,
+            a_repair_of_an_unknown_or_closed_letter_is_refused_clearly,
+            stop_applies_nothing_after_the_failing_event,
+            a_transient_failure_is_retried_then_dead_lettered_with_its_attempts,
+            a_transient_failure_that_heals_applies_once_and_forgets_its_attempts,
+            a_commit_with_dead_letters_parks_their_aggregates_and_moves_the_epoch,
+            claim_returns_the_parked_set_of_its_partition_only,
+            record_failure_counts_attempts_and_keeps_the_first_failure,
+            the_queue_stores_lists_and_resolves_letters,
+            begin_repair_finds_the_letter_its_parking_and_its_partition,
+            a_repair_session_commits_everything_or_nothing,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::failure_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
+}
+
+/// `#[$attr] async fn check() { <fresh store>; suite::check(&store).await }` per check.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_tests {
+    ($attr:tt $fresh:tt $suite:ident: $($check:ident),+ $(,)?) => {$(
+        #$attr
+        async fn $check() {
+            $crate::__fresh_store!($fresh store);
+            $crate::$suite::$check(&store).await;
+        }
+    )+};
+}
+
+/// Binds `$name` to a fresh store, keeping the `let` bindings before it alive in the
+/// caller's scope.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __fresh_store {
+    ({ $(let $bind:pat = $init:expr;)* $store:expr } $name:ident) => {
+        $(let $bind = $init;)*
+        let $name = $store;
+    };
+}
