@@ -36,45 +36,29 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
 use projector::{
     AppendOutcome, AppendRequest, BatchCommit, Checkpoint, DeadLetter, DeadLetterFilter, DeadLetterQueue,
     DeadLetterStatus, DomainEvent, EventFilter, EventStore, FailureRecord, Lease, OperatorAction, Partition,
     ProjectionState, ProjectionStore, ReadBound, Rebuilds, Repairs, Status, StoreError, TableSchema, Value,
 };
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, OpenFlags};
 use uuid::Uuid;
 
 mod codec;
 mod dead_letters;
 mod error;
 mod events;
+mod migrate;
 mod projections;
 mod rebuild;
 
 pub use dead_letters::EmbeddedRepair;
+pub use migrate::{Migration, MIGRATIONS};
 pub use rebuild::EmbeddedRebuild;
 
 use crate::error::Context;
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// One schema migration: applied once, in version order, recorded in
-/// `schema_migrations`.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
-/// The schema, oldest first.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "0001_events", sql: include_str!("../sql/0001_events.sql") },
-    Migration { version: 2, name: "0002_idempotency_keys", sql: include_str!("../sql/0002_idempotency_keys.sql") },
-    Migration { version: 3, name: "0003_projections", sql: include_str!("../sql/0003_projections.sql") },
-    Migration { version: 4, name: "0004_dead_letters", sql: include_str!("../sql/0004_dead_letters.sql") },
-];
 
 /// How long a writer waits for another (thread or process) to release the database.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -155,43 +139,12 @@ impl EmbeddedStore {
     /// Applies the migrations this file does not have yet. Idempotent, and safe while
     /// other processes open the same file.
     pub fn migrate(&self) -> Result<()> {
-        let shown = self.describe();
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| format!("migrate embedded store {shown}"))?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (\
-                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-        )
-        .context(|| format!("migrate embedded store {shown}"))?;
-        let applied: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
-            .context(|| format!("migrate embedded store {shown}"))?;
-        let newest = MIGRATIONS.last().map_or(0, |m| m.version);
-        if applied > newest {
-            return Err(StoreError::Schema(format!(
-                "embedded store {shown} has schema version {applied}, newer than this build knows ({newest}); \
-                 upgrade Projector"
-            )));
-        }
-        for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
-            let context = || format!("migrate embedded store {shown}: apply {}", m.name);
-            tx.execute_batch(m.sql).context(context)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                params![m.version, m.name, codec::format_ts(Utc::now())],
-            )
-            .context(context)?;
-        }
-        tx.commit().context(|| format!("migrate embedded store {shown}"))?;
-        Ok(())
+        migrate::run(&mut self.lock(), &self.describe())
     }
 
     /// The highest applied migration.
     pub fn schema_version(&self) -> Result<i64> {
-        self.lock()
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+        migrate::schema_version(&self.lock())
             .context(|| format!("read the schema version of embedded store {}", self.describe()))
     }
 
