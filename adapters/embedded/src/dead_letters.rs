@@ -442,14 +442,14 @@ fn find_for_repair(
     .ok_or_else(|| StoreError::UnknownDeadLetter { projection: projection.to_owned(), id })?;
     let context = || format!("begin the repair of dead letter {id} of {projection}");
     let partitions: u32 = conn
-        .prepare_cached("SELECT partitions FROM projection_checkpoints WHERE projection = ?1 LIMIT 1")
+        .prepare_cached("SELECT partitions FROM projection_state WHERE projection = ?1 LIMIT 1")
         .and_then(|mut s| s.query_row([projection], |r| r.get(0)).optional())
         .context(context)?
         .ok_or_else(|| StoreError::UnknownProjection(projection.to_owned()))?;
     let partition = Partition::bucket(&letter.aggregate_id, partitions.max(1));
     let (transaction_id, position): (i64, i64) = conn
         .prepare_cached(
-            "SELECT transaction_id, position FROM projection_checkpoints WHERE projection = ?1 AND partition = ?2",
+            "SELECT transaction_id, position FROM projection_state WHERE projection = ?1 AND partition = ?2",
         )
         .and_then(|mut s| s.query_row(params![projection, partition], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .context(context)?
@@ -537,7 +537,7 @@ impl RepairSession for EmbeddedRepair<'_> {
         self.parked = parked;
         self.conn
             .prepare_cached(
-                "UPDATE projection_checkpoints SET parking_epoch = parking_epoch + 1, updated_at = ?3 \
+                "UPDATE projection_state SET parking_epoch = parking_epoch + 1, updated_at = ?3 \
                  WHERE projection = ?1 AND partition = ?2",
             )
             .and_then(|mut s| s.execute(params![projection, self.partition, now]))

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration { version: 3, name: "0003_projections", sql: include_str!("../sql/migrations/0003_projections.sql") },
     Migration { version: 4, name: "0004_dead_letters", sql: include_str!("../sql/migrations/0004_dead_letters.sql") },
+    Migration {
+        version: 5,
+        name: "0005_projection_state",
+        sql: include_str!("../sql/migrations/0005_projection_state.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

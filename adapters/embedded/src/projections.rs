@@ -20,7 +20,7 @@ const RESERVED_TABLES: &[&str] = &[
     "events",
     "idempotency_keys",
     "projections",
-    "projection_checkpoints",
+    "projection_state",
     "schema_migrations",
     "event_failures",
     "dead_letters",
@@ -151,12 +151,12 @@ pub(crate) fn register(
 
     let existing: Vec<(u32, u32, i64, i64)> = tx
         .prepare(
-            "SELECT partition, partitions, transaction_id, position FROM projection_checkpoints \
+            "SELECT partition, partitions, transaction_id, position FROM projection_state \
              WHERE projection = ?1 ORDER BY partition",
         )
         .and_then(|mut s| s.query_map([projection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
         .context(context)?;
-    let insert_sql = "INSERT OR IGNORE INTO projection_checkpoints \
+    let insert_sql = "INSERT OR IGNORE INTO projection_state \
          (projection, partition, partitions, transaction_id, position, status, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, 'running', ?6)";
     let same_count = existing.iter().all(|(index, count, _, _)| *count == partitions && *index < partitions);
@@ -173,7 +173,7 @@ pub(crate) fn register(
                 at.join(", ")
             )));
         }
-        tx.execute("DELETE FROM projection_checkpoints WHERE projection = ?1", [projection]).context(context)?;
+        tx.execute("DELETE FROM projection_state WHERE projection = ?1", [projection]).context(context)?;
         (tx0, pos0)
     };
     for index in 0..partitions {
@@ -211,7 +211,7 @@ pub(crate) fn claim(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
     let partitions: Option<u32> = tx
         .query_row(
-            "SELECT partitions FROM projection_checkpoints WHERE projection = ?1 AND partition = ?2",
+            "SELECT partitions FROM projection_state WHERE projection = ?1 AND partition = ?2",
             params![projection, partition.index],
             |r| r.get(0),
         )
@@ -228,7 +228,7 @@ pub(crate) fn claim(
     }
     let taken: Option<(i64, i64, i64)> = tx
         .query_row(
-            "UPDATE projection_checkpoints SET lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
+            "UPDATE projection_state SET lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
              WHERE projection = ?4 AND partition = ?5 \
              AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_expires_at IS NULL OR lease_expires_at < ?3) \
              RETURNING transaction_id, position, parking_epoch",
@@ -255,7 +255,7 @@ pub(crate) fn claim(
 
 pub(crate) fn release(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE projection_checkpoints SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1 \
+        "UPDATE projection_state SET lease_owner = NULL, lease_expires_at = NULL, updated_at = ?1 \
          WHERE projection = ?2 AND partition = ?3 AND lease_owner = ?4",
         params![format_ts(Utc::now()), lease.projection, lease.partition.index, lease.owner],
     )
@@ -412,7 +412,7 @@ pub(crate) fn commit(conn: &mut Connection, commit: BatchCommit<'_>) -> Result<(
     }
     let updated = tx
         .execute(
-            "UPDATE projection_checkpoints SET transaction_id = ?1, position = ?2, lease_expires_at = ?3, \
+            "UPDATE projection_state SET transaction_id = ?1, position = ?2, lease_expires_at = ?3, \
              status = ?4, events_applied = events_applied + ?5, last_event_at = COALESCE(?6, last_event_at), \
              updated_at = ?7, parking_epoch = parking_epoch + ?14 \
              WHERE projection = ?8 AND partition = ?9 AND lease_owner = ?10 \
@@ -438,7 +438,7 @@ pub(crate) fn commit(conn: &mut Connection, commit: BatchCommit<'_>) -> Result<(
     if updated == 0 {
         let current: Option<Option<String>> = tx
             .query_row(
-                "SELECT lease_owner FROM projection_checkpoints WHERE projection = ?1 AND partition = ?2",
+                "SELECT lease_owner FROM projection_state WHERE projection = ?1 AND partition = ?2",
                 params![projection, partition.index],
                 |r| r.get(0),
             )
@@ -472,7 +472,7 @@ pub(crate) fn set_status(
     let failed = error.is_some() || status == Status::Failed;
     let updated = conn
         .execute(
-            "UPDATE projection_checkpoints SET status = ?1, updated_at = ?2, \
+            "UPDATE projection_state SET status = ?1, updated_at = ?2, \
              error_count = error_count + ?3, last_error = COALESCE(?4, last_error) \
              WHERE projection = ?5 AND partition = ?6",
             params![status.as_str(), format_ts(Utc::now()), i64::from(failed), error, projection, partition.index],
@@ -493,7 +493,7 @@ pub(crate) fn finish_rebuild(
     last_event_at: Option<DateTime<Utc>>,
 ) -> Result<(), StoreError> {
     conn.execute(
-        "UPDATE projection_checkpoints SET transaction_id = ?1, position = ?2, status = 'caught-up', \
+        "UPDATE projection_state SET transaction_id = ?1, position = ?2, status = 'caught-up', \
          events_applied = events_applied + CASE WHEN partition = 0 THEN ?3 ELSE 0 END, \
          last_event_at = COALESCE(?4, last_event_at), updated_at = ?5 \
          WHERE projection = ?6",
@@ -517,13 +517,13 @@ struct StateRow {
 
 pub(crate) fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
     let context = || "read projection states".to_owned();
-    let bad = |what: String| StoreError::Row { table: "projection_checkpoints".to_owned(), reason: what };
+    let bad = |what: String| StoreError::Row { table: "projection_state".to_owned(), reason: what };
     let raw: Vec<(StateRow, [Option<String>; 4])> = conn
         .prepare(
             "SELECT c.projection, c.partition, c.partitions, c.transaction_id, c.position, c.lease_owner, \
              c.lease_expires_at, c.status, c.events_applied, c.error_count, c.last_error, c.last_event_at, \
              c.updated_at, p.filter \
-             FROM projection_checkpoints c LEFT JOIN projections p ON p.name = c.projection \
+             FROM projection_state c LEFT JOIN projections p ON p.name = c.projection \
              ORDER BY c.projection, c.partition",
         )
         .and_then(|mut s| {
