@@ -35,12 +35,9 @@ pub(crate) fn format_uuid(id: &Uuid) -> String {
     id.hyphenated().to_string()
 }
 
-/// The columns [`decode_event`] expects, in order.
-pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
-     event_type, event_data, metadata, version, timestamp, encrypted_fields";
-
-/// Decodes an `events` row selected with [`EVENT_COLUMNS`]. A value that does not decode
-/// is reported as [`StoreError::Corrupt`] with the row's position.
+/// Decodes an `events` row selected with the columns of `sql/read_all.sql`, in that
+/// order. A value that does not decode is reported as [`StoreError::Corrupt`] with the
+/// row's position.
 pub(crate) fn decode_event(row: &rusqlite::Row<'_>) -> Result<DomainEvent, StoreError> {
     let position = match row.get_ref(0) {
         Ok(ValueRef::Integer(p)) => p,

@@ -1,18 +1,31 @@
-//! Rebuilds: one `BEGIN IMMEDIATE` transaction on the store's connection, held (with the
-//! connection lock) for the session's lifetime.
+//! Rebuilds: the embedded store's [`Rebuilds`], one `BEGIN IMMEDIATE` transaction on the
+//! store's connection, held (with the connection lock) for the session's lifetime.
 
 use std::sync::MutexGuard;
 
 use chrono::{DateTime, Utc};
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, RowChanges, StoreError, TableSchema,
-    Value,
+    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
+    TableSchema, Value,
 };
 use rusqlite::Connection;
 use uuid::Uuid;
 
 use crate::error::Context;
-use crate::{events, projections};
+use crate::{events, projections, rows, EmbeddedStore};
+
+impl Rebuilds for EmbeddedStore {
+    type Session<'a> = EmbeddedRebuild<'a>;
+
+    /// Takes the connection and opens the rebuild's transaction; see [`EmbeddedRebuild`].
+    async fn begin_rebuild<'a>(
+        &'a self,
+        projection: &str,
+        table: &'static TableSchema,
+    ) -> Result<EmbeddedRebuild<'a>, StoreError> {
+        EmbeddedRebuild::begin(self.lock(), projection, table)
+    }
+}
 
 /// A rebuild in progress on an [`EmbeddedStore`](crate::EmbeddedStore).
 ///
@@ -92,15 +105,15 @@ impl RebuildSession for EmbeddedRebuild<'_> {
     }
 
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<(), StoreError> {
-        projections::clear_rows(&self.conn, self.table, keys)
+        rows::clear_rows(&self.conn, self.table, keys)
     }
 
     async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, StoreError> {
-        projections::load_rows(&self.conn, self.table, keys)
+        rows::load_rows(&self.conn, self.table, keys)
     }
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
-        projections::write_rows(&self.conn, self.table, &changes)
+        rows::write_rows(&self.conn, self.table, &changes)
     }
 
     async fn finish(
