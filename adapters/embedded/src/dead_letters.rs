@@ -240,14 +240,14 @@ pub(crate) fn parked_set(
         .prepare_cached(PARKED_AGGREGATES)
         .and_then(|mut s| s.query_map([projection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
         .context(context)?;
-    let mut by_aggregate = std::collections::BTreeMap::new();
+    let mut parked = Vec::with_capacity(rows.len());
     for row in rows {
-        let parked = decode_parked(projection, row)?;
-        if partition.owns(&parked.aggregate_id) {
-            by_aggregate.insert(parked.aggregate_id, parked);
+        let row = decode_parked(projection, row)?;
+        if partition.owns(&row.aggregate_id) {
+            parked.push(row);
         }
     }
-    Ok(ParkedSet { by_aggregate, epoch })
+    Ok(ParkedSet::from_rows(epoch, parked))
 }
 
 /// Dead letters and parked aggregates of one partition, as `states()` reports them.

@@ -2,6 +2,7 @@
 //! hash as an SQL function for the statements that filter by partition.
 
 use chrono::{DateTime, Utc};
+use projector::store::rules;
 use projector::{
     AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
     ReadBound, StoreError,
@@ -74,17 +75,8 @@ fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i6
 }
 
 fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    rules::check_append(&request)?;
     let aggregate = request.aggregate_id;
-    if request.events.is_empty() {
-        return Err(StoreError::InvalidInput(format!("append to aggregate {aggregate}: no events given")));
-    }
-    if let ExpectedVersion::Exact(v) = request.expected_version {
-        if v < 0 {
-            return Err(StoreError::InvalidInput(format!(
-                "append to aggregate {aggregate}: expected version {v} is negative"
-            )));
-        }
-    }
     let now = Utc::now();
     for e in &request.events {
         if let Some(t) = e.timestamp {

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
     BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, Lease, Partition, ProjectionState,
     ProjectionStore, Status, StoreError, TableSchema, Value,
@@ -12,7 +13,7 @@ use projector::{
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
-use crate::codec::{format_ts, parse_ts};
+use crate::codec::{format_ts, max_ts, parse_ts, tx_id};
 use crate::error::Context;
 use crate::{dead_letters, events, rows, EmbeddedStore};
 
@@ -28,7 +29,6 @@ const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const PARTITION_OWNER: &str = include_str!("../sql/partition_owner.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
-const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 
 impl ProjectionStore for EmbeddedStore {
@@ -92,55 +92,10 @@ impl ProjectionStore for EmbeddedStore {
     }
 }
 
-/// Tables of the store itself; a read model may not use these names.
-const RESERVED_TABLES: &[&str] = &[
-    "events",
-    "idempotency_keys",
-    "projections",
-    "projection_state",
-    "schema_migrations",
-    "event_failures",
-    "dead_letters",
-    "parked_aggregates",
-    "dead_letter_actions",
-];
-
-fn tx_id(checkpoint: Checkpoint) -> Result<i64, StoreError> {
-    i64::try_from(checkpoint.transaction_id)
-        .map_err(|_| StoreError::InvalidInput(format!("checkpoint {checkpoint}: transaction id out of range")))
-}
-
+/// When a lease taken now for `ttl` runs out, within the years the text encoding orders.
 fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(36_500));
     now.checked_add_signed(ttl).unwrap_or(DateTime::<Utc>::MAX_UTC).min(max_ts())
-}
-
-/// The latest instant whose text form still sorts (year 9999).
-fn max_ts() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z").map_or(DateTime::<Utc>::MAX_UTC, |t| t.to_utc())
-}
-
-fn validate_schema(table: &TableSchema) -> Result<(), StoreError> {
-    let bad = |reason: String| StoreError::InvalidInput(format!("read-model table {:?}: {reason}", table.name));
-    if table.name.is_empty() {
-        return Err(bad("the table name is empty".into()));
-    }
-    if RESERVED_TABLES.contains(&table.name) || table.name.to_ascii_lowercase().starts_with("sqlite_") {
-        return Err(bad("the name is reserved for the store's own tables".into()));
-    }
-    if table.key.is_empty() {
-        return Err(bad("the table has no key columns".into()));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for column in table.all_columns() {
-        if column.name.is_empty() {
-            return Err(bad("a column has an empty name".into()));
-        }
-        if !seen.insert(column.name.to_ascii_lowercase()) {
-            return Err(bad(format!("column {:?} appears twice", column.name)));
-        }
-    }
-    Ok(())
 }
 
 fn register(
@@ -150,13 +105,7 @@ fn register(
     filter: &EventFilter,
     partitions: u32,
 ) -> Result<(), StoreError> {
-    if projection.is_empty() {
-        return Err(StoreError::InvalidInput("a projection needs a name".into()));
-    }
-    if partitions == 0 {
-        return Err(StoreError::InvalidInput(format!("projection {projection}: partitions must be at least 1")));
-    }
-    validate_schema(table)?;
+    rules::check_registration(projection, table, partitions)?;
     let context = || format!("register projection {projection}");
     let now = format_ts(Utc::now());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
@@ -174,43 +123,37 @@ fn register(
         .map_err(|e| StoreError::InvalidInput(format!("projection {projection}: filter does not serialize: {e}")))?;
     tx.execute(REGISTER_PROJECTION, params![projection, table.name, filter_json, partitions]).context(context)?;
 
-    let existing: Vec<(u32, u32, i64, i64)> = tx
-        .prepare_cached(PARTITION_ROWS)
-        .and_then(|mut s| s.query_map([projection], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
-        .context(context)?;
-    let same_count = existing.iter().all(|(index, count, _, _)| *count == partitions && *index < partitions);
-    let start = if same_count {
-        (0, 0)
-    } else {
-        let (_, old, tx0, pos0) = existing[0];
-        if existing.iter().any(|(_, _, t, p)| (*t, *p) != (tx0, pos0)) {
-            let at: Vec<String> = existing.iter().map(|(i, _, t, p)| format!("{i}: {t}/{p}")).collect();
-            return Err(StoreError::InvalidInput(format!(
-                "projection {projection}: rescaling from {old} to {partitions} partitions needs every partition \
-                 at the same checkpoint, but they are at {}; rebuild the projection (which aligns them) and \
-                 register it again",
-                at.join(", ")
-            )));
-        }
+    let existing = partition_rows(&tx, projection).context(context)?;
+    if let Rescale::Reset { start } = rules::rescale(projection, &existing, partitions)? {
         tx.execute(DELETE_PARTITIONS, [projection]).context(context)?;
-        (tx0, pos0)
-    };
-    for index in 0..partitions {
-        tx.execute(INSERT_PARTITION, params![projection, index, partitions, start.0, start.1, now]).context(context)?;
+        for index in 0..partitions {
+            tx.execute(INSERT_PARTITION, params![projection, index, partitions, tx_id(start)?, start.position, now])
+                .context(context)?;
+        }
     }
     tx.commit().context(context)?;
     Ok(())
 }
 
-fn missing_partition(conn: &Connection, projection: &str, partition: Partition) -> StoreError {
-    let partitions: Option<u32> =
-        conn.query_row(FIND_PROJECTION, [projection], |r| r.get(2)).optional().unwrap_or(None);
-    match partitions {
-        None => StoreError::UnknownProjection(projection.to_owned()),
-        Some(n) => StoreError::InvalidInput(format!(
-            "projection {projection} has {n} partitions; there is no partition {partition}"
-        )),
-    }
+/// A projection's partition rows, in partition order.
+pub(crate) fn partition_rows(conn: &Connection, projection: &str) -> rusqlite::Result<Vec<PartitionRow>> {
+    conn.prepare_cached(PARTITION_ROWS)?
+        .query_map([projection], |r| {
+            let transaction_id: i64 = r.get(2)?;
+            Ok(PartitionRow {
+                index: r.get(0)?,
+                count: r.get(1)?,
+                checkpoint: Checkpoint { transaction_id: transaction_id.max(0) as u64, position: r.get(3)? },
+            })
+        })?
+        .collect()
+}
+
+/// The partition count a projection is registered with (`None`: it is not registered).
+fn registered_partitions(conn: &Connection, projection: &str) -> Result<Option<u32>, StoreError> {
+    conn.prepare_cached(FIND_PROJECTION)
+        .and_then(|mut s| s.query_row([projection], |r| r.get(2)).optional())
+        .context(|| format!("look up projection {projection}"))
 }
 
 fn claim(
@@ -220,9 +163,7 @@ fn claim(
     owner: &str,
     ttl: Duration,
 ) -> Result<Option<Lease>, StoreError> {
-    if owner.is_empty() {
-        return Err(StoreError::InvalidInput(format!("claim {projection} partition {partition}: empty owner")));
-    }
+    rules::check_owner(projection, partition, owner)?;
     let context = || format!("claim {projection} partition {partition} for {owner}");
     let now = Utc::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
@@ -231,13 +172,8 @@ fn claim(
         .optional()
         .context(context)?;
     match partitions {
-        None => return Err(missing_partition(&tx, projection, partition)),
-        Some(n) if n != partition.count => {
-            return Err(StoreError::InvalidInput(format!(
-                "projection {projection} has {n} partitions; cannot claim partition {partition}"
-            )))
-        }
-        Some(_) => {}
+        None => return Err(rules::missing_partition(projection, registered_partitions(&tx, projection)?, partition)),
+        Some(stored) => rules::check_partition_count(projection, stored, partition)?,
     }
     let taken: Option<(i64, i64, i64)> = tx
         .query_row(
@@ -272,41 +208,23 @@ fn release(conn: &Connection, lease: &Lease) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The stored filter and table of a projection.
-pub(crate) fn projection_info(conn: &Connection, projection: &str) -> Result<(String, EventFilter), StoreError> {
-    let row: Option<(String, String)> = conn
-        .prepare_cached(FIND_PROJECTION)
-        .and_then(|mut s| s.query_row([projection], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .context(|| format!("look up projection {projection}"))?;
-    let Some((table, filter)) = row else {
-        return Err(StoreError::UnknownProjection(projection.to_owned()));
-    };
-    let filter = serde_json::from_str(&filter).map_err(|e| {
-        StoreError::Database(format!("projection {projection}: the stored filter does not decode: {e}"))
-    })?;
-    Ok((table, filter))
+/// The read-model table a projection is registered with.
+pub(crate) fn registered_table(conn: &Connection, projection: &str) -> Result<String, StoreError> {
+    conn.prepare_cached(FIND_PROJECTION)
+        .and_then(|mut s| s.query_row([projection], |r| r.get(0)).optional())
+        .context(|| format!("look up projection {projection}"))?
+        .ok_or_else(|| StoreError::UnknownProjection(projection.to_owned()))
 }
 
 fn commit(conn: &mut Connection, commit: BatchCommit<'_>) -> Result<(), StoreError> {
     let lease = commit.lease;
     let projection = lease.projection.as_str();
     let partition = lease.partition;
-    if commit.to < commit.from {
-        return Err(StoreError::InvalidInput(format!(
-            "commit {projection} partition {partition}: checkpoint would move back from {} to {}",
-            commit.from, commit.to
-        )));
-    }
+    rules::check_commit(&commit)?;
+    rules::check_table(commit.table)?;
     let context = || format!("commit {projection} partition {partition} from {} to {}", commit.from, commit.to);
     let now = Utc::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
-    let (table_name, _) = projection_info(&tx, projection)?;
-    if table_name != commit.table.name {
-        return Err(StoreError::InvalidInput(format!(
-            "commit {projection}: the projection writes table {table_name}, not {}",
-            commit.table.name
-        )));
-    }
     let updated = tx
         .execute(
             COMMIT_BATCH,
@@ -325,23 +243,13 @@ fn commit(conn: &mut Connection, commit: BatchCommit<'_>) -> Result<(), StoreErr
                 commit.from.position,
                 lease.parked.epoch,
                 i64::from(!commit.dead_letters.is_empty()),
+                commit.table.name,
             ],
         )
         .context(context)?;
     if updated == 0 {
-        let current: Option<Option<String>> = tx
-            .query_row(PARTITION_OWNER, params![projection, partition.index], |r| r.get(0))
-            .optional()
-            .context(context)?;
-        return Err(match current {
-            None => missing_partition(&tx, projection, partition),
-            Some(owner) if owner.as_deref() != Some(lease.owner.as_str()) => StoreError::LeaseLost {
-                projection: projection.to_owned(),
-                partition: partition.index,
-                owner: owner.unwrap_or_else(|| "nobody".to_owned()),
-            },
-            Some(_) => StoreError::CheckpointMoved { projection: projection.to_owned(), partition: partition.index },
-        });
+        let found = refused_commit(&tx, projection, partition).context(context)?;
+        return Err(rules::diagnose_refused_commit(&commit, found));
     }
     if !commit.dead_letters.is_empty() {
         dead_letters::dead_letter_batch(&tx, projection, &commit.dead_letters)?;
@@ -351,6 +259,18 @@ fn commit(conn: &mut Connection, commit: BatchCommit<'_>) -> Result<(), StoreErr
     Ok(())
 }
 
+/// What the diagnosis of a refused commit reads: the registration and the partition row.
+fn refused_commit(conn: &Connection, projection: &str, partition: Partition) -> rusqlite::Result<RefusedCommit> {
+    let registered: Option<(String, u32)> =
+        conn.prepare_cached(FIND_PROJECTION)?.query_row([projection], |r| Ok((r.get(0)?, r.get(2)?))).optional()?;
+    let partition_owner = conn
+        .prepare_cached(PARTITION_OWNER)?
+        .query_row(params![projection, partition.index], |r| r.get(0))
+        .optional()?;
+    let (registered_table, registered_partitions) = registered.unzip();
+    Ok(RefusedCommit { registered_table, registered_partitions, partition_owner })
+}
+
 fn set_status(
     conn: &Connection,
     projection: &str,
@@ -358,39 +278,22 @@ fn set_status(
     status: Status,
     error: Option<&str>,
 ) -> Result<(), StoreError> {
-    let failed = error.is_some() || status == Status::Failed;
     let updated = conn
         .execute(
             SET_STATUS,
-            params![status.as_str(), format_ts(Utc::now()), i64::from(failed), error, projection, partition.index],
+            params![
+                status.as_str(),
+                format_ts(Utc::now()),
+                i64::from(status.counts_as_error(error)),
+                error,
+                projection,
+                partition.index
+            ],
         )
         .context(|| format!("set status of {projection} partition {partition} to {status}"))?;
     if updated == 0 {
-        return Err(missing_partition(conn, projection, partition));
+        return Err(rules::missing_partition(projection, registered_partitions(conn, projection)?, partition));
     }
-    Ok(())
-}
-
-/// Marks every partition of a projection caught up at `to` (the end of a rebuild).
-pub(crate) fn finish_rebuild(
-    conn: &Connection,
-    projection: &str,
-    to: Checkpoint,
-    events_applied: u64,
-    last_event_at: Option<DateTime<Utc>>,
-) -> Result<(), StoreError> {
-    conn.execute(
-        FINISH_REBUILD,
-        params![
-            tx_id(to)?,
-            to.position,
-            i64::try_from(events_applied).unwrap_or(i64::MAX),
-            last_event_at.map(|t| format_ts(t.min(max_ts()))),
-            format_ts(Utc::now()),
-            projection,
-        ],
-    )
-    .context(|| format!("finish the rebuild of {projection} at {to}"))?;
     Ok(())
 }
 
@@ -459,10 +362,7 @@ fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
         let partition = Partition { index: state.partition, count: state.partitions };
         let (lag_events, oldest) = events::lag(conn, state.checkpoint, &filter, partition)?;
         state.lag_events = lag_events;
-        // Running and caught up differ only by lag, which changes with every append.
-        if matches!(state.status, Status::Running | Status::CaughtUp) {
-            state.status = if lag_events == 0 { Status::CaughtUp } else { Status::Running };
-        }
+        state.status = state.status.with_lag(lag_events);
         state.lag_seconds =
             oldest.map_or(0.0, |t| ((now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0));
         let failures = dead_letters::partition_failures(conn, &state.projection, partition, state.checkpoint)?;

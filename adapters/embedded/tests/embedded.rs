@@ -292,3 +292,55 @@ async fn reserved_and_foreign_tables_are_refused() {
     let result = store.register("types", &TYPES, &EventFilter::all(), 0).await;
     assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
 }
+
+/// The store asks the core's rules and answers with their errors: a claim split for
+/// another count or beyond the partitions, a commit for another table or projection, a
+/// status change of a missing partition, a rebuild counted once.
+#[tokio::test]
+async fn the_store_answers_with_the_core_rules() {
+    use projector::{RebuildSession, Rebuilds, Status};
+    let store = EmbeddedStore::open_in_memory().unwrap();
+    store.register("types", &TYPES, &EventFilter::all(), 2).await.unwrap();
+    let ttl = Duration::from_secs(30);
+
+    let result = store.claim("types", Partition { index: 0, count: 3 }, "me", ttl).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("projector scale")), "{result:?}");
+    let result = store.claim("types", Partition { index: 2, count: 2 }, "me", ttl).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("no partition")), "{result:?}");
+    let result = store.claim("types", Partition { index: 0, count: 2 }, "", ttl).await;
+    assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
+
+    let lease = store.claim("types", Partition { index: 0, count: 2 }, "me", ttl).await.unwrap().unwrap();
+    const ELSEWHERE: TableSchema = TableSchema { name: "embedded_elsewhere", ..TYPES };
+    let commit = |table: &'static TableSchema, lease| BatchCommit {
+        lease,
+        table,
+        from: Checkpoint::START,
+        to: Checkpoint::START,
+        changes: RowChanges::default(),
+        events_applied: 0,
+        last_event_at: None,
+        lease_ttl: ttl,
+        dead_letters: vec![],
+    };
+    let result = store.commit(commit(&ELSEWHERE, &lease)).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("writes table")), "{result:?}");
+    let stranger = projector::Lease { projection: "nobody".into(), ..lease.clone() };
+    let result = store.commit(commit(&TYPES, &stranger)).await;
+    assert!(matches!(result, Err(StoreError::UnknownProjection(ref p)) if p == "nobody"), "{result:?}");
+
+    store.set_status("types", lease.partition, Status::Failed, None).await.unwrap();
+    store.set_status("types", lease.partition, Status::Stopped, Some("held")).await.unwrap();
+    store.set_status("types", lease.partition, Status::Running, None).await.unwrap();
+    let state = store.states().await.unwrap().remove(0);
+    assert_eq!((state.error_count, state.last_error.as_deref()), (2, Some("held")));
+    let result = store.set_status("nobody", Partition::WHOLE, Status::Running, None).await;
+    assert!(matches!(result, Err(StoreError::UnknownProjection(_))), "{result:?}");
+
+    let to = Checkpoint { transaction_id: 0, position: 9 };
+    let session = store.begin_rebuild("types", &TYPES).await.unwrap();
+    session.finish(to, 5, None).await.unwrap();
+    let applied: Vec<(u32, i64, Checkpoint, Status)> =
+        store.states().await.unwrap().iter().map(|s| (s.partition, s.events_applied, s.checkpoint, s.status)).collect();
+    assert_eq!(applied, vec![(0, 5, to, Status::CaughtUp), (1, 0, to, Status::CaughtUp)]);
+}
