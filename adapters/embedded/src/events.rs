@@ -2,7 +2,7 @@
 //! hash as an SQL function for the statements that filter by partition.
 
 use chrono::{DateTime, Utc};
-use projector::store::rules;
+use projector::store::rules::{self, StoredKey};
 use projector::{
     AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
     ReadBound, StoreError,
@@ -88,16 +88,8 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
     if let Some(key) = &request.idempotency_key {
-        let stored: Option<String> = tx
-            .prepare_cached(FIND_IDEMPOTENCY_KEY)
-            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-            .context(|| format!("append to aggregate {aggregate}: looking up idempotency key {key:?}"))?;
-        if let Some(stored) = stored {
-            let mut outcome: AppendOutcome = serde_json::from_str(&stored).map_err(|e| {
-                StoreError::Database(format!("idempotency key {key:?}: the stored outcome does not decode: {e}"))
-            })?;
-            outcome.deduplicated = true;
-            return Ok(outcome);
+        if let Some(stored) = find_key(&tx, key, aggregate)? {
+            return Ok(AppendOutcome { deduplicated: true, ..stored.outcome });
         }
     }
 
@@ -175,11 +167,33 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
         let stored = serde_json::to_string(&outcome)
             .map_err(|e| StoreError::Database(format!("append outcome does not serialize: {e}")))?;
         tx.prepare_cached(RECORD_IDEMPOTENCY_KEY)
-            .and_then(|mut s| s.execute(params![key, stored, format_ts(now)]))
+            .and_then(|mut s| {
+                s.execute(params![key, aggregate_text, rules::request_fingerprint(&request), stored, format_ts(now)])
+            })
             .context(|| format!("append to aggregate {aggregate}: recording idempotency key {key:?}"))?;
     }
     tx.commit().context(|| format!("append to aggregate {aggregate}: commit"))?;
     Ok(outcome)
+}
+
+/// What idempotency key `key` was stored with, if it was.
+fn find_key(conn: &Connection, key: &str, aggregate: Uuid) -> Result<Option<StoredKey>, StoreError> {
+    let found: Option<(Option<String>, Option<String>, String)> = conn
+        .prepare_cached(FIND_IDEMPOTENCY_KEY)
+        .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .context(|| format!("append to aggregate {aggregate}: looking up idempotency key {key:?}"))?;
+    let Some((aggregate_id, fingerprint, outcome)) = found else {
+        return Ok(None);
+    };
+    let bad = |what: String| StoreError::Database(format!("idempotency key {key:?}: {what}"));
+    let outcome: AppendOutcome =
+        serde_json::from_str(&outcome).map_err(|e| bad(format!("the stored outcome does not decode: {e}")))?;
+    // Keys stored before the column was added may name their aggregate only in the outcome.
+    let aggregate_id = match aggregate_id {
+        Some(text) => Uuid::parse_str(&text).map_err(|e| bad(format!("aggregate {text:?} is not a uuid: {e}")))?,
+        None => outcome.aggregate_id,
+    };
+    Ok(Some(StoredKey { aggregate_id, fingerprint, outcome }))
 }
 
 fn collect_events(

@@ -32,6 +32,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0005_projection_state",
         sql: include_str!("../sql/migrations/0005_projection_state.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_idempotency_fingerprints",
+        sql: include_str!("../sql/migrations/0006_idempotency_fingerprints.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

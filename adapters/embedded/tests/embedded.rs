@@ -344,3 +344,24 @@ async fn the_store_answers_with_the_core_rules() {
         store.states().await.unwrap().iter().map(|s| (s.partition, s.events_applied, s.checkpoint, s.status)).collect();
     assert_eq!(applied, vec![(0, 5, to, Status::CaughtUp), (1, 0, to, Status::CaughtUp)]);
 }
+
+/// A key keeps the aggregate it was used for and the request's fingerprint.
+#[tokio::test]
+async fn an_idempotency_key_keeps_its_aggregate_and_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let a = Uuid::from_u128(1);
+    let keyed = AppendRequest {
+        idempotency_key: Some("req-1".into()),
+        ..request(a, ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({"n": 1}))])
+    };
+    store.append(keyed.clone()).await.unwrap();
+    let (aggregate, fingerprint): (String, String) = raw(&path)
+        .query_row("SELECT aggregate_id, fingerprint FROM idempotency_keys WHERE key = 'req-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(aggregate, a.to_string());
+    assert_eq!(fingerprint, projector::store::rules::request_fingerprint(&keyed));
+}

@@ -157,4 +157,7 @@ async fn a_version_4_file_upgrades_in_place() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(tables, ["projection_state", "projections"], "the partition rows have their new name");
+    let aggregate: String =
+        conn.query_row("SELECT aggregate_id FROM idempotency_keys WHERE key = ?1", [KEY], |r| r.get(0)).unwrap();
+    assert_eq!(aggregate, AGGREGATE.to_string(), "the old key's aggregate is taken from its outcome");
 }
