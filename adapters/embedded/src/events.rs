@@ -89,7 +89,7 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
     if let Some(key) = &request.idempotency_key {
         if let Some(stored) = find_key(&tx, key, aggregate)? {
-            return Ok(AppendOutcome { deduplicated: true, ..stored.outcome });
+            return rules::replay_idempotent(key, stored, &request);
         }
     }
 

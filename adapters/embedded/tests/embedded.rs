@@ -345,23 +345,43 @@ async fn the_store_answers_with_the_core_rules() {
     assert_eq!(applied, vec![(0, 5, to, Status::CaughtUp), (1, 0, to, Status::CaughtUp)]);
 }
 
-/// A key keeps the aggregate it was used for and the request's fingerprint.
+/// A key names one request: the same request again is answered from the key, another
+/// one under the same key is refused and writes nothing. The key keeps its aggregate and
+/// the request's fingerprint.
 #[tokio::test]
-async fn an_idempotency_key_keeps_its_aggregate_and_fingerprint() {
+async fn an_idempotency_key_names_one_request() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.db");
     let store = EmbeddedStore::open(&path).unwrap();
     let a = Uuid::from_u128(1);
-    let keyed = AppendRequest {
+    let keyed = |aggregate, events| AppendRequest {
         idempotency_key: Some("req-1".into()),
-        ..request(a, ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({"n": 1}))])
+        ..request(aggregate, ExpectedVersion::Exact(0), events)
     };
-    store.append(keyed.clone()).await.unwrap();
+    let events = || vec![NewEvent::new("E", json!({"n": 1, "m": 2}))];
+    let first = store.append(keyed(a, events())).await.unwrap();
+    let again = store.append(keyed(a, vec![NewEvent::new("E", json!({"m": 2, "n": 1}))])).await.unwrap();
+    assert_eq!(again, projector::AppendOutcome { deduplicated: true, ..first.clone() }, "the same request");
+
+    for (what, other) in [
+        ("another payload", keyed(a, vec![NewEvent::new("E", json!({"n": 2}))])),
+        ("another event type", keyed(a, vec![NewEvent::new("F", json!({"n": 1, "m": 2}))])),
+        ("another expected version", AppendRequest { expected_version: ExpectedVersion::Any, ..keyed(a, events()) }),
+        ("another aggregate", keyed(Uuid::from_u128(2), events())),
+    ] {
+        match store.append(other).await {
+            Err(StoreError::IdempotencyConflict { key, .. }) => assert_eq!(key, "req-1", "{what}"),
+            other => panic!("{what}: want IdempotencyConflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.read_aggregate(a, ReadBound::All).await.unwrap().len(), 1, "nothing written");
+    assert!(store.read_aggregate(Uuid::from_u128(2), ReadBound::All).await.unwrap().is_empty());
+
     let (aggregate, fingerprint): (String, String) = raw(&path)
         .query_row("SELECT aggregate_id, fingerprint FROM idempotency_keys WHERE key = 'req-1'", [], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .unwrap();
     assert_eq!(aggregate, a.to_string());
-    assert_eq!(fingerprint, projector::store::rules::request_fingerprint(&keyed));
+    assert_eq!(fingerprint, projector::store::rules::request_fingerprint(&keyed(a, events())));
 }

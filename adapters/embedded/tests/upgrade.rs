@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use projector::{
     AppendOutcome, AppendRequest, Checkpoint, Column, ColumnType, EventFilter, EventStore, ExpectedVersion, NewEvent,
-    Partition, ProjectionStore, ReadBound, Status, TableSchema,
+    Partition, ProjectionStore, ReadBound, Status, StoreError, TableSchema,
 };
 use projector_embedded::{EmbeddedStore, MIGRATIONS};
 use serde_json::json;
@@ -137,6 +137,15 @@ async fn a_version_4_file_upgrades_in_place() {
     let again = store.append(keyed_request(AGGREGATE)).await.expect("the stored key answers");
     assert_eq!(again, AppendOutcome { deduplicated: true, ..first_outcome() });
     assert_eq!(store.read_aggregate(AGGREGATE, ReadBound::All).await.unwrap().len(), 2);
+    // The old key has no fingerprint, so only its aggregate is compared.
+    let other_events = AppendRequest { events: vec![NewEvent::new("Other", json!({}))], ..keyed_request(AGGREGATE) };
+    assert_eq!(store.append(other_events).await.unwrap(), again, "a key stored without a fingerprint");
+    let elsewhere = store.append(keyed_request(Uuid::from_u128(7))).await;
+    assert!(
+        matches!(&elsewhere, Err(StoreError::IdempotencyConflict { key, .. }) if key == KEY),
+        "the old key's aggregate was kept: {elsewhere:?}"
+    );
+    assert!(store.read_aggregate(Uuid::from_u128(7), ReadBound::All).await.unwrap().is_empty());
 
     // Registering again with the same partitions keeps the checkpoints; the parking epoch
     // of the old row comes with the lease.
