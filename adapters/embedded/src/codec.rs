@@ -2,7 +2,7 @@
 //! read-model values to and from SQL.
 
 use chrono::{DateTime, Datelike, NaiveDate, SecondsFormat, Utc};
-use projector::{Column, ColumnType, DomainEvent, StoreError, TableSchema, Value};
+use projector::{Checkpoint, Column, ColumnType, DomainEvent, StoreError, TableSchema, Value};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -10,6 +10,17 @@ use uuid::Uuid;
 /// RFC 3339 UTC with exactly six fractional digits and `Z`, so text order is time order.
 pub(crate) fn format_ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The latest instant whose text form still sorts (year 9999).
+pub(crate) fn max_ts() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("9999-12-31T23:59:59.999999Z").map_or(DateTime::<Utc>::MAX_UTC, |t| t.to_utc())
+}
+
+/// A checkpoint's transaction id as SQLite stores it (a signed integer).
+pub(crate) fn tx_id(checkpoint: Checkpoint) -> Result<i64, StoreError> {
+    i64::try_from(checkpoint.transaction_id)
+        .map_err(|_| StoreError::InvalidInput(format!("checkpoint {checkpoint}: transaction id out of range")))
 }
 
 pub(crate) fn parse_ts(s: &str) -> Result<DateTime<Utc>, String> {
@@ -35,12 +46,9 @@ pub(crate) fn format_uuid(id: &Uuid) -> String {
     id.hyphenated().to_string()
 }
 
-/// The columns [`decode_event`] expects, in order.
-pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
-     event_type, event_data, metadata, version, timestamp, encrypted_fields";
-
-/// Decodes an `events` row selected with [`EVENT_COLUMNS`]. A value that does not decode
-/// is reported as [`StoreError::Corrupt`] with the row's position.
+/// Decodes an `events` row selected with the columns of `sql/read_all.sql`, in that
+/// order. A value that does not decode is reported as [`StoreError::Corrupt`] with the
+/// row's position.
 pub(crate) fn decode_event(row: &rusqlite::Row<'_>) -> Result<DomainEvent, StoreError> {
     let position = match row.get_ref(0) {
         Ok(ValueRef::Integer(p)) => p,

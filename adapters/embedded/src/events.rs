@@ -1,19 +1,49 @@
-//! Appending and reading events.
+//! Appending and reading events: the embedded store's [`EventStore`], and the partition
+//! hash as an SQL function for the statements that filter by partition.
 
 use chrono::{DateTime, Utc};
+use projector::store::rules::{self, StoredKey};
 use projector::{
-    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, ExpectedVersion, Partition, ReadBound,
-    StoreError,
+    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
+    ReadBound, StoreError,
 };
-use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
 
-use crate::codec::{check_ts_range, decode_event, format_ts, format_uuid, parse_ts, EVENT_COLUMNS};
+use crate::codec::{check_ts_range, decode_event, format_ts, format_uuid, parse_ts};
 use crate::error::{sqlite_code, Context};
+use crate::EmbeddedStore;
 
-/// The SQL function computing [`Partition::bucket`] of a hyphenated uuid text.
-pub(crate) const BUCKET_FUNCTION: &str = "projector_bucket";
+const CURRENT_VERSION: &str = include_str!("../sql/current_version.sql");
+const FIND_IDEMPOTENCY_KEY: &str = include_str!("../sql/find_idempotency_key.sql");
+const APPEND: &str = include_str!("../sql/append.sql");
+const RECORD_IDEMPOTENCY_KEY: &str = include_str!("../sql/record_idempotency_key.sql");
+const READ_AGGREGATE: &str = include_str!("../sql/read_aggregate.sql");
+const READ_ALL: &str = include_str!("../sql/read_all.sql");
+const MEASURE_LAG: &str = include_str!("../sql/measure_lag.sql");
+
+/// The name the statements in `sql/` call [`Partition::bucket`] by.
+const BUCKET_FUNCTION: &str = "projector_bucket";
+
+impl EventStore for EmbeddedStore {
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        append(&mut self.lock(), request)
+    }
+
+    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
+        read_aggregate(&self.lock(), aggregate_id, bound)
+    }
+
+    async fn read_all(
+        &self,
+        after: Checkpoint,
+        filter: &EventFilter,
+        partition: Partition,
+        limit: usize,
+    ) -> Result<Vec<DomainEvent>, StoreError> {
+        read_all(&self.lock(), after, filter, partition, limit)
+    }
+}
 
 /// Registers [`BUCKET_FUNCTION`] on a connection. Text that is not a uuid lands in
 /// bucket 0, so a damaged row is reported (as `Corrupt`) by partition 0's reader instead
@@ -41,22 +71,12 @@ pub(crate) fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 
 /// The current (highest) version of an aggregate, 0 when it has no events.
 fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i64> {
-    conn.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE aggregate_id = ?1")?
-        .query_row([aggregate_id], |r| r.get(0))
+    conn.prepare_cached(CURRENT_VERSION)?.query_row([aggregate_id], |r| r.get(0))
 }
 
-pub(crate) fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    rules::check_append(&request)?;
     let aggregate = request.aggregate_id;
-    if request.events.is_empty() {
-        return Err(StoreError::InvalidInput(format!("append to aggregate {aggregate}: no events given")));
-    }
-    if let ExpectedVersion::Exact(v) = request.expected_version {
-        if v < 0 {
-            return Err(StoreError::InvalidInput(format!(
-                "append to aggregate {aggregate}: expected version {v} is negative"
-            )));
-        }
-    }
     let now = Utc::now();
     for e in &request.events {
         if let Some(t) = e.timestamp {
@@ -68,16 +88,8 @@ pub(crate) fn append(conn: &mut Connection, request: AppendRequest) -> Result<Ap
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
     if let Some(key) = &request.idempotency_key {
-        let stored: Option<String> = tx
-            .prepare_cached("SELECT outcome FROM idempotency_keys WHERE key = ?1")
-            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
-            .context(|| format!("append to aggregate {aggregate}: looking up idempotency key {key:?}"))?;
-        if let Some(stored) = stored {
-            let mut outcome: AppendOutcome = serde_json::from_str(&stored).map_err(|e| {
-                StoreError::Database(format!("idempotency key {key:?}: the stored outcome does not decode: {e}"))
-            })?;
-            outcome.deduplicated = true;
-            return Ok(outcome);
+        if let Some(stored) = find_key(&tx, key, aggregate)? {
+            return rules::replay_idempotent(key, stored, &request);
         }
     }
 
@@ -97,13 +109,7 @@ pub(crate) fn append(conn: &mut Connection, request: AppendRequest) -> Result<Ap
         deduplicated: false,
     };
     {
-        let mut insert = tx
-            .prepare_cached(
-                "INSERT INTO events (transaction_id, event_id, aggregate_id, aggregate_type, event_type, \
-                 event_data, metadata, version, timestamp, encrypted_fields) \
-                 VALUES (0, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING position",
-            )
-            .context(context)?;
+        let mut insert = tx.prepare_cached(APPEND).context(context)?;
         for (i, event) in request.events.iter().enumerate() {
             let version = current + 1 + i as i64;
             let event_id = event.event_id.unwrap_or_else(Uuid::new_v4);
@@ -160,22 +166,44 @@ pub(crate) fn append(conn: &mut Connection, request: AppendRequest) -> Result<Ap
     if let Some(key) = &request.idempotency_key {
         let stored = serde_json::to_string(&outcome)
             .map_err(|e| StoreError::Database(format!("append outcome does not serialize: {e}")))?;
-        tx.prepare_cached("INSERT INTO idempotency_keys (key, outcome, created_at) VALUES (?1, ?2, ?3)")
-            .and_then(|mut s| s.execute(params![key, stored, format_ts(now)]))
+        tx.prepare_cached(RECORD_IDEMPOTENCY_KEY)
+            .and_then(|mut s| {
+                s.execute(params![key, aggregate_text, rules::request_fingerprint(&request), stored, format_ts(now)])
+            })
             .context(|| format!("append to aggregate {aggregate}: recording idempotency key {key:?}"))?;
     }
     tx.commit().context(|| format!("append to aggregate {aggregate}: commit"))?;
     Ok(outcome)
 }
 
+/// What idempotency key `key` was stored with, if it was.
+fn find_key(conn: &Connection, key: &str, aggregate: Uuid) -> Result<Option<StoredKey>, StoreError> {
+    let found: Option<(Option<String>, Option<String>, String)> = conn
+        .prepare_cached(FIND_IDEMPOTENCY_KEY)
+        .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .context(|| format!("append to aggregate {aggregate}: looking up idempotency key {key:?}"))?;
+    let Some((aggregate_id, fingerprint, outcome)) = found else {
+        return Ok(None);
+    };
+    let bad = |what: String| StoreError::Database(format!("idempotency key {key:?}: {what}"));
+    let outcome: AppendOutcome =
+        serde_json::from_str(&outcome).map_err(|e| bad(format!("the stored outcome does not decode: {e}")))?;
+    // Keys stored before the column was added may name their aggregate only in the outcome.
+    let aggregate_id = match aggregate_id {
+        Some(text) => Uuid::parse_str(&text).map_err(|e| bad(format!("aggregate {text:?} is not a uuid: {e}")))?,
+        None => outcome.aggregate_id,
+    };
+    Ok(Some(StoredKey { aggregate_id, fingerprint, outcome }))
+}
+
 fn collect_events(
     conn: &Connection,
     sql: &str,
-    params: Vec<SqlValue>,
+    params: impl rusqlite::Params,
     context: impl Fn() -> String,
 ) -> Result<Vec<DomainEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).context(&context)?;
-    let mut rows = stmt.query(rusqlite::params_from_iter(params)).context(&context)?;
+    let mut rows = stmt.query(params).context(&context)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().context(&context)? {
         out.push(decode_event(row)?);
@@ -188,50 +216,25 @@ pub(crate) fn read_aggregate(
     aggregate_id: Uuid,
     bound: ReadBound,
 ) -> Result<Vec<DomainEvent>, StoreError> {
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE aggregate_id = ?");
-    let mut params = vec![SqlValue::Text(format_uuid(&aggregate_id))];
-    match bound {
-        ReadBound::All => {}
-        ReadBound::Versions { after, upto } => {
-            sql.push_str(" AND version > ? AND version <= ?");
-            params.push(SqlValue::Integer(after));
-            params.push(SqlValue::Integer(upto));
-        }
-        ReadBound::At(at) => {
-            sql.push_str(" AND timestamp <= ?");
-            params.push(SqlValue::Text(format_ts(at)));
-        }
-    }
-    sql.push_str(" ORDER BY version");
-    collect_events(conn, &sql, params, || format!("read aggregate {aggregate_id} ({bound:?})"))
+    let (after, upto, at) = match bound {
+        ReadBound::All => (i64::MIN, i64::MAX, None),
+        ReadBound::Versions { after, upto } => (after, upto, None),
+        ReadBound::At(at) => (i64::MIN, i64::MAX, Some(format_ts(at))),
+    };
+    collect_events(conn, READ_AGGREGATE, params![format_uuid(&aggregate_id), after, upto, at], || {
+        format!("read aggregate {aggregate_id} ({bound:?})")
+    })
 }
 
-/// Appends ` AND ...` conditions for a filter and a partition.
-fn push_filter(sql: &mut String, params: &mut Vec<SqlValue>, filter: &EventFilter, partition: Partition) {
-    fn any_of(sql: &mut String, params: &mut Vec<SqlValue>, column: &str, values: &[String]) {
-        if values.is_empty() {
-            return;
-        }
-        sql.push_str(" AND ");
-        sql.push_str(column);
-        sql.push_str(" IN (");
-        for (i, v) in values.iter().enumerate() {
-            sql.push_str(if i == 0 { "?" } else { ", ?" });
-            params.push(SqlValue::Text(v.clone()));
-        }
-        sql.push(')');
-    }
-    any_of(sql, params, "event_type", &filter.event_types);
-    any_of(sql, params, "aggregate_type", &filter.aggregate_types);
-    if partition.count > 1 {
-        sql.push_str(&format!(" AND {BUCKET_FUNCTION}(aggregate_id, ?) = ?"));
-        params.push(SqlValue::Integer(i64::from(partition.count)));
-        params.push(SqlValue::Integer(i64::from(partition.index)));
-    }
+/// The filter as the statements take it: JSON arrays of the event types and aggregate
+/// types to read, `None` where the filter reads all.
+fn filter_params(filter: &EventFilter) -> (Option<String>, Option<String>) {
+    let list = |values: &[String]| (!values.is_empty()).then(|| serde_json::Value::from(values.to_vec()).to_string());
+    (list(&filter.event_types), list(&filter.aggregate_types))
 }
 
-fn limit_value(limit: usize) -> SqlValue {
-    SqlValue::Integer(i64::try_from(limit).unwrap_or(i64::MAX))
+fn limit_value(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// Events after `after` in commit order. Every event here has transaction id 0, so a
@@ -246,14 +249,16 @@ pub(crate) fn read_all(
     if after.transaction_id > 0 || limit == 0 {
         return Ok(Vec::new());
     }
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position > ?");
-    let mut params = vec![SqlValue::Integer(after.position)];
-    push_filter(&mut sql, &mut params, filter, partition);
-    sql.push_str(" ORDER BY position LIMIT ?");
-    params.push(limit_value(limit));
-    collect_events(conn, &sql, params, || format!("read events after {after} (partition {partition})"))
+    let (event_types, aggregate_types) = filter_params(filter);
+    collect_events(
+        conn,
+        READ_ALL,
+        params![after.position, event_types, aggregate_types, partition.count, partition.index, limit_value(limit)],
+        || format!("read events after {after} (partition {partition})"),
+    )
 }
 
+/// Events at or after position `from` and after `after`, in position order.
 pub(crate) fn read_since_position(
     conn: &Connection,
     from: i64,
@@ -261,15 +266,8 @@ pub(crate) fn read_since_position(
     after: i64,
     limit: usize,
 ) -> Result<Vec<DomainEvent>, StoreError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE position >= ? AND position > ?");
-    let mut params = vec![SqlValue::Integer(from), SqlValue::Integer(after)];
-    push_filter(&mut sql, &mut params, filter, Partition::WHOLE);
-    sql.push_str(" ORDER BY position LIMIT ?");
-    params.push(limit_value(limit));
-    collect_events(conn, &sql, params, || format!("read events since position {from} after {after}"))
+    let after = after.max(from.saturating_sub(1));
+    read_all(conn, Checkpoint { transaction_id: 0, position: after }, filter, Partition::WHOLE, limit)
 }
 
 /// Matching events after a checkpoint: how many, and the earliest timestamp among them.
@@ -282,13 +280,15 @@ pub(crate) fn lag(
     if after.transaction_id > 0 {
         return Ok((0, None));
     }
-    let mut sql = "SELECT COUNT(*), MIN(timestamp) FROM events WHERE position > ?".to_owned();
-    let mut params = vec![SqlValue::Integer(after.position)];
-    push_filter(&mut sql, &mut params, filter, partition);
+    let (event_types, aggregate_types) = filter_params(filter);
     let context = || format!("measure lag after {after} (partition {partition})");
     let (count, oldest): (i64, Option<String>) = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| Ok((r.get(0)?, r.get(1)?))))
+        .prepare_cached(MEASURE_LAG)
+        .and_then(|mut s| {
+            s.query_row(params![after.position, event_types, aggregate_types, partition.count, partition.index], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
         .context(context)?;
     let oldest = oldest
         .map(|s| parse_ts(&s))

@@ -32,49 +32,37 @@
 //! # Ok(()) }
 //! ```
 
+//!
+//! Layout: `migrate` applies the schema (`sql/migrations/`); every fixed statement is a
+//! file in `sql/`; `events`, `projections`, `dead_letters`, `rebuild` and `repair` each
+//! implement one of the store traits; `rows` is the only place that writes SQL from a
+//! read model's [`TableSchema`](projector::TableSchema).
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::Utc;
-use projector::{
-    AppendOutcome, AppendRequest, BatchCommit, Checkpoint, DeadLetter, DeadLetterFilter, DeadLetterQueue,
-    DeadLetterStatus, DomainEvent, EventFilter, EventStore, FailureRecord, Lease, OperatorAction, Partition,
-    ProjectionState, ProjectionStore, ReadBound, Rebuilds, Repairs, Status, StoreError, TableSchema, Value,
-};
-use rusqlite::{params, Connection, OpenFlags, TransactionBehavior};
-use uuid::Uuid;
+use projector::StoreError;
+use rusqlite::{Connection, OpenFlags};
 
 mod codec;
 mod dead_letters;
 mod error;
 mod events;
+mod migrate;
 mod projections;
 mod rebuild;
+mod repair;
+mod rows;
 
-pub use dead_letters::EmbeddedRepair;
+pub use migrate::{Migration, MIGRATIONS};
 pub use rebuild::EmbeddedRebuild;
+pub use repair::EmbeddedRepair;
 
 use crate::error::Context;
 
-type Result<T, E = StoreError> = std::result::Result<T, E>;
-
-/// One schema migration: applied once, in version order, recorded in
-/// `schema_migrations`.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
-/// The schema, oldest first.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration { version: 1, name: "0001_events", sql: include_str!("../sql/0001_events.sql") },
-    Migration { version: 2, name: "0002_idempotency_keys", sql: include_str!("../sql/0002_idempotency_keys.sql") },
-    Migration { version: 3, name: "0003_projections", sql: include_str!("../sql/0003_projections.sql") },
-    Migration { version: 4, name: "0004_dead_letters", sql: include_str!("../sql/0004_dead_letters.sql") },
-];
+const CONNECTION_SETTINGS: &str = include_str!("../sql/connection_settings.sql");
+const ENABLE_WAL: &str = include_str!("../sql/enable_wal.sql");
 
 /// How long a writer waits for another (thread or process) to release the database.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,7 +90,7 @@ impl std::fmt::Debug for EmbeddedStore {
 impl EmbeddedStore {
     /// Opens (creating it and its parent directories if needed) the store file at `path`
     /// and brings its schema up to date.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let shown = path.display();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -120,7 +108,7 @@ impl EmbeddedStore {
         .context(|| format!("open embedded store {shown}"))?;
         conn.busy_timeout(BUSY_TIMEOUT).context(|| format!("open embedded store {shown}"))?;
         let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .query_row(ENABLE_WAL, [], |r| r.get(0))
             .context(|| format!("open embedded store {shown}: switch to WAL mode"))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Unavailable(format!(
@@ -132,15 +120,14 @@ impl EmbeddedStore {
 
     /// A private store in memory (for tests); clones share it, and it is gone with the
     /// last clone.
-    pub fn open_in_memory() -> Result<Self> {
+    pub fn open_in_memory() -> Result<Self, StoreError> {
         let conn = Connection::open_in_memory().context(|| "open an in-memory embedded store")?;
         Self::setup(conn, None)
     }
 
-    fn setup(conn: Connection, path: Option<PathBuf>) -> Result<Self> {
+    fn setup(conn: Connection, path: Option<PathBuf>) -> Result<Self, StoreError> {
         let shown = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
-        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-            .context(|| format!("open embedded store {shown}"))?;
+        conn.execute_batch(CONNECTION_SETTINGS).context(|| format!("open embedded store {shown}"))?;
         events::register_functions(&conn).context(|| format!("open embedded store {shown}: register functions"))?;
         let store = Self { inner: Arc::new(Inner { conn: Mutex::new(conn), path }) };
         store.migrate()?;
@@ -154,44 +141,13 @@ impl EmbeddedStore {
 
     /// Applies the migrations this file does not have yet. Idempotent, and safe while
     /// other processes open the same file.
-    pub fn migrate(&self) -> Result<()> {
-        let shown = self.describe();
-        let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| format!("migrate embedded store {shown}"))?;
-        tx.execute_batch(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (\
-                 version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
-        )
-        .context(|| format!("migrate embedded store {shown}"))?;
-        let applied: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
-            .context(|| format!("migrate embedded store {shown}"))?;
-        let newest = MIGRATIONS.last().map_or(0, |m| m.version);
-        if applied > newest {
-            return Err(StoreError::Schema(format!(
-                "embedded store {shown} has schema version {applied}, newer than this build knows ({newest}); \
-                 upgrade Projector"
-            )));
-        }
-        for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
-            let context = || format!("migrate embedded store {shown}: apply {}", m.name);
-            tx.execute_batch(m.sql).context(context)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
-                params![m.version, m.name, codec::format_ts(Utc::now())],
-            )
-            .context(context)?;
-        }
-        tx.commit().context(|| format!("migrate embedded store {shown}"))?;
-        Ok(())
+    pub fn migrate(&self) -> Result<(), StoreError> {
+        migrate::run(&mut self.lock(), &self.describe())
     }
 
     /// The highest applied migration.
-    pub fn schema_version(&self) -> Result<i64> {
-        self.lock()
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |r| r.get(0))
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        migrate::schema_version(&self.lock())
             .context(|| format!("read the schema version of embedded store {}", self.describe()))
     }
 
@@ -201,122 +157,11 @@ impl EmbeddedStore {
 
     /// The connection. A panic while it was held may have left a transaction open: it is
     /// rolled back here, so the next operation starts clean.
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         let conn = self.inner.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         conn
-    }
-}
-
-impl EventStore for EmbeddedStore {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
-        events::append(&mut self.lock(), request)
-    }
-
-    async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>> {
-        events::read_aggregate(&self.lock(), aggregate_id, bound)
-    }
-
-    async fn read_all(
-        &self,
-        after: Checkpoint,
-        filter: &EventFilter,
-        partition: Partition,
-        limit: usize,
-    ) -> Result<Vec<DomainEvent>> {
-        events::read_all(&self.lock(), after, filter, partition, limit)
-    }
-}
-
-impl ProjectionStore for EmbeddedStore {
-    async fn register(
-        &self,
-        projection: &str,
-        table: &'static TableSchema,
-        filter: &EventFilter,
-        partitions: u32,
-    ) -> Result<()> {
-        projections::register(&mut self.lock(), projection, table, filter, partitions)
-    }
-
-    async fn claim(&self, projection: &str, partition: Partition, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
-        projections::claim(&mut self.lock(), projection, partition, owner, ttl)
-    }
-
-    async fn release(&self, lease: &Lease) -> Result<()> {
-        projections::release(&self.lock(), lease)
-    }
-
-    async fn load_rows(&self, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>> {
-        projections::load_rows(&self.lock(), table, keys)
-    }
-
-    async fn commit(&self, commit: BatchCommit<'_>) -> Result<()> {
-        projections::commit(&mut self.lock(), commit)
-    }
-
-    async fn record_failure(&self, projection: &str, event: &DomainEvent, error: &str) -> Result<FailureRecord> {
-        dead_letters::record_failure(&self.lock(), projection, event, error)
-    }
-
-    async fn clear_failure(&self, projection: &str, event_id: uuid::Uuid) -> Result<()> {
-        dead_letters::clear_failure(&self.lock(), projection, event_id)
-    }
-
-    async fn set_status(
-        &self,
-        projection: &str,
-        partition: Partition,
-        status: Status,
-        error: Option<&str>,
-    ) -> Result<()> {
-        projections::set_status(&self.lock(), projection, partition, status, error)
-    }
-
-    async fn states(&self) -> Result<Vec<ProjectionState>> {
-        projections::states(&self.lock())
-    }
-}
-
-impl Rebuilds for EmbeddedStore {
-    type Session<'a> = EmbeddedRebuild<'a>;
-
-    /// Takes the connection and opens the rebuild's transaction; see [`EmbeddedRebuild`].
-    async fn begin_rebuild<'a>(&'a self, projection: &str, table: &'static TableSchema) -> Result<EmbeddedRebuild<'a>> {
-        EmbeddedRebuild::begin(self.lock(), projection, table)
-    }
-}
-
-impl DeadLetterQueue for EmbeddedStore {
-    /// Stores the letters in one transaction; ids come back in the order of `letters`.
-    async fn send(&self, letters: &[DeadLetter]) -> Result<Vec<i64>> {
-        dead_letters::send(&mut self.lock(), letters)
-    }
-
-    async fn list(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetter>> {
-        dead_letters::list(&self.lock(), filter)
-    }
-
-    async fn get(&self, id: i64) -> Result<Option<DeadLetter>> {
-        dead_letters::get(&self.lock(), id)
-    }
-
-    async fn resolve(&self, id: i64, status: DeadLetterStatus, action: &OperatorAction) -> Result<()> {
-        dead_letters::resolve(&mut self.lock(), id, status, action)
-    }
-
-    async fn actions(&self, id: i64) -> Result<Vec<OperatorAction>> {
-        dead_letters::actions(&self.lock(), id)
-    }
-}
-
-impl Repairs for EmbeddedStore {
-    type Repair<'a> = EmbeddedRepair<'a>;
-
-    /// Takes the connection and opens the repair's transaction; see [`EmbeddedRepair`].
-    async fn begin_repair<'a>(&'a self, projection: &str, dead_letter_id: i64) -> Result<EmbeddedRepair<'a>> {
-        EmbeddedRepair::begin(self.lock(), projection, dead_letter_id)
     }
 }

@@ -1,18 +1,35 @@
-//! Rebuilds: one `BEGIN IMMEDIATE` transaction on the store's connection, held (with the
-//! connection lock) for the session's lifetime.
+//! Rebuilds: the embedded store's [`Rebuilds`], one `BEGIN IMMEDIATE` transaction on the
+//! store's connection, held (with the connection lock) for the session's lifetime.
 
 use std::sync::MutexGuard;
 
 use chrono::{DateTime, Utc};
+use projector::store::rules;
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, RowChanges, StoreError, TableSchema,
-    Value,
+    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
+    TableSchema, Value,
 };
-use rusqlite::Connection;
+use rusqlite::{params, Connection};
 use uuid::Uuid;
 
+use crate::codec::{format_ts, max_ts, tx_id};
 use crate::error::Context;
-use crate::{events, projections};
+use crate::{events, projections, rows, EmbeddedStore};
+
+const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
+
+impl Rebuilds for EmbeddedStore {
+    type Session<'a> = EmbeddedRebuild<'a>;
+
+    /// Takes the connection and opens the rebuild's transaction; see [`EmbeddedRebuild`].
+    async fn begin_rebuild<'a>(
+        &'a self,
+        projection: &str,
+        table: &'static TableSchema,
+    ) -> Result<EmbeddedRebuild<'a>, StoreError> {
+        EmbeddedRebuild::begin(self.lock(), projection, table)
+    }
+}
 
 /// A rebuild in progress on an [`EmbeddedStore`](crate::EmbeddedStore).
 ///
@@ -47,7 +64,7 @@ impl<'a> EmbeddedRebuild<'a> {
     ) -> Result<Self, StoreError> {
         conn.execute_batch("BEGIN IMMEDIATE").context(|| format!("begin the rebuild of {projection}"))?;
         let session = Self { conn, projection: projection.to_owned(), table, open: true };
-        let (table_name, _) = projections::projection_info(&session.conn, projection)?;
+        let table_name = projections::registered_table(&session.conn, projection)?;
         if table_name != table.name {
             return Err(StoreError::InvalidInput(format!(
                 "rebuild {projection}: the projection writes table {table_name}, not {}",
@@ -92,15 +109,15 @@ impl RebuildSession for EmbeddedRebuild<'_> {
     }
 
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<(), StoreError> {
-        projections::clear_rows(&self.conn, self.table, keys)
+        rows::clear_rows(&self.conn, self.table, keys)
     }
 
     async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, StoreError> {
-        projections::load_rows(&self.conn, self.table, keys)
+        rows::load_rows(&self.conn, self.table, keys)
     }
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
-        projections::write_rows(&self.conn, self.table, &changes)
+        rows::write_rows(&self.conn, self.table, &changes)
     }
 
     async fn finish(
@@ -109,9 +126,39 @@ impl RebuildSession for EmbeddedRebuild<'_> {
         events_applied: u64,
         last_event_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError> {
-        projections::finish_rebuild(&self.conn, &self.projection, to, events_applied, last_event_at)?;
+        finish(&self.conn, &self.projection, to, events_applied, last_event_at)?;
         self.conn.execute_batch("COMMIT").context(|| format!("commit the rebuild of {}", self.projection))?;
         self.open = false;
         Ok(())
     }
+}
+
+/// Every partition at `to` and caught up; each adds its share of the rebuild's count.
+fn finish(
+    conn: &Connection,
+    projection: &str,
+    to: Checkpoint,
+    events_applied: u64,
+    last_event_at: Option<DateTime<Utc>>,
+) -> Result<(), StoreError> {
+    let context = || format!("finish the rebuild of {projection} at {to}");
+    let now = format_ts(Utc::now());
+    let last_event_at = last_event_at.map(|t| format_ts(t.min(max_ts())));
+    let transaction_id = tx_id(to)?;
+    for row in projections::partition_rows(conn, projection).context(context)? {
+        conn.prepare_cached(FINISH_REBUILD)
+            .and_then(|mut s| {
+                s.execute(params![
+                    transaction_id,
+                    to.position,
+                    rules::rebuild_applied_share(row.index, events_applied),
+                    last_event_at,
+                    now,
+                    projection,
+                    row.index,
+                ])
+            })
+            .context(context)?;
+    }
+    Ok(())
 }

@@ -292,3 +292,96 @@ async fn reserved_and_foreign_tables_are_refused() {
     let result = store.register("types", &TYPES, &EventFilter::all(), 0).await;
     assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
 }
+
+/// The store asks the core's rules and answers with their errors: a claim split for
+/// another count or beyond the partitions, a commit for another table or projection, a
+/// status change of a missing partition, a rebuild counted once.
+#[tokio::test]
+async fn the_store_answers_with_the_core_rules() {
+    use projector::{RebuildSession, Rebuilds, Status};
+    let store = EmbeddedStore::open_in_memory().unwrap();
+    store.register("types", &TYPES, &EventFilter::all(), 2).await.unwrap();
+    let ttl = Duration::from_secs(30);
+
+    let result = store.claim("types", Partition { index: 0, count: 3 }, "me", ttl).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("projector scale")), "{result:?}");
+    let result = store.claim("types", Partition { index: 2, count: 2 }, "me", ttl).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("no partition")), "{result:?}");
+    let result = store.claim("types", Partition { index: 0, count: 2 }, "", ttl).await;
+    assert!(matches!(result, Err(StoreError::InvalidInput(_))), "{result:?}");
+
+    let lease = store.claim("types", Partition { index: 0, count: 2 }, "me", ttl).await.unwrap().unwrap();
+    const ELSEWHERE: TableSchema = TableSchema { name: "embedded_elsewhere", ..TYPES };
+    let commit = |table: &'static TableSchema, lease| BatchCommit {
+        lease,
+        table,
+        from: Checkpoint::START,
+        to: Checkpoint::START,
+        changes: RowChanges::default(),
+        events_applied: 0,
+        last_event_at: None,
+        lease_ttl: ttl,
+        dead_letters: vec![],
+    };
+    let result = store.commit(commit(&ELSEWHERE, &lease)).await;
+    assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("writes table")), "{result:?}");
+    let stranger = projector::Lease { projection: "nobody".into(), ..lease.clone() };
+    let result = store.commit(commit(&TYPES, &stranger)).await;
+    assert!(matches!(result, Err(StoreError::UnknownProjection(ref p)) if p == "nobody"), "{result:?}");
+
+    store.set_status("types", lease.partition, Status::Failed, None).await.unwrap();
+    store.set_status("types", lease.partition, Status::Stopped, Some("held")).await.unwrap();
+    store.set_status("types", lease.partition, Status::Running, None).await.unwrap();
+    let state = store.states().await.unwrap().remove(0);
+    assert_eq!((state.error_count, state.last_error.as_deref()), (2, Some("held")));
+    let result = store.set_status("nobody", Partition::WHOLE, Status::Running, None).await;
+    assert!(matches!(result, Err(StoreError::UnknownProjection(_))), "{result:?}");
+
+    let to = Checkpoint { transaction_id: 0, position: 9 };
+    let session = store.begin_rebuild("types", &TYPES).await.unwrap();
+    session.finish(to, 5, None).await.unwrap();
+    let applied: Vec<(u32, i64, Checkpoint, Status)> =
+        store.states().await.unwrap().iter().map(|s| (s.partition, s.events_applied, s.checkpoint, s.status)).collect();
+    assert_eq!(applied, vec![(0, 5, to, Status::CaughtUp), (1, 0, to, Status::CaughtUp)]);
+}
+
+/// A key names one request: the same request again is answered from the key, another
+/// one under the same key is refused and writes nothing. The key keeps its aggregate and
+/// the request's fingerprint.
+#[tokio::test]
+async fn an_idempotency_key_names_one_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.db");
+    let store = EmbeddedStore::open(&path).unwrap();
+    let a = Uuid::from_u128(1);
+    let keyed = |aggregate, events| AppendRequest {
+        idempotency_key: Some("req-1".into()),
+        ..request(aggregate, ExpectedVersion::Exact(0), events)
+    };
+    let events = || vec![NewEvent::new("E", json!({"n": 1, "m": 2}))];
+    let first = store.append(keyed(a, events())).await.unwrap();
+    let again = store.append(keyed(a, vec![NewEvent::new("E", json!({"m": 2, "n": 1}))])).await.unwrap();
+    assert_eq!(again, projector::AppendOutcome { deduplicated: true, ..first.clone() }, "the same request");
+
+    for (what, other) in [
+        ("another payload", keyed(a, vec![NewEvent::new("E", json!({"n": 2}))])),
+        ("another event type", keyed(a, vec![NewEvent::new("F", json!({"n": 1, "m": 2}))])),
+        ("another expected version", AppendRequest { expected_version: ExpectedVersion::Any, ..keyed(a, events()) }),
+        ("another aggregate", keyed(Uuid::from_u128(2), events())),
+    ] {
+        match store.append(other).await {
+            Err(StoreError::IdempotencyConflict { key, .. }) => assert_eq!(key, "req-1", "{what}"),
+            other => panic!("{what}: want IdempotencyConflict, got {other:?}"),
+        }
+    }
+    assert_eq!(store.read_aggregate(a, ReadBound::All).await.unwrap().len(), 1, "nothing written");
+    assert!(store.read_aggregate(Uuid::from_u128(2), ReadBound::All).await.unwrap().is_empty());
+
+    let (aggregate, fingerprint): (String, String) = raw(&path)
+        .query_row("SELECT aggregate_id, fingerprint FROM idempotency_keys WHERE key = 'req-1'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(aggregate, a.to_string());
+    assert_eq!(fingerprint, projector::store::rules::request_fingerprint(&keyed(a, events())));
+}

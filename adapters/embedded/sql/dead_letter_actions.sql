@@ -1,0 +1,5 @@
+-- ?1 dead letter: what operators did to it, oldest first.
+SELECT dead_letter_id, actor, action, at, outcome
+FROM dead_letter_actions
+WHERE dead_letter_id = ?1
+ORDER BY id

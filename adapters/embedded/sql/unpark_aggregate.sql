@@ -1,0 +1,2 @@
+-- ?1 projection, ?2 aggregate: its events apply again.
+DELETE FROM parked_aggregates WHERE projection = ?1 AND aggregate_id = ?2
