@@ -2,6 +2,7 @@
 
 mod backend;
 mod commands;
+mod handlers;
 mod output;
 mod seed;
 mod table;
@@ -14,9 +15,6 @@ use projector::config::Config;
 
 use crate::backend::Backend;
 use crate::commands::Command;
-
-/// Handlers this binary carries, by the name `projections.yaml` uses.
-pub const HANDLERS: &[&str] = &["user-profile", "daily-activity"];
 
 /// The configuration used when no `projections.yaml` is found.
 const DEFAULT_CONFIG: &str = include_str!("../../projections.yaml");
@@ -42,9 +40,10 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
         let default = PathBuf::from("projections.yaml");
         default.exists().then_some(default)
     });
+    let handlers = handlers::names();
     match found {
-        Some(path) => Config::load(&path, HANDLERS).map_err(|e| anyhow::anyhow!("{e}")),
-        None => Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", HANDLERS)
+        Some(path) => Config::load(&path, &handlers).map_err(|e| anyhow::anyhow!("{e}")),
+        None => Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", &handlers)
             .map_err(|e| anyhow::anyhow!("{e}")),
     }
 }

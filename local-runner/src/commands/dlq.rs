@@ -4,12 +4,15 @@
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use projector::config::Config;
-use projector::repair::{repair, RepairAction, RepairEnd};
-use projector::{DeadLetter, DeadLetterFilter, DeadLetterQueue, EventStore, ReadBound};
+use projector::repair::{repair, RepairAction, RepairEnd, RepairOutcome};
+use projector::{
+    DeadLetter, DeadLetterFilter, DeadLetterQueue, EventFilter, EventStore, ProjectionHandler, ReadBound, Repairs,
+};
 use projector_local::Connector;
 
 use super::{connect, projection};
-use crate::{say, table, with_handler};
+use crate::handlers::{self, WithHandler};
+use crate::{say, table};
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -82,10 +85,8 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Comm
         store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
     let p = projection(config, &letter.projection)?;
     let who = actor(&args);
-    let outcome = with_handler!(p.handler.as_str(), |h| {
-        repair(&h, &store, &p.events.to_filter(), id, what, &who, args.chunk).await
-    })
-    .with_context(|| format!("dlq {} {id}", what.as_str()))?;
+    let job = Repair { store: &store, filter: p.events.to_filter(), id, what, actor: &who, chunk: args.chunk };
+    let outcome = handlers::dispatch(&p.handler, job).await.with_context(|| format!("dlq {} {id}", what.as_str()))?;
     match outcome.end {
         RepairEnd::Done => {
             say!(
@@ -155,6 +156,24 @@ async fn show<S: DeadLetterQueue + EventStore>(store: &S, id: i64, json: bool) -
         }
     }
     Ok(())
+}
+
+/// One repair of the parked sequence behind dead letter `id`.
+struct Repair<'a, S> {
+    store: &'a S,
+    filter: EventFilter,
+    id: i64,
+    what: RepairAction,
+    actor: &'a str,
+    chunk: usize,
+}
+
+impl<S: Repairs> WithHandler for Repair<'_, S> {
+    type Output = Result<RepairOutcome>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RepairOutcome> {
+        Ok(repair(&handler, self.store, &self.filter, self.id, self.what, self.actor, self.chunk).await?)
+    }
 }
 
 fn actor(args: &RepairArgs) -> String {

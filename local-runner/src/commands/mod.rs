@@ -15,7 +15,9 @@ mod status;
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use projector::config::{Config, ProjectionConfig};
-use projector_local::{Connector, LocalAdapter, Registry};
+use projector_local::{Connector, LocalAdapter};
+
+use crate::handlers;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -58,10 +60,6 @@ impl Command {
     }
 }
 
-fn registry<C: Connector>() -> Registry<C> {
-    Registry::default().with(projection_user_profile::UserProfile).with(projection_daily_activity::DailyActivity)
-}
-
 async fn connect<C: Connector>(connector: &C) -> Result<C::Store> {
     connector.connect().await.with_context(|| {
         format!("cannot reach the {}; is it running? (set DATABASE_URL or --database-url)", connector.describe())
@@ -77,7 +75,7 @@ fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig
 
 async fn register_all<C: Connector>(config: &Config, connector: &C) -> Result<()> {
     let store = connect(connector).await?;
-    let adapter = LocalAdapter::new(config.clone(), connector.clone(), registry::<C>());
+    let adapter = LocalAdapter::new(config.clone(), connector.clone(), handlers::registry::<C>());
     adapter.register_all(&store).await.context("registering projections")?;
     Ok(())
 }

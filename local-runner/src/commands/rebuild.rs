@@ -1,13 +1,14 @@
 //! `projector rebuild`: rebuilds a projection's read model from the full history (or
 //! recomputes the rows touched since a position) in one transaction, with progress.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use projector::config::Config;
-use projector::{Partition, ProjectionStore, Rebuild};
+use projector::{EventFilter, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds};
 use projector_local::Connector;
 
 use super::{connect, projection, register_all};
-use crate::{say, with_handler};
+use crate::handlers::{self, WithHandler};
+use crate::say;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,23 +38,14 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     );
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
-    let outcome = with_handler!(p.handler.as_str(), |h| {
-        Rebuild::new(&h, &p.events.to_filter())
-            .from_position(from)
-            .run(&store, |read: u64, _| {
-                if read > bar.length().unwrap_or(0) {
-                    bar.set_length(read);
-                }
-                bar.set_position(read)
-            })
-            .await
-    });
+    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, bar: &bar };
+    let outcome = handlers::dispatch(&p.handler, job).await;
     bar.finish_and_clear();
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
             let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
-            return Err(anyhow!(e).context(format!("rebuild of {name} failed; the read model is unchanged")));
+            return Err(e.context(format!("rebuild of {name} failed; the read model is unchanged")));
         }
     };
     let secs = started.elapsed().as_secs_f64();
@@ -67,6 +59,32 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         outcome.events_read as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// The rebuild itself, with its progress shown on `bar`.
+struct RebuildJob<'a, S> {
+    store: &'a S,
+    filter: EventFilter,
+    from: Option<i64>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
+    type Output = Result<RebuildOutcome>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RebuildOutcome> {
+        let bar = self.bar;
+        let outcome = Rebuild::new(&handler, &self.filter)
+            .from_position(self.from)
+            .run(self.store, |read: u64, _| {
+                if read > bar.length().unwrap_or(0) {
+                    bar.set_length(read);
+                }
+                bar.set_position(read)
+            })
+            .await?;
+        Ok(outcome)
+    }
 }
 
 async fn mark_failed<S: ProjectionStore>(store: &S, name: &str, partitions: u32, error: &str) -> Result<()> {

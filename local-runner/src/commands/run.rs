@@ -10,7 +10,8 @@ use projector::config::Config;
 use projector::{ProjectionState, ProjectionStore};
 use projector_local::{Connector, LocalAdapter, WorkerExit};
 
-use super::{projection, registry};
+use super::projection;
+use crate::handlers;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,7 +38,7 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
             }
         }
     };
-    let adapter = LocalAdapter::new(config.clone(), connector.clone(), registry::<C>());
+    let adapter = LocalAdapter::new(config.clone(), connector.clone(), handlers::registry::<C>());
     adapter.register_all(&store).await.context("registering projections")?;
     let names: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
     for name in &names {

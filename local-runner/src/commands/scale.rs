@@ -4,11 +4,13 @@
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use projector::config::Config;
-use projector::{ProjectionHandler, ProjectionState, ProjectionStore};
+use projector::EventStore;
+use projector::{Checkpoint, EventFilter, ProjectionHandler, ProjectionState, ProjectionStore};
 use projector_local::Connector;
 
 use super::{connect, projection};
-use crate::{say, with_handler};
+use crate::handlers::{self, WithHandler};
+use crate::say;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,16 +41,35 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     }
     let owner = format!("scale-{}", std::process::id());
     let filter = p.events.to_filter();
-    let target = with_handler!(p.handler.as_str(), |h| {
-        let target = projector::runtime::align_partitions(&h, &store, name, &filter, &owner, p.batch_size)
-            .await
-            .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
-        store.register(name, h.schema(), &h.filter().and(&filter), partitions).await?;
-        target
-    });
+    let job = Repartition { store: &store, name, filter: &filter, owner: &owner, batch_size: p.batch_size, partitions };
+    let target = handlers::dispatch(&p.handler, job).await?;
     say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");
     if p.partitions != partitions {
         say!("set `partitions: {partitions}` for {name} in projections.yaml before starting the runners");
     }
     Ok(())
+}
+
+/// Brings every partition to one checkpoint, then registers the new partition count
+/// from there; returns that checkpoint.
+struct Repartition<'a, S> {
+    store: &'a S,
+    name: &'a str,
+    filter: &'a EventFilter,
+    owner: &'a str,
+    batch_size: usize,
+    partitions: u32,
+}
+
+impl<S: EventStore + ProjectionStore> WithHandler for Repartition<'_, S> {
+    type Output = Result<Checkpoint>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<Checkpoint> {
+        let Repartition { store, name, filter, owner, batch_size, partitions } = self;
+        let target = projector::runtime::align_partitions(&handler, store, name, filter, owner, batch_size)
+            .await
+            .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
+        store.register(name, handler.schema(), &handler.filter().and(filter), partitions).await?;
+        Ok(target)
+    }
 }
