@@ -38,7 +38,8 @@ impl<C: Connector> LocalAdapter<C> {
         let ours: Vec<String> = self.running.lock().expect("running map").keys().cloned().collect();
         let (store, ours, me) = (&store, ours.as_slice(), self.owner.as_str());
         let states = move || own_states(store, ours, me);
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // Never set: the endpoint, the alerts and LISTEN end when this drops them.
+        let (_stop, stop_rx) = watch::channel(false);
         let observability = &self.config.observability;
         let http = async {
             if let Some(addr) = observability.listen {
@@ -60,17 +61,15 @@ impl<C: Connector> LocalAdapter<C> {
         tokio::pin!(listen, shutdown, http, alerts);
         let mut listening = true;
         let mut check = tokio::time::interval(FINISHED_CHECK);
-        let end = loop {
+        loop {
             tokio::select! {
-                _ = &mut shutdown => break ServeEnd::Shutdown,
+                _ = &mut shutdown => return ServeEnd::Shutdown,
                 _ = &mut listen, if listening => listening = false,
                 _ = &mut http => {}
                 _ = &mut alerts => {}
-                _ = check.tick() => if self.all_finished() { break ServeEnd::WorkersEnded },
+                _ = check.tick() => if self.all_finished() { return ServeEnd::WorkersEnded },
             }
-        };
-        let _ = stop_tx.send(true);
-        end
+        }
     }
 
     /// Keeps idle workers woken by `LISTEN projector_events` (PostgreSQL only) until shutdown.
