@@ -35,21 +35,3 @@ macro_rules! with_backend {
         }
     };
 }
-
-/// Runs a generic async block with the named handler bound to `$h`.
-#[macro_export]
-macro_rules! with_handler {
-    ($name:expr, |$h:ident| $body:expr) => {
-        match $name {
-            "user-profile" => {
-                let $h = projection_user_profile::UserProfile;
-                $body
-            }
-            "daily-activity" => {
-                let $h = projection_daily_activity::DailyActivity;
-                $body
-            }
-            other => anyhow::bail!("unknown handler {other:?}; known handlers: {}", $crate::HANDLERS.join(", ")),
-        }
-    };
-}

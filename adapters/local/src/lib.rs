@@ -4,150 +4,34 @@
 //! Every worker thread has its own current-thread tokio runtime and its own store, so
 //! the core's futures need no `Send` bound. Partitions are owned through lease rows;
 //! PostgreSQL `LISTEN projector_events` wakes idle workers, and they poll as well.
+//!
+//! A runner builds a [`LocalAdapter`] with the [`Registry`] of handlers it carries,
+//! registers and deploys its projections, then calls [`LocalAdapter::serve`] until it is
+//! told to stop, and drains the workers with [`LocalAdapter::stop_all`].
 
 pub mod alerts;
 mod connect;
 pub mod http;
 pub mod metrics;
+mod registry;
+mod serve;
 mod worker;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use projector::adapter::{AdapterError, Deployment, ProjectionAdapter};
 use projector::config::{Config, ProjectionConfig};
-use projector::{Partition, ProjectionHandler, ProjectionState, ProjectionStore};
+use projector::{Partition, ProjectionState, ProjectionStore};
 use tokio::sync::{watch, Notify};
 
 pub use connect::{Connector, EmbeddedConnector, PgConnector};
+pub use registry::{Deploy, Registry};
+pub use serve::ServeEnd;
 pub use worker::{run_partition, WorkerExit, WorkerSettings};
 
 use crate::metrics::Metrics;
-
-/// A handler the adapter can start by name.
-pub trait Deploy<C: Connector>: Send + Sync {
-    fn handler_name(&self) -> &'static str;
-
-    fn schema(&self) -> &'static projector::TableSchema;
-
-    fn handler_filter(&self) -> projector::EventFilter;
-
-    /// Brings every partition to one checkpoint (see `projector::runtime::align_partitions`),
-    /// on a thread of its own; every lease must be free.
-    fn align(
-        &self,
-        connector: C,
-        projection: String,
-        filter: projector::EventFilter,
-        owner: String,
-        batch: usize,
-    ) -> Result<projector::Checkpoint, String>;
-
-    /// Starts a worker thread for one partition.
-    fn spawn(
-        &self,
-        connector: C,
-        settings: WorkerSettings,
-        metrics: Arc<Metrics>,
-        wake: Arc<Notify>,
-        shutdown: watch::Receiver<bool>,
-    ) -> JoinHandle<WorkerExit>;
-}
-
-struct Entry<H>(Arc<H>);
-
-impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
-    fn handler_name(&self) -> &'static str {
-        self.0.name()
-    }
-
-    fn schema(&self) -> &'static projector::TableSchema {
-        self.0.schema()
-    }
-
-    fn handler_filter(&self) -> projector::EventFilter {
-        self.0.filter()
-    }
-
-    fn align(
-        &self,
-        connector: C,
-        projection: String,
-        filter: projector::EventFilter,
-        owner: String,
-        batch: usize,
-    ) -> Result<projector::Checkpoint, String> {
-        let handler = Arc::clone(&self.0);
-        let aligned = on_own_runtime(format!("{projection}-align"), Err, move || async move {
-            let store = connector.connect().await.map_err(|e| e.to_string())?;
-            projector::runtime::align_partitions(&*handler, &store, &projection, &filter, &owner, batch)
-                .await
-                .map_err(|e| e.to_string())
-        });
-        aligned.join().unwrap_or_else(|_| Err("aligning partitions panicked".into()))
-    }
-
-    fn spawn(
-        &self,
-        connector: C,
-        settings: WorkerSettings,
-        metrics: Arc<Metrics>,
-        wake: Arc<Notify>,
-        shutdown: watch::Receiver<bool>,
-    ) -> JoinHandle<WorkerExit> {
-        let handler = Arc::clone(&self.0);
-        let name = format!("{}-{}", settings.projection, settings.partition.index);
-        on_own_runtime(name, WorkerExit::Failed, move || async move {
-            run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown).await
-        })
-    }
-}
-
-/// Runs `work` on a new thread with a current-thread tokio runtime of its own: the
-/// core's futures are not `Send`, so each worker keeps its store and futures on one thread.
-/// `no_runtime` turns a runtime that cannot start into the thread's result.
-fn on_own_runtime<T, F, Fut>(name: String, no_runtime: fn(String) -> T, work: F) -> JoinHandle<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = T>,
-{
-    std::thread::Builder::new()
-        .name(name)
-        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt.block_on(work()),
-            Err(e) => no_runtime(format!("cannot start a runtime: {e}")),
-        })
-        .expect("spawning a worker thread")
-}
-
-/// The handlers a runner knows, by name.
-pub struct Registry<C: Connector> {
-    handlers: BTreeMap<&'static str, Arc<dyn Deploy<C>>>,
-}
-
-impl<C: Connector> Default for Registry<C> {
-    fn default() -> Self {
-        Self { handlers: BTreeMap::new() }
-    }
-}
-
-impl<C: Connector> Registry<C> {
-    pub fn with<H: ProjectionHandler>(mut self, handler: H) -> Self {
-        self.handlers.insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
-        self
-    }
-
-    pub fn names(&self) -> Vec<&'static str> {
-        self.handlers.keys().copied().collect()
-    }
-
-    fn get(&self, name: &str) -> Option<&Arc<dyn Deploy<C>>> {
-        self.handlers.get(name)
-    }
-}
 
 struct Running {
     shutdown: watch::Sender<bool>,
@@ -261,51 +145,6 @@ impl<C: Connector> LocalAdapter<C> {
     /// True when every worker thread of every projection has ended (all failed).
     pub fn all_finished(&self) -> bool {
         self.running.lock().expect("running map").values().all(|r| r.workers.iter().all(|w| w.is_finished()))
-    }
-
-    /// Keeps idle workers woken by `LISTEN projector_events` (PostgreSQL only) until shutdown.
-    pub async fn listen(&self, mut shutdown: watch::Receiver<bool>) {
-        let Some(url) = self.connector.listen_url().map(str::to_owned) else {
-            return;
-        };
-        let wake = Arc::clone(&self.wake);
-        loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            if let Err(e) = listen_once(&url, &wake, &mut shutdown).await {
-                tracing::debug!(error = %e, "LISTEN connection ended; polling until it is back");
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = shutdown.changed() => return,
-            }
-        }
-    }
-}
-
-async fn listen_once(
-    url: &str,
-    wake: &Arc<Notify>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), tokio_postgres::Error> {
-    use futures_util::StreamExt;
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let listen = client.batch_execute("LISTEN projector_events");
-    tokio::pin!(listen);
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            r = &mut listen, if !listening => { r?; listening = true; }
-            m = messages.next() => match m {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify_waiters(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-            _ = shutdown.changed() => return Ok(()),
-        }
     }
 }
 

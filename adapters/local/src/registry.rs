@@ -1,0 +1,135 @@
+//! The handlers a runner can start, by name: each is kept behind [`Deploy`], which
+//! starts its workers and aligns its partitions without the caller naming its type.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use projector::ProjectionHandler;
+use tokio::sync::{watch, Notify};
+
+use crate::metrics::Metrics;
+use crate::{run_partition, Connector, WorkerExit, WorkerSettings};
+
+/// A handler the adapter can start by name.
+pub trait Deploy<C: Connector>: Send + Sync {
+    fn handler_name(&self) -> &'static str;
+
+    fn schema(&self) -> &'static projector::TableSchema;
+
+    fn handler_filter(&self) -> projector::EventFilter;
+
+    /// Brings every partition to one checkpoint (see `projector::runtime::align_partitions`),
+    /// on a thread of its own; every lease must be free.
+    fn align(
+        &self,
+        connector: C,
+        projection: String,
+        filter: projector::EventFilter,
+        owner: String,
+        batch: usize,
+    ) -> Result<projector::Checkpoint, String>;
+
+    /// Starts a worker thread for one partition.
+    fn spawn(
+        &self,
+        connector: C,
+        settings: WorkerSettings,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<WorkerExit>;
+}
+
+struct Entry<H>(Arc<H>);
+
+impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
+    fn handler_name(&self) -> &'static str {
+        self.0.name()
+    }
+
+    fn schema(&self) -> &'static projector::TableSchema {
+        self.0.schema()
+    }
+
+    fn handler_filter(&self) -> projector::EventFilter {
+        self.0.filter()
+    }
+
+    fn align(
+        &self,
+        connector: C,
+        projection: String,
+        filter: projector::EventFilter,
+        owner: String,
+        batch: usize,
+    ) -> Result<projector::Checkpoint, String> {
+        let handler = Arc::clone(&self.0);
+        let aligned = on_own_runtime(format!("{projection}-align"), Err, move || async move {
+            let store = connector.connect().await.map_err(|e| e.to_string())?;
+            projector::runtime::align_partitions(&*handler, &store, &projection, &filter, &owner, batch)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        aligned.join().unwrap_or_else(|_| Err("aligning partitions panicked".into()))
+    }
+
+    fn spawn(
+        &self,
+        connector: C,
+        settings: WorkerSettings,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<WorkerExit> {
+        let handler = Arc::clone(&self.0);
+        let name = format!("{}-{}", settings.projection, settings.partition.index);
+        on_own_runtime(name, WorkerExit::Failed, move || async move {
+            run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown).await
+        })
+    }
+}
+
+/// Runs `work` on a new thread with a current-thread tokio runtime of its own: the
+/// core's futures are not `Send`, so each worker keeps its store and futures on one thread.
+/// `no_runtime` turns a runtime that cannot start into the thread's result.
+fn on_own_runtime<T, F, Fut>(name: String, no_runtime: fn(String) -> T, work: F) -> JoinHandle<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(work()),
+            Err(e) => no_runtime(format!("cannot start a runtime: {e}")),
+        })
+        .expect("spawning a worker thread")
+}
+
+/// The handlers a runner knows, by name.
+pub struct Registry<C: Connector> {
+    handlers: BTreeMap<&'static str, Arc<dyn Deploy<C>>>,
+}
+
+impl<C: Connector> Default for Registry<C> {
+    fn default() -> Self {
+        Self { handlers: BTreeMap::new() }
+    }
+}
+
+impl<C: Connector> Registry<C> {
+    pub fn with<H: ProjectionHandler>(mut self, handler: H) -> Self {
+        self.handlers.insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
+        self
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.handlers.keys().copied().collect()
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Deploy<C>>> {
+        self.handlers.get(name)
+    }
+}

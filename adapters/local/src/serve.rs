@@ -1,0 +1,134 @@
+//! What a runner does beside its workers while it serves: `LISTEN` wake-ups, the
+//! `/metrics` and `/health` endpoint on `observability.listen`, and the `alerts:`
+//! evaluator, all reading the projections' state through one store connection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use projector::{ProjectionState, ProjectionStore};
+use tokio::sync::{watch, Notify};
+
+use crate::alerts::Alerter;
+use crate::{http, Connector, LocalAdapter};
+
+/// How often [`LocalAdapter::serve`] checks whether every worker has ended.
+const FINISHED_CHECK: Duration = Duration::from_millis(500);
+
+/// Why [`LocalAdapter::serve`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeEnd {
+    /// The shutdown future resolved.
+    Shutdown,
+    /// Every worker thread has ended on its own (failed or halted), or none was running.
+    WorkersEnded,
+}
+
+impl<C: Connector> LocalAdapter<C> {
+    /// Serves the deployed projections until `shutdown` resolves or every worker has
+    /// ended: keeps idle workers woken by `LISTEN` (PostgreSQL), serves `/metrics` and
+    /// `/health` on `observability.listen` (unless `off`; an address that cannot be bound
+    /// is logged as a warning and the runner carries on without it), and evaluates the
+    /// `alerts:` conditions when configured. `store` reads the projection states for
+    /// the endpoint and the alerts.
+    ///
+    /// The workers keep running when this returns: [`LocalAdapter::stop_all`] drains them.
+    pub async fn serve(&self, store: C::Store, shutdown: impl Future<Output = ()>) -> ServeEnd {
+        let ours: Vec<String> = self.running.lock().expect("running map").keys().cloned().collect();
+        let (store, ours, me) = (&store, ours.as_slice(), self.owner.as_str());
+        let states = move || own_states(store, ours, me);
+        // Never set: the endpoint, the alerts and LISTEN end when this drops them.
+        let (_stop, stop_rx) = watch::channel(false);
+        let observability = &self.config.observability;
+        let http = async {
+            if let Some(addr) = observability.listen {
+                let served =
+                    http::serve(addr, self.metrics(), states, observability.health_interval, stop_rx.clone()).await;
+                if let Err(e) = served {
+                    tracing::warn!("/metrics and /health are not served on {addr}: {e}");
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let alerts = async {
+            if let Some(alerts) = &self.config.alerts {
+                Alerter::new(alerts.clone()).run(states, self.metrics(), stop_rx.clone()).await;
+            }
+            std::future::pending::<()>().await
+        };
+        let listen = self.listen(stop_rx.clone());
+        tokio::pin!(listen, shutdown, http, alerts);
+        let mut listening = true;
+        let mut check = tokio::time::interval(FINISHED_CHECK);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return ServeEnd::Shutdown,
+                _ = &mut listen, if listening => listening = false,
+                _ = &mut http => {}
+                _ = &mut alerts => {}
+                _ = check.tick() => if self.all_finished() { return ServeEnd::WorkersEnded },
+            }
+        }
+    }
+
+    /// Keeps idle workers woken by `LISTEN projector_events` (PostgreSQL only) until shutdown.
+    pub async fn listen(&self, mut shutdown: watch::Receiver<bool>) {
+        let Some(url) = self.connector.listen_url().map(str::to_owned) else {
+            return;
+        };
+        let wake = Arc::clone(&self.wake);
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = listen_once(&url, &wake, &mut shutdown).await {
+                tracing::debug!(error = %e, "LISTEN connection ended; polling until it is back");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn listen_once(
+    url: &str,
+    wake: &Arc<Notify>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), tokio_postgres::Error> {
+    use futures_util::StreamExt;
+    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let listen = client.batch_execute("LISTEN projector_events");
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            r = &mut listen, if !listening => { r?; listening = true; }
+            m = messages.next() => match m {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify_waiters(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+/// The states this runner answers for: its projections' partitions that it leases, or
+/// that nobody holds a live lease on (another runner reports its own).
+async fn own_states<S: ProjectionStore>(store: &S, ours: &[String], me: &str) -> Result<Vec<ProjectionState>, String> {
+    let all = store.states().await.map_err(|e| e.to_string())?;
+    let now = Utc::now();
+    let mine = |s: &ProjectionState| {
+        ours.contains(&s.projection)
+            && match (&s.lease_owner, s.lease_expires_at) {
+                (Some(owner), Some(until)) => owner == me || until < now,
+                _ => true,
+            }
+    };
+    Ok(all.into_iter().filter(mine).collect())
+}

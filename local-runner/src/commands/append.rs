@@ -1,0 +1,107 @@
+//! `projector append`: appends events given as JSON lines, one append per line, from a
+//! file or stdin.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use chrono::{DateTime, Utc};
+use projector::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent};
+use projector_local::Connector;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::connect;
+use crate::say;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// File of JSON lines; `-` or absent reads stdin.
+    file: Option<PathBuf>,
+}
+
+/// One line of `projector append` input: either `events: [...]` or one event inline.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppendLine {
+    aggregate_id: Uuid,
+    aggregate_type: String,
+    #[serde(default)]
+    expected_version: Option<i64>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<NewEvent>>,
+    #[serde(default)]
+    event_id: Option<Uuid>,
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    event_data: Option<serde_json::Value>,
+    #[serde(default)]
+    metadata: Option<Metadata>,
+    #[serde(default)]
+    timestamp: Option<DateTime<Utc>>,
+    #[serde(default)]
+    encrypted_fields: Vec<String>,
+}
+
+impl AppendLine {
+    fn into_request(self) -> Result<AppendRequest> {
+        let events = match (self.events, self.event_type) {
+            (Some(events), None) => events,
+            (None, Some(event_type)) => vec![NewEvent {
+                event_id: self.event_id,
+                event_type,
+                event_data: self.event_data.unwrap_or_else(|| serde_json::json!({})),
+                metadata: self.metadata.unwrap_or_default(),
+                timestamp: self.timestamp,
+                encrypted_fields: self.encrypted_fields,
+            }],
+            (Some(_), Some(_)) => {
+                bail!("give either `events` or one inline `event_type`, not both")
+            }
+            (None, None) => bail!("missing `event_type` (or `events`)"),
+        };
+        Ok(AppendRequest {
+            aggregate_id: self.aggregate_id,
+            aggregate_type: self.aggregate_type,
+            expected_version: self.expected_version.map_or(ExpectedVersion::Any, ExpectedVersion::Exact),
+            events,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+pub async fn execute<C: Connector>(connector: &C, args: Args) -> Result<()> {
+    let file = args.file.as_deref();
+    let (name, reader): (String, Box<dyn BufRead>) = match file {
+        Some(p) if p != Path::new("-") => (
+            p.display().to_string(),
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(p).with_context(|| format!("cannot open {}", p.display()))?,
+            )),
+        ),
+        _ => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
+    };
+    let store = connect(connector).await?;
+    let (mut appends, mut events, mut repeated) = (0u64, 0u64, 0u64);
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("{name}:{}: cannot read", i + 1))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = |what: &str| format!("{name}:{}: {what} ({appends} earlier line(s) were appended)", i + 1);
+        let parsed: AppendLine = serde_json::from_str(&line).with_context(|| at("not a valid append line"))?;
+        let request = parsed.into_request().with_context(|| at("not a valid append line"))?;
+        let outcome = store.append(request).await.with_context(|| at("append failed"))?;
+        if outcome.deduplicated {
+            repeated += 1;
+        } else {
+            appends += 1;
+            events += outcome.event_ids.len() as u64;
+        }
+    }
+    say!("appended {events} event(s) in {appends} append(s); {repeated} repeated idempotency key(s) wrote nothing");
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `projector dlq`: lists and shows dead letters, and repairs parked aggregates (retry,
+//! skip, discard) with an audit trail of who did what.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Subcommand;
+use projector::config::Config;
+use projector::repair::{repair, RepairAction, RepairEnd, RepairOutcome};
+use projector::{
+    DeadLetter, DeadLetterFilter, DeadLetterQueue, EventFilter, EventStore, ProjectionHandler, ReadBound, Repairs,
+};
+use projector_local::Connector;
+
+use super::{connect, projection};
+use crate::handlers::{self, WithHandler};
+use crate::{say, table};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Lists open dead letters (with --all, closed ones too).
+    List {
+        #[arg(long, short = 'p')]
+        projection: Option<String>,
+        #[arg(long)]
+        aggregate: Option<uuid::Uuid>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one dead letter: the event, the error, attempts, failure times, actions.
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-applies the parked sequence through the current handler, in version order;
+    /// stops at the first failure. Safe to run twice.
+    Retry {
+        id: i64,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+    /// Drops the dead-lettered event and re-applies the rest of the sequence.
+    Skip {
+        id: i64,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+    /// Drops the whole parked sequence and unparks the aggregate.
+    Discard {
+        id: i64,
+        #[command(flatten)]
+        repair: RepairArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct RepairArgs {
+    /// Who is acting, for the audit trail.
+    #[arg(long, env = "PROJECTOR_ACTOR")]
+    actor: Option<String>,
+    /// Events applied per transaction.
+    #[arg(long, default_value_t = 1000)]
+    chunk: usize,
+}
+
+pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Command) -> Result<()> {
+    let store = connect(connector).await?;
+    let (id, what, args) = match command {
+        Command::List { projection, aggregate, all, json } => {
+            return list(
+                config,
+                &store,
+                DeadLetterFilter { projection, aggregate_id: aggregate, include_closed: all },
+                json,
+            )
+            .await
+        }
+        Command::Show { id, json } => return show(&store, id, json).await,
+        Command::Retry { id, repair } => (id, RepairAction::Retry, repair),
+        Command::Skip { id, repair } => (id, RepairAction::Skip, repair),
+        Command::Discard { id, repair } => (id, RepairAction::Discard, repair),
+    };
+    let letter =
+        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
+    let p = projection(config, &letter.projection)?;
+    let who = actor(&args);
+    let job = Repair { store: &store, filter: p.events.to_filter(), id, what, actor: &who, chunk: args.chunk };
+    let outcome = handlers::dispatch(&p.handler, job).await.with_context(|| format!("dlq {} {id}", what.as_str()))?;
+    match outcome.end {
+        RepairEnd::Done => {
+            say!(
+                "dead letter {id}: {} event(s) applied, {} dropped; aggregate {} unparked",
+                outcome.events_applied,
+                outcome.events_dropped,
+                letter.aggregate_id
+            );
+            Ok(())
+        }
+        RepairEnd::Stopped { dead_letter_id, event_id, version, error } => bail!(
+            "dead letter {id}: {} event(s) applied, then event {event_id} (v{version}) failed: {error}; \
+             aggregate {} stays parked behind dead letter {dead_letter_id}",
+            outcome.events_applied,
+            letter.aggregate_id
+        ),
+    }
+}
+
+async fn list<S: DeadLetterQueue>(config: &Config, store: &S, filter: DeadLetterFilter, json: bool) -> Result<()> {
+    if let Some(p) = &filter.projection {
+        projection(config, p)?;
+    }
+    let letters = store.list(&filter).await.context("listing dead letters")?;
+    if json {
+        say!("{}", serde_json::to_string_pretty(&letters)?);
+    } else if letters.is_empty() {
+        say!("no dead letters");
+    } else {
+        let header =
+            ["id", "projection", "status", "aggregate", "version", "event_type", "attempts", "last_failed", "error"];
+        say!("{}", table::render(&header, &letter_rows(&letters)));
+    }
+    Ok(())
+}
+
+async fn show<S: DeadLetterQueue + EventStore>(store: &S, id: i64, json: bool) -> Result<()> {
+    let letter =
+        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
+    let actions = store.actions(id).await?;
+    let events = store
+        .read_aggregate(letter.aggregate_id, ReadBound::Versions { after: letter.version - 1, upto: letter.version })
+        .await?;
+    if json {
+        let value = serde_json::json!({ "dead_letter": letter, "event": events.first(), "actions": actions });
+        say!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        say!("dead letter {} ({})", letter.id, letter.status);
+        say!("  projection:   {}", letter.projection);
+        say!(
+            "  event:        {} {} (aggregate {} v{}, position {})",
+            letter.event_id,
+            letter.event_type,
+            letter.aggregate_id,
+            letter.version,
+            letter.position
+        );
+        if let Some(e) = events.first() {
+            say!("  event_data:   {}", e.event_data.get());
+        }
+        say!("  error:        {} ({})", letter.error, letter.error_class);
+        say!("  attempts:     {}", letter.attempts);
+        say!("  first failed: {}", letter.first_failed_at.to_rfc3339());
+        say!("  last failed:  {}", letter.last_failed_at.to_rfc3339());
+        for a in actions {
+            say!("  {} {} by {}: {}", a.at.to_rfc3339(), a.action, a.actor, a.outcome);
+        }
+    }
+    Ok(())
+}
+
+/// One repair of the parked sequence behind dead letter `id`.
+struct Repair<'a, S> {
+    store: &'a S,
+    filter: EventFilter,
+    id: i64,
+    what: RepairAction,
+    actor: &'a str,
+    chunk: usize,
+}
+
+impl<S: Repairs> WithHandler for Repair<'_, S> {
+    type Output = Result<RepairOutcome>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RepairOutcome> {
+        Ok(repair(&handler, self.store, &self.filter, self.id, self.what, self.actor, self.chunk).await?)
+    }
+}
+
+fn actor(args: &RepairArgs) -> String {
+    args.actor
+        .clone()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn letter_rows(letters: &[DeadLetter]) -> Vec<Vec<String>> {
+    letters
+        .iter()
+        .map(|l| {
+            vec![
+                l.id.to_string(),
+                l.projection.clone(),
+                l.status.to_string(),
+                l.aggregate_id.to_string(),
+                format!("v{}", l.version),
+                l.event_type.clone(),
+                l.attempts.to_string(),
+                l.last_failed_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                l.error.chars().take(80).collect(),
+            ]
+        })
+        .collect()
+}

@@ -1,0 +1,81 @@
+//! The subcommands, one module each, generic over the store behind a [`Connector`];
+//! here is what several of them share: reaching the store, finding a configured
+//! projection, registering the projections.
+
+mod append;
+mod demo;
+mod dlq;
+mod init;
+mod rebuild;
+mod run;
+mod scale;
+mod state;
+mod status;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Subcommand;
+use projector::config::{Config, ProjectionConfig};
+use projector_local::{Connector, LocalAdapter};
+
+use crate::handlers;
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Creates or upgrades the schema and registers every configured projection.
+    Init,
+    /// Appends events given as JSON lines (one append per line) from a file or stdin.
+    Append(append::Args),
+    /// Seeds sample events if the store is empty, runs every projection to caught-up,
+    /// and prints the status and sample rows.
+    Demo(demo::Args),
+    /// Runs every projection continuously; Ctrl-C or SIGTERM drains the batch and exits.
+    Run(run::Args),
+    /// Prints each projection partition's checkpoint, lag and health.
+    Status(status::Args),
+    /// Rebuilds a projection from the full history, in one transaction.
+    Rebuild(rebuild::Args),
+    /// Re-partitions a projection: brings its partitions to one checkpoint, then splits
+    /// its aggregates into N hash partitions. Stop its runners first.
+    Scale(scale::Args),
+    /// Dead letters: list, inspect, and repair parked aggregates.
+    #[command(subcommand)]
+    Dlq(dlq::Command),
+    /// Shows one read-model row, optionally as it was at an instant (time travel).
+    State(state::Args),
+}
+
+impl Command {
+    pub async fn execute<C: Connector>(self, config: Config, connector: C) -> Result<()> {
+        match self {
+            Command::Init => init::execute(&config, &connector).await,
+            Command::Append(args) => append::execute(&connector, args).await,
+            Command::Demo(args) => demo::execute(&config, &connector, args).await,
+            Command::Run(args) => run::execute(config, connector, args).await,
+            Command::Status(args) => status::execute(&config, &connector, args).await,
+            Command::Rebuild(args) => rebuild::execute(&config, &connector, args).await,
+            Command::Scale(args) => scale::execute(&config, &connector, args).await,
+            Command::Dlq(command) => dlq::execute(&config, &connector, command).await,
+            Command::State(args) => state::execute(&config, &connector, args).await,
+        }
+    }
+}
+
+async fn connect<C: Connector>(connector: &C) -> Result<C::Store> {
+    connector.connect().await.with_context(|| {
+        format!("cannot reach the {}; is it running? (set DATABASE_URL or --database-url)", connector.describe())
+    })
+}
+
+fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig> {
+    config.projections.get(name).ok_or_else(|| {
+        let known: Vec<&str> = config.projections.keys().map(String::as_str).collect();
+        anyhow!("unknown projection {name:?}; configured projections: {}", known.join(", "))
+    })
+}
+
+async fn register_all<C: Connector>(config: &Config, connector: &C) -> Result<()> {
+    let store = connect(connector).await?;
+    let adapter = LocalAdapter::new(config.clone(), connector.clone(), handlers::registry::<C>());
+    adapter.register_all(&store).await.context("registering projections")?;
+    Ok(())
+}

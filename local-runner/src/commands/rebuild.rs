@@ -1,0 +1,95 @@
+//! `projector rebuild`: rebuilds a projection's read model from the full history (or
+//! recomputes the rows touched since a position) in one transaction, with progress.
+
+use anyhow::Result;
+use projector::config::Config;
+use projector::{EventFilter, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds};
+use projector_local::Connector;
+
+use super::{connect, projection, register_all};
+use crate::handlers::{self, WithHandler};
+use crate::say;
+
+#[derive(clap::Args)]
+pub struct Args {
+    projection: String,
+    /// Recompute only rows touched by events at or after this global position.
+    #[arg(long)]
+    from_version: Option<i64>,
+}
+
+pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
+    let (name, from) = (args.projection.as_str(), args.from_version);
+    let p = projection(config, name)?;
+    register_all(config, connector).await?;
+    let store = connect(connector).await?;
+    let total: i64 = store
+        .states()
+        .await?
+        .iter()
+        .filter(|s| s.projection == name)
+        .map(|s| s.events_applied + s.lag_events)
+        .max()
+        .unwrap_or(0);
+    let bar = indicatif::ProgressBar::new(total.max(1) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("rebuilding {name}"));
+    let started = std::time::Instant::now();
+    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, bar: &bar };
+    let outcome = handlers::dispatch(&p.handler, job).await;
+    bar.finish_and_clear();
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
+            return Err(e.context(format!("rebuild of {name} failed; the read model is unchanged")));
+        }
+    };
+    let secs = started.elapsed().as_secs_f64();
+    say!(
+        "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({:.0} events/s)",
+        outcome.events_read,
+        outcome.events_applied,
+        outcome.rows_written,
+        outcome.checkpoint,
+        secs,
+        outcome.events_read as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+/// The rebuild itself, with its progress shown on `bar`.
+struct RebuildJob<'a, S> {
+    store: &'a S,
+    filter: EventFilter,
+    from: Option<i64>,
+    bar: &'a indicatif::ProgressBar,
+}
+
+impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
+    type Output = Result<RebuildOutcome>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RebuildOutcome> {
+        let bar = self.bar;
+        let outcome = Rebuild::new(&handler, &self.filter)
+            .from_position(self.from)
+            .run(self.store, |read: u64, _| {
+                if read > bar.length().unwrap_or(0) {
+                    bar.set_length(read);
+                }
+                bar.set_position(read)
+            })
+            .await?;
+        Ok(outcome)
+    }
+}
+
+async fn mark_failed<S: ProjectionStore>(store: &S, name: &str, partitions: u32, error: &str) -> Result<()> {
+    for index in 0..partitions {
+        store.set_status(name, Partition { index, count: partitions }, projector::Status::Running, Some(error)).await?;
+    }
+    Ok(())
+}

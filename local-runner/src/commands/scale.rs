@@ -1,0 +1,75 @@
+//! `projector scale`: re-partitions a stopped projection. Its partitions first reach one
+//! checkpoint, then its aggregates are split anew from there.
+
+use anyhow::{bail, Context, Result};
+use chrono::Utc;
+use projector::config::Config;
+use projector::EventStore;
+use projector::{Checkpoint, EventFilter, ProjectionHandler, ProjectionState, ProjectionStore};
+use projector_local::Connector;
+
+use super::{connect, projection};
+use crate::handlers::{self, WithHandler};
+use crate::say;
+
+#[derive(clap::Args)]
+pub struct Args {
+    projection: String,
+    partitions: u32,
+}
+
+pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
+    let (name, partitions) = (args.projection.as_str(), args.partitions);
+    let p = projection(config, name)?;
+    if !(1..=256).contains(&partitions) {
+        bail!("partitions must be between 1 and 256, not {partitions}");
+    }
+    let store = connect(connector).await?;
+    let states: Vec<ProjectionState> = store.states().await?.into_iter().filter(|s| s.projection == name).collect();
+    let before = states.len();
+    if before == 0 {
+        bail!("projection {name} is not registered yet; run `projector init` first");
+    }
+    let now = Utc::now();
+    if let Some(held) = states.iter().find(|s| s.lease_owner.is_some() && s.lease_expires_at.is_some_and(|t| t > now)) {
+        bail!(
+            "{name} partition {} is leased by {} until {}; stop its runners first",
+            held.partition,
+            held.lease_owner.as_deref().unwrap_or("?"),
+            held.lease_expires_at.map(|t| t.to_rfc3339()).unwrap_or_default()
+        );
+    }
+    let owner = format!("scale-{}", std::process::id());
+    let filter = p.events.to_filter();
+    let job = Repartition { store: &store, name, filter: &filter, owner: &owner, batch_size: p.batch_size, partitions };
+    let target = handlers::dispatch(&p.handler, job).await?;
+    say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");
+    if p.partitions != partitions {
+        say!("set `partitions: {partitions}` for {name} in projections.yaml before starting the runners");
+    }
+    Ok(())
+}
+
+/// Brings every partition to one checkpoint, then registers the new partition count
+/// from there; returns that checkpoint.
+struct Repartition<'a, S> {
+    store: &'a S,
+    name: &'a str,
+    filter: &'a EventFilter,
+    owner: &'a str,
+    batch_size: usize,
+    partitions: u32,
+}
+
+impl<S: EventStore + ProjectionStore> WithHandler for Repartition<'_, S> {
+    type Output = Result<Checkpoint>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<Checkpoint> {
+        let Repartition { store, name, filter, owner, batch_size, partitions } = self;
+        let target = projector::runtime::align_partitions(&handler, store, name, filter, owner, batch_size)
+            .await
+            .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
+        store.register(name, handler.schema(), &handler.filter().and(filter), partitions).await?;
+        Ok(target)
+    }
+}

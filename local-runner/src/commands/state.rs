@@ -1,0 +1,72 @@
+//! `projector state`: one read-model row, now or as it was at an instant (time travel),
+//! folded from the events.
+
+use anyhow::{anyhow, bail, Context, Result};
+use chrono::{DateTime, Utc};
+use projector::config::{Config, ProjectionConfig};
+use projector::runtime::state_at;
+use projector::{EventStore, Ordering, ProjectionHandler, Record, RowKey, Value};
+use projector_local::Connector;
+use uuid::Uuid;
+
+use super::{connect, projection};
+use crate::handlers::{self, WithHandler};
+use crate::say;
+
+#[derive(clap::Args)]
+pub struct Args {
+    projection: String,
+    /// The row key: a UUID for user-profile, DAY/EVENT_TYPE for daily-activity.
+    key: String,
+    /// RFC 3339 instant, e.g. 2026-01-31T12:00:00Z.
+    #[arg(long)]
+    at: Option<String>,
+}
+
+pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
+    let (name, key, at) = (args.projection.as_str(), args.key.as_str(), args.at.as_deref());
+    let p = projection(config, name)?;
+    let at =
+        at.map(|t| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc))).transpose().with_context(|| {
+            format!("--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z", at.unwrap_or(""))
+        })?;
+    let store = connect(connector).await?;
+    handlers::dispatch(&p.handler, ShowState { store: &store, p, name, key, at }).await
+}
+
+/// Folds the row for `key` from the events up to `at` (all of them without one) and
+/// prints it as JSON.
+struct ShowState<'a, S> {
+    store: &'a S,
+    p: &'a ProjectionConfig,
+    name: &'a str,
+    key: &'a str,
+    at: Option<DateTime<Utc>>,
+}
+
+impl<S: EventStore> WithHandler for ShowState<'_, S> {
+    type Output = Result<()>;
+
+    async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {
+        let ShowState { store, p, name, key, at } = self;
+        let handler = &handler;
+        let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
+        let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
+        let found = state_at(handler, store, &p.events.to_filter(), &parsed, aggregate, at).await?;
+        let Some((row, version)) = found else {
+            let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
+            bail!("{name} has no row for key {key} ({when})");
+        };
+        let schema = handler.schema();
+        let mut values = Vec::new();
+        parsed.to_values(&mut values);
+        row.to_values(&mut values);
+        if schema.version_column.is_some() {
+            values.push(Value::BigInt(version));
+        }
+        let object: serde_json::Map<String, serde_json::Value> =
+            schema.all_columns().zip(&values).map(|(c, v)| (c.name.to_owned(), v.to_json())).collect();
+        say!("{}", serde_json::to_string_pretty(&object)?);
+        Ok(())
+    }
+}
