@@ -17,6 +17,8 @@ mod connect;
 mod dead_letters;
 mod error;
 mod events;
+#[cfg(feature = "runtime-tokio")]
+mod listen;
 mod migrate;
 mod projections;
 mod rebuild;
@@ -31,6 +33,8 @@ use futures_util::lock::{Mutex, MutexGuard};
 use projector::StoreError;
 use tokio_postgres::Client;
 
+#[cfg(feature = "runtime-tokio")]
+pub use listen::{listen_for_appends, APPENDS_CHANNEL};
 pub use migrate::MIGRATIONS;
 pub use rebuild::PgRebuild;
 pub use repair::PgRepair;
