@@ -1,24 +1,67 @@
-//! Dead letters on PostgreSQL: the queue tables, the parked set a runner caches, and
-//! operator repair sessions.
+//! Dead letters on PostgreSQL: `DeadLetterQueue`, the letters a batch commit stores and
+//! the parkings it makes, the attempt history of failing events, and the parked set a
+//! runner caches.
+
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use futures_util::lock::MutexGuard;
 use postgres_types::{ToSql, Type};
 use projector::{
-    Checkpoint, DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, DomainEvent, OperatorAction, Parked,
-    ParkedSet, Partition, ReadBound, RepairSession, Repairs, RowChanges, StoreError, TableSchema, Value,
+    DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, DomainEvent, FailureRecord, OperatorAction,
+    Parked, ParkedSet, Partition, StoreError,
 };
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 use crate::error::map;
-use crate::events;
-use crate::projections::{load_rows, write_rows};
 use crate::types::Xid8;
 use crate::PgStore;
 
-pub(crate) const LETTER_COLUMNS: &str = "id, projection, event_id, position, transaction_id, aggregate_id, \
-     aggregate_type, event_type, version, error, error_class, attempts, first_failed_at, last_failed_at, status";
+const INSERT_DEAD_LETTERS: &str = include_str!("../sql/insert_dead_letters.sql");
+const PARK_AGGREGATES: &str = include_str!("../sql/park_aggregates.sql");
+const SEND_DEAD_LETTERS: &str = include_str!("../sql/send_dead_letters.sql");
+const PARKED_SET: &str = include_str!("../sql/parked_set.sql");
+const RECORD_FAILURE: &str = include_str!("../sql/record_failure.sql");
+const CLEAR_FAILURE: &str = include_str!("../sql/clear_failure.sql");
+const LIST_DEAD_LETTERS: &str = include_str!("../sql/list_dead_letters.sql");
+const GET_DEAD_LETTER: &str = include_str!("../sql/get_dead_letter.sql");
+pub(crate) const CLOSE_DEAD_LETTER: &str = include_str!("../sql/close_dead_letter.sql");
+const RECORD_ACTION: &str = include_str!("../sql/record_action.sql");
+const DEAD_LETTER_ACTIONS: &str = include_str!("../sql/dead_letter_actions.sql");
+
+/// The line of `send_dead_letters.sql` that the letter insert replaces.
+const LETTERS_HERE: &str = "-- dead letters\n";
+
+/// [`SEND_DEAD_LETTERS`] with the letter insert in place, its arrays from `$2`.
+static SEND: LazyLock<String> = LazyLock::new(|| {
+    assert!(SEND_DEAD_LETTERS.contains(LETTERS_HERE), "send_dead_letters.sql has a `{}` line", LETTERS_HERE.trim());
+    SEND_DEAD_LETTERS.replacen(LETTERS_HERE, &renumbered(INSERT_DEAD_LETTERS, 1), 1)
+});
+
+/// `sql` with every parameter `$n` moved to `$(n + by)`, to place a fragment after the
+/// parameters of the statement it joins.
+fn renumbered(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(dollar) = rest.find('$') {
+        out.push_str(&rest[..=dollar]);
+        rest = &rest[dollar + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(n) = rest[..digits].parse::<usize>() {
+            out.push_str(&(n + by).to_string());
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The CTEs a batch commit adds when it dead-letters events: `dl` stores the letters (their
+/// arrays from parameter `$first`), `park` parks their aggregates. Both write only when the
+/// commit's `guard` matched.
+pub(crate) fn commit_letters_sql(first: usize) -> String {
+    format!(", dl AS (\n{}), park AS (\n{})\n", renumbered(INSERT_DEAD_LETTERS, first - 1), PARK_AGGREGATES)
+}
 
 pub(crate) fn letter_from_row(row: &Row) -> Result<DeadLetter, StoreError> {
     let bad = |e: tokio_postgres::Error| StoreError::Database(format!("dead letter row: {e}"));
@@ -43,7 +86,7 @@ pub(crate) fn letter_from_row(row: &Row) -> Result<DeadLetter, StoreError> {
     })
 }
 
-/// Letters as parameter arrays for an `unnest` insert, from `$first`.
+/// Letters as the parameter arrays of `insert_dead_letters.sql`.
 pub(crate) struct LetterArrays {
     event_ids: Vec<Uuid>,
     positions: Vec<i64>,
@@ -58,18 +101,19 @@ pub(crate) struct LetterArrays {
 }
 
 impl LetterArrays {
-    pub(crate) fn new(letters: &[DeadLetter]) -> Self {
+    pub(crate) fn new<'a>(letters: impl IntoIterator<Item = &'a DeadLetter> + Clone) -> Self {
+        let each = || letters.clone().into_iter();
         Self {
-            event_ids: letters.iter().map(|l| l.event_id).collect(),
-            positions: letters.iter().map(|l| l.position).collect(),
-            xids: letters.iter().map(|l| Xid8(l.transaction_id)).collect(),
-            aggregates: letters.iter().map(|l| l.aggregate_id).collect(),
-            aggregate_types: letters.iter().map(|l| l.aggregate_type.clone()).collect(),
-            event_types: letters.iter().map(|l| l.event_type.clone()).collect(),
-            versions: letters.iter().map(|l| l.version).collect(),
-            errors: letters.iter().map(|l| l.error.clone()).collect(),
-            classes: letters.iter().map(|l| l.error_class.clone()).collect(),
-            attempts: letters.iter().map(|l| l.attempts as i32).collect(),
+            event_ids: each().map(|l| l.event_id).collect(),
+            positions: each().map(|l| l.position).collect(),
+            xids: each().map(|l| Xid8(l.transaction_id)).collect(),
+            aggregates: each().map(|l| l.aggregate_id).collect(),
+            aggregate_types: each().map(|l| l.aggregate_type.clone()).collect(),
+            event_types: each().map(|l| l.event_type.clone()).collect(),
+            versions: each().map(|l| l.version).collect(),
+            errors: each().map(|l| l.error.clone()).collect(),
+            classes: each().map(|l| l.error_class.clone()).collect(),
+            attempts: each().map(|l| l.attempts as i32).collect(),
         }
     }
 
@@ -87,68 +131,51 @@ impl LetterArrays {
     }
 }
 
-/// `INSERT` of letters given as [`LetterArrays`] from `$first`, for projection `$projection`;
-/// failure times come from the attempt history. Idempotent per (projection, event).
-pub(crate) fn insert_letters_sql(projection_param: usize, first: usize, guard: &str) -> String {
-    let p: Vec<String> = (first..first + 10).map(|i| format!("${i}")).collect();
-    format!(
-        "INSERT INTO dead_letters (projection, event_id, position, transaction_id, aggregate_id, aggregate_type,
-                                   event_type, version, error, error_class, attempts, first_failed_at, last_failed_at)
-         SELECT ${projection_param}, d.event_id, d.position, d.xid, d.aggregate_id, d.aggregate_type, d.event_type,
-                d.version, d.error, d.class, d.attempts, coalesce(f.first_failed_at, now()), now()
-         FROM unnest({}::uuid[], {}::bigint[], {}::xid8[], {}::uuid[], {}::text[], {}::text[], {}::bigint[],
-                     {}::text[], {}::text[], {}::int[])
-              AS d(event_id, position, xid, aggregate_id, aggregate_type, event_type, version, error, class, attempts)
-         LEFT JOIN event_failures f ON f.projection = ${projection_param} AND f.event_id = d.event_id
-         {guard}
-         ON CONFLICT (projection, event_id) DO UPDATE
-             SET status = 'open', error = EXCLUDED.error, attempts = EXCLUDED.attempts,
-                 last_failed_at = EXCLUDED.last_failed_at
-         RETURNING id, aggregate_id, version",
-        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9]
-    )
-}
-
-/// Parks the aggregates of the letters returned by CTE `dl` (lowest version wins).
-pub(crate) fn park_sql(projection_param: usize) -> String {
-    format!(
-        "INSERT INTO parked_aggregates (projection, aggregate_id, from_version, dead_letter_id)
-         SELECT DISTINCT ON (aggregate_id) ${projection_param}, aggregate_id, version, id FROM dl
-         ORDER BY aggregate_id, version
-         ON CONFLICT (projection, aggregate_id) DO UPDATE
-             SET from_version = LEAST(parked_aggregates.from_version, EXCLUDED.from_version),
-                 dead_letter_id = CASE WHEN EXCLUDED.from_version < parked_aggregates.from_version
-                                       THEN EXCLUDED.dead_letter_id ELSE parked_aggregates.dead_letter_id END"
-    )
-}
-
-/// The parked aggregates of a projection that fall in `partition`.
+/// The parked aggregates of a projection that fall in `partition`, read with `epoch`.
 pub(crate) async fn parked_set(
     client: &Client,
     projection: &str,
     partition: Partition,
     epoch: i64,
 ) -> Result<ParkedSet, StoreError> {
+    let (count, index) = (i64::from(partition.count), i64::from(partition.index));
     let rows = client
-        .query_typed(
-            "SELECT aggregate_id, from_version, dead_letter_id FROM parked_aggregates WHERE projection = $1",
-            &[(&projection, Type::TEXT)],
+        .query_typed(PARKED_SET, &[(&projection, Type::TEXT), (&count, Type::INT8), (&index, Type::INT8)])
+        .await
+        .map_err(map)?;
+    Ok(ParkedSet::from_rows(
+        epoch,
+        rows.iter().map(|r| Parked { aggregate_id: r.get(0), from_version: r.get(1), dead_letter_id: r.get(2) }),
+    ))
+}
+
+/// Counts one more failed attempt of `event` for `projection`.
+pub(crate) async fn record_failure(
+    client: &Client,
+    projection: &str,
+    event: &DomainEvent,
+    error: &str,
+) -> Result<FailureRecord, StoreError> {
+    let row = client
+        .query_typed_one(
+            RECORD_FAILURE,
+            &[(&projection, Type::TEXT), (&event.event_id, Type::UUID), (&error, Type::TEXT)],
         )
         .await
         .map_err(map)?;
-    let by_aggregate = rows
-        .iter()
-        .map(|r| Parked { aggregate_id: r.get(0), from_version: r.get(1), dead_letter_id: r.get(2) })
-        .filter(|p| partition.owns(&p.aggregate_id))
-        .map(|p| (p.aggregate_id, p))
-        .collect();
-    Ok(ParkedSet { by_aggregate, epoch })
+    Ok(FailureRecord { attempts: row.get::<_, i32>(0) as u32, first_failed_at: row.get(1) })
 }
 
-async fn insert_action(client: &Client, action: &OperatorAction) -> Result<(), StoreError> {
+/// Forgets the attempt history of an event.
+pub(crate) async fn clear_failure(client: &Client, projection: &str, event_id: Uuid) -> Result<(), StoreError> {
+    client.query_typed(CLEAR_FAILURE, &[(&projection, Type::TEXT), (&event_id, Type::UUID)]).await.map_err(map)?;
+    Ok(())
+}
+
+pub(crate) async fn record_action(client: &Client, action: &OperatorAction) -> Result<(), StoreError> {
     client
         .query_typed(
-            "INSERT INTO dead_letter_actions (dead_letter_id, actor, action, outcome) VALUES ($1, $2, $3, $4)",
+            RECORD_ACTION,
             &[
                 (&action.dead_letter_id, Type::INT8),
                 (&action.actor, Type::TEXT),
@@ -161,18 +188,21 @@ async fn insert_action(client: &Client, action: &OperatorAction) -> Result<(), S
     Ok(())
 }
 
-async fn send(client: &Client, letters: &[DeadLetter]) -> Result<Vec<i64>, StoreError> {
+/// Stores letters, one statement per projection; `UnknownProjection` (and nothing stored
+/// for it) when a projection is not registered.
+pub(crate) async fn send(client: &Client, letters: &[DeadLetter]) -> Result<Vec<i64>, StoreError> {
     let mut ids = Vec::with_capacity(letters.len());
-    // Letters of different projections go one projection at a time.
     let mut projections: Vec<&str> = letters.iter().map(|l| l.projection.as_str()).collect();
     projections.sort_unstable();
     projections.dedup();
     for projection in projections {
-        let mine: Vec<DeadLetter> = letters.iter().filter(|l| l.projection == projection).cloned().collect();
-        let arrays = LetterArrays::new(&mine);
+        let arrays = LetterArrays::new(letters.iter().filter(|l| l.projection == projection));
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&projection, Type::TEXT)];
         arrays.push(&mut params);
-        let rows = client.query_typed(&insert_letters_sql(1, 2, ""), &params).await.map_err(map)?;
+        let rows = client.query_typed(&SEND, &params).await.map_err(map)?;
+        if rows.is_empty() {
+            return Err(StoreError::UnknownProjection(projection.to_owned()));
+        }
         ids.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
     }
     Ok(ids)
@@ -188,13 +218,7 @@ impl DeadLetterQueue for PgStore {
         let client = self.client().await?;
         let rows = client
             .query_typed(
-                &format!(
-                    "SELECT {LETTER_COLUMNS} FROM dead_letters
-                     WHERE ($1::text IS NULL OR projection = $1)
-                       AND ($2::uuid IS NULL OR aggregate_id = $2)
-                       AND ($3 OR status = 'open')
-                     ORDER BY id"
-                ),
+                LIST_DEAD_LETTERS,
                 &[
                     (&filter.projection, Type::TEXT),
                     (&filter.aggregate_id, Type::UUID),
@@ -208,38 +232,25 @@ impl DeadLetterQueue for PgStore {
 
     async fn get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
         let client = self.client().await?;
-        let row = client
-            .query_typed_opt(&format!("SELECT {LETTER_COLUMNS} FROM dead_letters WHERE id = $1"), &[(&id, Type::INT8)])
-            .await
-            .map_err(map)?;
+        let row = client.query_typed_opt(GET_DEAD_LETTER, &[(&id, Type::INT8)]).await.map_err(map)?;
         row.as_ref().map(letter_from_row).transpose()
     }
 
     async fn resolve(&self, id: i64, status: DeadLetterStatus, action: &OperatorAction) -> Result<(), StoreError> {
         let client = self.client().await?;
         let updated = client
-            .query_typed(
-                "UPDATE dead_letters SET status = $2 WHERE id = $1 RETURNING projection",
-                &[(&id, Type::INT8), (&status.as_str(), Type::TEXT)],
-            )
+            .query_typed(CLOSE_DEAD_LETTER, &[(&id, Type::INT8), (&status.as_str(), Type::TEXT)])
             .await
             .map_err(map)?;
         if updated.is_empty() {
             return Err(StoreError::UnknownDeadLetter { projection: "any".into(), id });
         }
-        insert_action(&client, action).await
+        record_action(&client, action).await
     }
 
     async fn actions(&self, id: i64) -> Result<Vec<OperatorAction>, StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .query_typed(
-                "SELECT dead_letter_id, actor, action, at, outcome FROM dead_letter_actions
-                 WHERE dead_letter_id = $1 ORDER BY id",
-                &[(&id, Type::INT8)],
-            )
-            .await
-            .map_err(map)?;
+        let rows = client.query_typed(DEAD_LETTER_ACTIONS, &[(&id, Type::INT8)]).await.map_err(map)?;
         Ok(rows
             .iter()
             .map(|r| OperatorAction {
@@ -253,200 +264,22 @@ impl DeadLetterQueue for PgStore {
     }
 }
 
-/// One repair transaction on PostgreSQL.
-pub struct PgRepair<'a> {
-    store: &'a PgStore,
-    client: MutexGuard<'a, Client>,
-    letter: DeadLetter,
-    parked: Option<Parked>,
-    partition: i32,
-    checkpoint: Checkpoint,
-    done: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl std::fmt::Debug for PgRepair<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgRepair").field("letter", &self.letter.id).finish_non_exhaustive()
-    }
-}
-
-impl Drop for PgRepair<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.store.roll_back_later();
-        }
-    }
-}
-
-impl Repairs for PgStore {
-    type Repair<'a> = PgRepair<'a>;
-
-    async fn begin_repair<'a>(&'a self, projection: &str, dead_letter_id: i64) -> Result<PgRepair<'a>, StoreError> {
-        let client = self.client().await?;
-        client.batch_execute("BEGIN").await.map_err(map)?;
-        match lock_for_repair(&client, projection, dead_letter_id).await {
-            Ok((letter, partition, checkpoint, parked)) => {
-                Ok(PgRepair { store: self, client, letter, parked, partition, checkpoint, done: false })
-            }
-            Err(e) => {
-                self.roll_back_later();
-                Err(e)
-            }
-        }
-    }
-}
-
-/// Locks the letter, its partition's checkpoint row and its parking, in that order (the
-/// order every repair uses, so two repairs cannot deadlock).
-async fn lock_for_repair(
-    client: &Client,
-    projection: &str,
-    dead_letter_id: i64,
-) -> Result<(DeadLetter, i32, Checkpoint, Option<Parked>), StoreError> {
-    let row = client
-        .query_typed_opt(
-            &format!("SELECT {LETTER_COLUMNS} FROM dead_letters WHERE id = $1 AND projection = $2 FOR UPDATE"),
-            &[(&dead_letter_id, Type::INT8), (&projection, Type::TEXT)],
-        )
-        .await
-        .map_err(map)?
-        .ok_or_else(|| StoreError::UnknownDeadLetter { projection: projection.to_owned(), id: dead_letter_id })?;
-    let letter = letter_from_row(&row)?;
-    let partitions: i32 = client
-        .query_typed_opt(
-            "SELECT partitions FROM projection_state WHERE projection = $1 LIMIT 1",
-            &[(&projection, Type::TEXT)],
-        )
-        .await
-        .map_err(map)?
-        .ok_or_else(|| StoreError::UnknownProjection(projection.to_owned()))?
-        .get(0);
-    let partition = Partition::bucket(&letter.aggregate_id, partitions.max(1) as u32) as i32;
-    let state = client
-        .query_typed_one(
-            "SELECT transaction_id, position FROM projection_state WHERE projection = $1 AND partition = $2 FOR UPDATE",
-            &[(&projection, Type::TEXT), (&partition, Type::INT4)],
-        )
-        .await
-        .map_err(map)?;
-    let checkpoint = Checkpoint { transaction_id: state.get::<_, Xid8>(0).0, position: state.get(1) };
-    let parked = client
-        .query_typed_opt(
-            "SELECT aggregate_id, from_version, dead_letter_id FROM parked_aggregates
-             WHERE projection = $1 AND aggregate_id = $2 FOR UPDATE",
-            &[(&projection, Type::TEXT), (&letter.aggregate_id, Type::UUID)],
-        )
-        .await
-        .map_err(map)?
-        .map(|r| Parked { aggregate_id: r.get(0), from_version: r.get(1), dead_letter_id: r.get(2) });
-    Ok((letter, partition, checkpoint, parked))
-}
-
-impl RepairSession for PgRepair<'_> {
-    fn dead_letter(&self) -> &DeadLetter {
-        &self.letter
+    #[test]
+    fn parameters_are_renumbered_past_the_statement_they_join() {
+        assert_eq!(renumbered("f($1, $10) = $2::int, '$'", 13), "f($14, $23) = $15::int, '$'");
+        let commit = commit_letters_sql(14);
+        assert!(commit.contains("unnest($14::uuid[]") && commit.contains("$23::int[]"), "{commit}");
+        assert!(!commit.contains("$13"), "{commit}");
     }
 
-    fn parked(&self) -> Option<Parked> {
-        self.parked
-    }
-
-    fn checkpoint(&self) -> Checkpoint {
-        self.checkpoint
-    }
-
-    async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
-        events::read_aggregate(&self.client, aggregate_id, bound).await
-    }
-
-    async fn load_rows(
-        &mut self,
-        table: &'static TableSchema,
-        keys: &[Vec<Value>],
-    ) -> Result<Vec<Vec<Value>>, StoreError> {
-        load_rows(&self.client, table, keys).await
-    }
-
-    async fn write_rows(&mut self, table: &'static TableSchema, changes: RowChanges) -> Result<(), StoreError> {
-        write_rows(&self.client, table, changes).await
-    }
-
-    async fn set_parking(&mut self, parked: Option<Parked>) -> Result<(), StoreError> {
-        let projection = &self.letter.projection;
-        match parked {
-            Some(p) => {
-                self.client
-                    .query_typed(
-                        "INSERT INTO parked_aggregates (projection, aggregate_id, from_version, dead_letter_id)
-                         VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (projection, aggregate_id) DO UPDATE
-                             SET from_version = EXCLUDED.from_version, dead_letter_id = EXCLUDED.dead_letter_id",
-                        &[
-                            (projection, Type::TEXT),
-                            (&p.aggregate_id, Type::UUID),
-                            (&p.from_version, Type::INT8),
-                            (&p.dead_letter_id, Type::INT8),
-                        ],
-                    )
-                    .await
-                    .map_err(map)?;
-            }
-            None => {
-                self.client
-                    .query_typed(
-                        "DELETE FROM parked_aggregates WHERE projection = $1 AND aggregate_id = $2",
-                        &[(projection, Type::TEXT), (&self.letter.aggregate_id, Type::UUID)],
-                    )
-                    .await
-                    .map_err(map)?;
-            }
-        }
-        self.parked = parked;
-        self.client
-            .query_typed(
-                "UPDATE projection_state SET parking_epoch = parking_epoch + 1, updated_at = now()
-                 WHERE projection = $1 AND partition = $2",
-                &[(projection, Type::TEXT), (&self.partition, Type::INT4)],
-            )
-            .await
-            .map_err(map)?;
-        Ok(())
-    }
-
-    async fn failed_again(&mut self, error: &str) -> Result<(), StoreError> {
-        self.client
-            .query_typed(
-                "UPDATE dead_letters SET attempts = attempts + 1, error = $2, last_failed_at = now() WHERE id = $1",
-                &[(&self.letter.id, Type::INT8), (&error, Type::TEXT)],
-            )
-            .await
-            .map_err(map)?;
-        Ok(())
-    }
-
-    async fn send_letter(&mut self, letter: &DeadLetter) -> Result<i64, StoreError> {
-        let ids = send(&self.client, std::slice::from_ref(letter)).await?;
-        ids.first().copied().ok_or_else(|| StoreError::Database("dead letter insert returned no id".into()))
-    }
-
-    async fn close(&mut self, status: DeadLetterStatus, action: &OperatorAction) -> Result<(), StoreError> {
-        self.client
-            .query_typed(
-                "UPDATE dead_letters SET status = $2 WHERE id = $1",
-                &[(&self.letter.id, Type::INT8), (&status.as_str(), Type::TEXT)],
-            )
-            .await
-            .map_err(map)?;
-        insert_action(&self.client, action).await
-    }
-
-    async fn record_action(&mut self, action: &OperatorAction) -> Result<(), StoreError> {
-        insert_action(&self.client, action).await
-    }
-
-    async fn commit(mut self) -> Result<(), StoreError> {
-        self.client.batch_execute("COMMIT").await.map_err(map)?;
-        self.done = true;
-        Ok(())
+    #[test]
+    fn a_sent_letter_batch_is_guarded_by_the_projection_row() {
+        assert!(SEND.contains("unnest($2::uuid[]") && SEND.contains("$11::int[]"), "{}", *SEND);
+        assert!(SEND.contains("FROM projections WHERE name = $1"), "{}", *SEND);
+        assert!(!SEND.contains(LETTERS_HERE), "{}", *SEND);
     }
 }

@@ -3,80 +3,32 @@
 
 use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
+use projector::store::rules::{self, StoredKey};
 use projector::{
     AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
     ReadBound, StoreError,
 };
+use serde_json::value::RawValue;
 use tokio_postgres::{Client, Row};
 use uuid::Uuid;
 
 use crate::error::{describe, is_unique_violation, map};
 use crate::types::{RawJson, Xid8};
 use crate::PgStore;
-use serde_json::value::RawValue;
 
-/// [`EVENT_COLUMNS`] with `metadata` left out (NULL) when parameter `$8` is true.
-const EVENT_COLUMNS_SKIPPABLE: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
-     event_type, event_data, CASE WHEN $8 THEN NULL ELSE metadata END, version, timestamp, encrypted_fields";
-
-pub(crate) const EVENT_COLUMNS: &str = "position, transaction_id, event_id, aggregate_id, aggregate_type, \
-     event_type, event_data, metadata, version, timestamp, encrypted_fields";
-
-const APPEND: &str = "
-WITH cur AS (
-    SELECT coalesce(max(version), 0) AS v FROM events WHERE aggregate_id = $1
-), ok AS (
-    SELECT v FROM cur WHERE $3::bigint IS NULL OR v = $3
-), key AS (
-    INSERT INTO idempotency_keys (key, aggregate_id, first_version, last_version)
-    SELECT $4, $1, ok.v + 1, ok.v + $5 FROM ok WHERE $4::text IS NOT NULL
-    ON CONFLICT (key) DO NOTHING
-    RETURNING key
-), ins AS (
-    INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, metadata,
-                        version, timestamp, encrypted_fields)
-    SELECT coalesce(e.event_id, gen_random_uuid()), $1, $2, e.event_type, e.event_data, e.metadata,
-           ok.v + e.n, coalesce(e.ts, now()), ARRAY(SELECT jsonb_array_elements_text(e.enc))
-    FROM ok, unnest($6::uuid[], $7::text[], $8::jsonb[], $9::jsonb[], $10::timestamptz[], $11::jsonb[])
-             WITH ORDINALITY AS e(event_id, event_type, event_data, metadata, ts, enc, n)
-    WHERE $4::text IS NULL OR EXISTS (SELECT 1 FROM key)
-    RETURNING event_id, position, version
-)
-SELECT (SELECT v FROM cur) AS current,
-       (SELECT count(*) FROM key) AS keyed,
-       coalesce((SELECT array_agg(event_id ORDER BY version) FROM ins), '{}') AS ids,
-       coalesce((SELECT array_agg(position ORDER BY version) FROM ins), '{}') AS positions,
-       coalesce((SELECT min(version) FROM ins), 0) AS first_version";
-
-const IDEMPOTENT_OUTCOME: &str = "
-SELECT i.aggregate_id, i.first_version, i.last_version,
-       coalesce(array_agg(e.event_id ORDER BY e.version) FILTER (WHERE e.event_id IS NOT NULL), '{}'),
-       coalesce(array_agg(e.position ORDER BY e.version) FILTER (WHERE e.event_id IS NOT NULL), '{}')
-FROM idempotency_keys i
-LEFT JOIN events e ON e.aggregate_id = i.aggregate_id AND e.version BETWEEN i.first_version AND i.last_version
-WHERE i.key = $1
-GROUP BY i.aggregate_id, i.first_version, i.last_version";
-
-/// The filter and partition clauses shared by every global read, parameters from `$first`:
-/// event types, aggregate types, partition count, partition index.
-pub(crate) fn filter_sql(first: usize) -> String {
-    format!(
-        "(${a}::text[] IS NULL OR event_type = ANY(${a}))
-         AND (${b}::text[] IS NULL OR aggregate_type = ANY(${b}))
-         AND (${c}::bigint <= 1
-              OR ('x' || right(aggregate_id::text, 8))::bit(32)::bigint % ${c} = ${d}::bigint)",
-        a = first,
-        b = first + 1,
-        c = first + 2,
-        d = first + 3,
-    )
-}
+const APPEND: &str = include_str!("../sql/append.sql");
+const READ_IDEMPOTENCY_KEY: &str = include_str!("../sql/read_idempotency_key.sql");
+const AGGREGATE_VERSION: &str = include_str!("../sql/aggregate_version.sql");
+const READ_ALL: &str = include_str!("../sql/read_all.sql");
+const READ_COMMITTED: &str = include_str!("../sql/read_committed.sql");
+const READ_AGGREGATE: &str = include_str!("../sql/read_aggregate.sql");
 
 fn list(v: &[String]) -> Option<&[String]> {
     (!v.is_empty()).then_some(v)
 }
 
-/// Parameters for [`filter_sql`].
+/// The filter and partition parameters every global read takes, in this order: event
+/// types, aggregate types, partition count, partition index.
 pub(crate) struct FilterParams<'a> {
     event_types: Option<&'a [String]>,
     aggregate_types: Option<&'a [String]>,
@@ -102,20 +54,6 @@ impl<'a> FilterParams<'a> {
     }
 }
 
-/// The commit-safe read: only below the oldest running transaction's id, so an event is
-/// never returned while an earlier-ordered one could still commit.
-pub(crate) fn read_all_sql() -> String {
-    format!(
-        "SELECT {EVENT_COLUMNS_SKIPPABLE} FROM events
-         WHERE (transaction_id, position) > ($1::xid8, $2::bigint)
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-           AND {}
-         ORDER BY transaction_id, position
-         LIMIT $7",
-        filter_sql(3)
-    )
-}
-
 pub(crate) async fn read_all(
     client: &Client,
     after: Checkpoint,
@@ -130,7 +68,7 @@ pub(crate) async fn read_all(
     fp.push(&mut params);
     params.push((&limit, Type::INT8));
     params.push((&filter.skip_metadata, Type::BOOL));
-    let rows = client.query_typed(&read_all_sql(), &params).await.map_err(map)?;
+    let rows = client.query_typed(READ_ALL, &params).await.map_err(map)?;
     rows.iter().map(event_from_row).collect()
 }
 
@@ -144,15 +82,9 @@ pub(crate) async fn read_aggregate(
         ReadBound::Versions { after, upto } => (after, upto, None),
         ReadBound::At(at) => (0, i64::MAX, Some(at)),
     };
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events
-         WHERE aggregate_id = $1 AND version > $2 AND version <= $3
-           AND ($4::timestamptz IS NULL OR timestamp <= $4)
-         ORDER BY version"
-    );
     let rows = client
         .query_typed(
-            &sql,
+            READ_AGGREGATE,
             &[(&aggregate_id, Type::UUID), (&after, Type::INT8), (&upto, Type::INT8), (&at, Type::TIMESTAMPTZ)],
         )
         .await
@@ -187,36 +119,41 @@ pub(crate) fn event_from_row(row: &Row) -> Result<DomainEvent, StoreError> {
 }
 
 async fn current_version(client: &Client, aggregate_id: Uuid) -> Result<i64, StoreError> {
-    let row = client
-        .query_typed_one(
-            "SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = $1",
-            &[(&aggregate_id, Type::UUID)],
-        )
-        .await
-        .map_err(map)?;
+    let row = client.query_typed_one(AGGREGATE_VERSION, &[(&aggregate_id, Type::UUID)]).await.map_err(map)?;
     Ok(row.get(0))
 }
 
-async fn stored_outcome(client: &Client, key: &str) -> Result<Option<AppendOutcome>, StoreError> {
-    let row = client.query_typed_opt(IDEMPOTENT_OUTCOME, &[(&key, Type::TEXT)]).await.map_err(map)?;
-    Ok(row.map(|row| AppendOutcome {
-        aggregate_id: row.get(0),
-        first_version: row.get(1),
-        last_version: row.get(2),
-        event_ids: row.get(3),
-        positions: row.get(4),
-        deduplicated: true,
+async fn stored_key(client: &Client, key: &str) -> Result<Option<StoredKey>, StoreError> {
+    let row = client.query_typed_opt(READ_IDEMPOTENCY_KEY, &[(&key, Type::TEXT)]).await.map_err(map)?;
+    Ok(row.map(|row| {
+        let aggregate_id = row.get(0);
+        StoredKey {
+            aggregate_id,
+            fingerprint: row.get(1),
+            outcome: AppendOutcome {
+                aggregate_id,
+                first_version: row.get(2),
+                last_version: row.get(3),
+                event_ids: row.get(4),
+                positions: row.get(5),
+                deduplicated: true,
+            },
+        }
     }))
+}
+
+/// The answer to a key that is already stored: the first outcome or a refusal
+/// ([`rules::replay_idempotent`]); `None` when the key is not there after all.
+async fn replay(client: &Client, key: &str, request: &AppendRequest) -> Result<Option<AppendOutcome>, StoreError> {
+    match stored_key(client, key).await? {
+        Some(stored) => rules::replay_idempotent(key, stored, request).map(Some),
+        None => Ok(None),
+    }
 }
 
 impl EventStore for PgStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        if request.events.is_empty() {
-            return Err(StoreError::InvalidInput(format!(
-                "append to aggregate {}: no events given",
-                request.aggregate_id
-            )));
-        }
+        rules::check_append(&request)?;
         let n = request.events.len() as i64;
         let expected = match request.expected_version {
             ExpectedVersion::Any => None,
@@ -235,6 +172,7 @@ impl EventStore for PgStore {
         let encrypted: Vec<serde_json::Value> =
             request.events.iter().map(|e| serde_json::json!(e.encrypted_fields)).collect();
         let key = request.idempotency_key.as_deref();
+        let fingerprint = key.map(|_| rules::request_fingerprint(&request));
 
         let client = self.client().await?;
         let result = client
@@ -252,6 +190,7 @@ impl EventStore for PgStore {
                     (&metadata, Type::JSONB_ARRAY),
                     (&timestamps, Type::TIMESTAMPTZ_ARRAY),
                     (&encrypted, Type::JSONB_ARRAY),
+                    (&fingerprint, Type::TEXT),
                 ],
             )
             .await;
@@ -266,8 +205,9 @@ impl EventStore for PgStore {
                         describe(&e)
                     )));
                 }
+                // A concurrent append stored the same key first.
                 if let (Some(key), "idempotency_keys_pkey") = (key, constraint.as_str()) {
-                    if let Some(outcome) = stored_outcome(&client, key).await? {
+                    if let Some(outcome) = replay(&client, key, &request).await? {
                         return Ok(outcome);
                     }
                 }
@@ -287,13 +227,7 @@ impl EventStore for PgStore {
         let positions: Vec<i64> = row.get(3);
         let first_version: i64 = row.get(4);
         if let (Some(key), 0) = (key, keyed) {
-            if let Some(outcome) = stored_outcome(&client, key).await? {
-                if outcome.aggregate_id != request.aggregate_id {
-                    return Err(StoreError::InvalidInput(format!(
-                        "idempotency key {key:?} was used for aggregate {}, not {}",
-                        outcome.aggregate_id, request.aggregate_id
-                    )));
-                }
+            if let Some(outcome) = replay(&client, key, &request).await? {
                 return Ok(outcome);
             }
         }
@@ -325,17 +259,13 @@ impl EventStore for PgStore {
         filter: &EventFilter,
         limit: usize,
     ) -> Result<Vec<DomainEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 AND {} ORDER BY position LIMIT $6",
-            filter_sql(2)
-        );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let fp = FilterParams::new(filter, Partition::WHOLE);
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&after, Type::INT8)];
         fp.push(&mut params);
         params.push((&limit, Type::INT8));
         let client = self.client().await?;
-        let rows = client.query_typed(&sql, &params).await.map_err(map)?;
+        let rows = client.query_typed(READ_COMMITTED, &params).await.map_err(map)?;
         rows.iter().map(event_from_row).collect()
     }
 

@@ -1,18 +1,29 @@
-//! PostgreSQL store for Projector: events, projection state, read-model writes and
-//! rebuilds, on `tokio-postgres` over any async stream.
+//! PostgreSQL store for Projector: events, projection state, read-model writes,
+//! dead letters, repairs and rebuilds, on `tokio-postgres` over any async stream.
 //!
 //! Every operation is a single statement sent with `query_typed` (unnamed statements, no
 //! session state), so the store works through a transaction-mode pooler and, inside a
 //! Worker, over `worker::Socket`. A batch commit is one statement: a compare-and-set on
-//! the checkpoint guards the read-model writes in the same statement.
+//! the checkpoint guards the read-model writes and dead letters in the same statement.
+//!
+//! The SQL lives in `sql/`: one file per statement, named for what it does, and the
+//! schema migrations under `sql/migrations/`. The rules every store applies (input checks,
+//! the idempotency decision, rescaling, why a commit was refused, status from lag) come
+//! from [`projector::store::rules`]; this crate only reads what they need and writes what
+//! they decide.
 
+#[cfg(feature = "runtime-tokio")]
+mod connect;
 mod dead_letters;
 mod error;
 mod events;
+#[cfg(feature = "runtime-tokio")]
+mod listen;
 mod migrate;
 mod projections;
 mod rebuild;
-mod table;
+mod repair;
+mod rows;
 mod types;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,10 +33,14 @@ use futures_util::lock::{Mutex, MutexGuard};
 use projector::StoreError;
 use tokio_postgres::Client;
 
-pub use dead_letters::PgRepair;
+#[cfg(feature = "runtime-tokio")]
+pub use listen::{listen_for_appends, APPENDS_CHANNEL};
 pub use migrate::MIGRATIONS;
 pub use rebuild::PgRebuild;
+pub use repair::PgRepair;
 pub use types::{RawJson, Xid8};
+
+const RESET_ABANDONED_REBUILD: &str = include_str!("../sql/reset_abandoned_rebuild.sql");
 
 /// One connection's worth of store. Operations on one `PgStore` run one at a time; use
 /// one store per concurrent worker.
@@ -62,11 +77,7 @@ impl PgStore {
         let abandoned = std::mem::take(&mut *self.abandoned.lock().unwrap_or_else(|p| p.into_inner()));
         for projection in abandoned {
             client
-                .query_typed(
-                    "UPDATE projection_state SET status = 'running', updated_at = now()
-                     WHERE projection = $1 AND status = 'rebuilding'",
-                    &[(&projection, tokio_postgres::types::Type::TEXT)],
-                )
+                .query_typed(RESET_ABANDONED_REBUILD, &[(&projection, tokio_postgres::types::Type::TEXT)])
                 .await
                 .map_err(error::map)?;
         }
@@ -96,29 +107,6 @@ impl PgStore {
     /// administration and tests; projection work goes through the traits.
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         self.client().await?.batch_execute(sql).await.map_err(error::map)
-    }
-}
-
-#[cfg(feature = "runtime-tokio")]
-mod connect {
-    use super::*;
-
-    impl PgStore {
-        /// Connects natively (TCP or Unix socket, no TLS) and drives the connection on
-        /// a tokio task. A refused or unreachable server is `Unavailable`, naming the host.
-        pub async fn connect(url: &str) -> Result<Self, StoreError> {
-            let config: tokio_postgres::Config =
-                url.parse().map_err(|e| StoreError::InvalidInput(format!("database URL {}: {e}", redact(url))))?;
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
-                .await
-                .map_err(|e| StoreError::Unavailable(format!("{}: {}", redact(url), error::describe(&e))))?;
-            tokio::spawn(async move {
-                // Errors surface to the client as closed-connection errors.
-                let _ = connection.await;
-            });
-            Ok(Self::new(client))
-        }
     }
 }
 

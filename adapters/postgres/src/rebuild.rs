@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use futures_util::lock::MutexGuard;
 use postgres_types::{ToSql, Type};
+use projector::store::rules;
 use projector::{
     Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
     TableSchema, Value,
@@ -13,11 +14,15 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::error::map;
-use crate::events::{self, event_from_row, filter_sql, FilterParams, EVENT_COLUMNS};
-use crate::projections::{load_rows, push_arrays, write_rows};
-use crate::table::{column_arrays, delete_sql, ident};
+use crate::events::{self, event_from_row, FilterParams};
+use crate::rows;
 use crate::types::Xid8;
 use crate::PgStore;
+
+const MARK_REBUILDING: &str = include_str!("../sql/mark_rebuilding.sql");
+const LOCK_PARTITIONS: &str = include_str!("../sql/lock_partitions.sql");
+const READ_SINCE_POSITION: &str = include_str!("../sql/read_since_position.sql");
+const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
 
 /// What the rebuild must delete before its first write.
 #[derive(Debug)]
@@ -39,6 +44,8 @@ pub struct PgRebuild<'a> {
     table: &'static TableSchema,
     clear: Clear,
     in_transaction: bool,
+    /// The projection's partitions, read when the write transaction locked their rows.
+    partitions: Vec<i32>,
     done: bool,
 }
 
@@ -66,27 +73,18 @@ impl PgRebuild<'_> {
         }
         self.client.batch_execute("BEGIN").await.map_err(map)?;
         self.in_transaction = true;
-        self.client
-            .query_typed(
-                "SELECT 1 FROM projection_state WHERE projection = $1 FOR UPDATE",
-                &[(&self.projection, Type::TEXT)],
-            )
+        self.partitions = self
+            .client
+            .query_typed(LOCK_PARTITIONS, &[(&self.projection, Type::TEXT)])
             .await
-            .map_err(map)?;
+            .map_err(map)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
         match std::mem::replace(&mut self.clear, Clear::Nothing) {
             Clear::Nothing => {}
-            Clear::All => {
-                // DELETE, not TRUNCATE: readers keep the old rows until the rebuild commits.
-                self.client.batch_execute(&format!("DELETE FROM {}", ident(self.table.name))).await.map_err(map)?;
-            }
-            Clear::Keys(keys) => {
-                for chunk in keys.chunks(50_000) {
-                    let arrays = column_arrays(self.table.key, chunk)?;
-                    let mut params = Vec::new();
-                    push_arrays(&arrays, &mut params);
-                    self.client.query_typed(&delete_sql(self.table, 1, ""), &params).await.map_err(map)?;
-                }
-            }
+            Clear::All => rows::clear_rows(&self.client, self.table, None).await?,
+            Clear::Keys(keys) => rows::clear_rows(&self.client, self.table, Some(&keys)).await?,
         }
         Ok(())
     }
@@ -101,14 +99,7 @@ impl Rebuilds for PgStore {
         table: &'static TableSchema,
     ) -> Result<PgRebuild<'a>, StoreError> {
         let client = self.client().await?;
-        let marked = client
-            .query_typed(
-                "UPDATE projection_state SET status = 'rebuilding', updated_at = now() WHERE projection = $1
-                 RETURNING 1",
-                &[(&projection, Type::TEXT)],
-            )
-            .await
-            .map_err(map)?;
+        let marked = client.query_typed(MARK_REBUILDING, &[(&projection, Type::TEXT)]).await.map_err(map)?;
         if marked.is_empty() {
             return Err(StoreError::UnknownProjection(projection.to_owned()));
         }
@@ -119,6 +110,7 @@ impl Rebuilds for PgStore {
             table,
             clear: Clear::Nothing,
             in_transaction: false,
+            partitions: Vec::new(),
             done: false,
         })
     }
@@ -141,18 +133,12 @@ impl RebuildSession for PgRebuild<'_> {
         after: i64,
         limit: usize,
     ) -> Result<Vec<DomainEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE position >= $1 AND position > $2 AND {}
-             ORDER BY position LIMIT $7",
-            filter_sql(3)
-        );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let fp = FilterParams::new(filter, Partition::WHOLE);
         let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![(&from, Type::INT8), (&after, Type::INT8)];
         fp.push(&mut params);
         params.push((&limit, Type::INT8));
-        let rows = self.client.query_typed(&sql, &params).await.map_err(map)?;
+        let rows = self.client.query_typed(READ_SINCE_POSITION, &params).await.map_err(map)?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -173,12 +159,12 @@ impl RebuildSession for PgRebuild<'_> {
     }
 
     async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, StoreError> {
-        load_rows(&self.client, self.table, keys).await
+        rows::load_rows(&self.client, self.table, keys).await
     }
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
         self.writing().await?;
-        write_rows(&self.client, self.table, changes).await
+        rows::write_rows(&self.client, self.table, changes).await
     }
 
     async fn finish(
@@ -189,19 +175,19 @@ impl RebuildSession for PgRebuild<'_> {
     ) -> Result<(), StoreError> {
         self.writing().await?;
         let xid = Xid8(to.transaction_id);
-        let applied = events_applied as i64;
+        // The rebuild's events count once for the projection, not once per partition.
+        let shares: Vec<i64> =
+            self.partitions.iter().map(|p| rules::rebuild_applied_share(*p as u32, events_applied)).collect();
         self.client
             .query_typed(
-                "UPDATE projection_state
-                 SET transaction_id = $2, position = $3, events_applied = $4, last_event_at = $5,
-                     status = 'running', updated_at = now()
-                 WHERE projection = $1",
+                FINISH_REBUILD,
                 &[
                     (&self.projection, Type::TEXT),
                     (&xid, Type::XID8),
                     (&to.position, Type::INT8),
-                    (&applied, Type::INT8),
                     (&last_event_at, Type::TIMESTAMPTZ),
+                    (&self.partitions, Type::INT4_ARRAY),
+                    (&shares, Type::INT8_ARRAY),
                 ],
             )
             .await

@@ -1,14 +1,152 @@
-//! SQL for read-model tables, generated from a [`TableSchema`], and the column arrays
-//! that carry a batch's rows in one statement (`unnest`).
+//! Read-model table I/O: creating the table, loading, writing and clearing rows. The only
+//! place with statements generated from a [`TableSchema`]; a batch's rows travel as one
+//! array per column (`unnest`), so any number of rows is one statement.
 
 use std::error::Error;
 
 use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, Utc};
 use postgres_types::{to_sql_checked, IsNull, ToSql, Type};
-use projector::{Column, ColumnType, Merge, StoreError, TableSchema, Value};
-use tokio_postgres::Row;
+use projector::{Column, ColumnType, Merge, RowChanges, StoreError, TableSchema, Value};
+use tokio_postgres::{Client, Row};
 use uuid::Uuid;
+
+use crate::error::map;
+
+/// Rows per statement when writing outside a batch commit (rebuilds, repairs).
+const CHUNK: usize = 50_000;
+
+/// Creates the read-model table if it does not exist.
+pub(crate) async fn create_table(client: &Client, table: &TableSchema) -> Result<(), StoreError> {
+    client.batch_execute(&create_sql(table)).await.map_err(map)
+}
+
+/// Rows of `table` with the given keys (schema order, including key and version).
+pub(crate) async fn load_rows(
+    client: &Client,
+    table: &'static TableSchema,
+    keys: &[Vec<Value>],
+) -> Result<Vec<Vec<Value>>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let arrays = column_arrays(table.key, keys)?;
+    let mut params = Vec::new();
+    push_arrays(&arrays, &mut params);
+    let rows = client.query_typed(&load_sql(table), &params).await.map_err(map)?;
+    rows.iter().map(|r| row_values(table, r)).collect()
+}
+
+/// Writes row changes with no guard (inside a rebuild's or a repair's transaction).
+pub(crate) async fn write_rows(
+    client: &Client,
+    table: &'static TableSchema,
+    changes: RowChanges,
+) -> Result<(), StoreError> {
+    let all: Vec<Column> = table.all_columns().collect();
+    if changes.inserts_only && changes.deletes.is_empty() {
+        return copy_rows(client, table, &all, &changes.upserts).await;
+    }
+    for chunk in changes.upserts.chunks(CHUNK) {
+        let arrays = column_arrays(&all, chunk)?;
+        let mut params = Vec::new();
+        push_arrays(&arrays, &mut params);
+        client.query_typed(&upsert_sql(table, 1, ""), &params).await.map_err(map)?;
+    }
+    delete_rows(client, table, &changes.deletes).await
+}
+
+/// Deletes every row (`None`) or the rows with these keys. `DELETE`, not `TRUNCATE`:
+/// readers keep the old rows until the surrounding transaction commits.
+pub(crate) async fn clear_rows(
+    client: &Client,
+    table: &'static TableSchema,
+    keys: Option<&[Vec<Value>]>,
+) -> Result<(), StoreError> {
+    match keys {
+        None => client.batch_execute(&format!("DELETE FROM {}", ident(table.name))).await.map_err(map),
+        Some(keys) => delete_rows(client, table, keys).await,
+    }
+}
+
+async fn delete_rows(client: &Client, table: &'static TableSchema, keys: &[Vec<Value>]) -> Result<(), StoreError> {
+    for chunk in keys.chunks(CHUNK) {
+        let arrays = column_arrays(table.key, chunk)?;
+        let mut params = Vec::new();
+        push_arrays(&arrays, &mut params);
+        client.query_typed(&delete_sql(table, 1, ""), &params).await.map_err(map)?;
+    }
+    Ok(())
+}
+
+/// Inserts rows known to be absent with binary `COPY` (a rebuild into cleared rows).
+async fn copy_rows(
+    client: &Client,
+    table: &'static TableSchema,
+    columns: &[Column],
+    rows: &[Vec<Value>],
+) -> Result<(), StoreError> {
+    use futures_util::pin_mut;
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    let types: Vec<Type> = columns.iter().map(|c| column_type(c.ty)).collect();
+    let sink = client.copy_in::<_, bytes::Bytes>(&copy_sql(table)).await.map_err(map)?;
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    pin_mut!(writer);
+    for row in rows {
+        if row.len() != columns.len() {
+            return Err(StoreError::InvalidInput(format!(
+                "row has {} values, table {} has {} columns",
+                row.len(),
+                table.name,
+                columns.len()
+            )));
+        }
+        let cells: Vec<Cell<'_>> = row.iter().map(Cell).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
+        writer.as_mut().write(&refs).await.map_err(map)?;
+    }
+    writer.finish().await.map_err(map)?;
+    Ok(())
+}
+
+/// Row writes of a batch commit, spliced into its statement after the parameters already
+/// there; each writes only when CTE `guard` returned a row.
+pub(crate) struct GuardedWrites {
+    table: &'static TableSchema,
+    upserts: Option<Vec<(ColumnArray, Type)>>,
+    deletes: Option<Vec<(ColumnArray, Type)>>,
+}
+
+impl GuardedWrites {
+    const GUARD: &'static str = "WHERE EXISTS (SELECT 1 FROM guard)";
+
+    pub(crate) fn new(table: &'static TableSchema, changes: &RowChanges) -> Result<Self, StoreError> {
+        let all: Vec<Column> = table.all_columns().collect();
+        let upserts = (!changes.upserts.is_empty()).then(|| column_arrays(&all, &changes.upserts)).transpose()?;
+        let deletes = (!changes.deletes.is_empty()).then(|| column_arrays(table.key, &changes.deletes)).transpose()?;
+        Ok(Self { table, upserts, deletes })
+    }
+
+    /// Appends the `up` and `del` CTEs (for the changes there are) to `sql` and their
+    /// arrays to `params`.
+    pub(crate) fn push<'a>(&'a self, sql: &mut String, params: &mut Vec<(&'a (dyn ToSql + Sync), Type)>) {
+        if let Some(upserts) = &self.upserts {
+            sql.push_str(&format!(", up AS ({})\n", upsert_sql(self.table, params.len() + 1, Self::GUARD)));
+            push_arrays(upserts, params);
+        }
+        if let Some(deletes) = &self.deletes {
+            sql.push_str(&format!(", del AS ({})\n", delete_sql(self.table, params.len() + 1, Self::GUARD)));
+            push_arrays(deletes, params);
+        }
+    }
+}
+
+/// Keys or rows as parameter arrays, appended to `params` in column order.
+fn push_arrays<'a>(arrays: &'a [(ColumnArray, Type)], params: &mut Vec<(&'a (dyn ToSql + Sync), Type)>) {
+    for (array, ty) in arrays {
+        params.push((array, ty.clone()));
+    }
+}
 
 fn sql_type(ty: ColumnType) -> &'static str {
     match ty {
@@ -35,7 +173,7 @@ fn array_type(ty: ColumnType) -> Type {
 }
 
 /// Quotes an identifier for SQL.
-pub(crate) fn ident(name: &str) -> String {
+fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -44,7 +182,7 @@ fn names<'a>(columns: impl Iterator<Item = &'a Column>) -> String {
 }
 
 /// `CREATE TABLE IF NOT EXISTS` for a read model.
-pub(crate) fn create_sql(schema: &TableSchema) -> String {
+fn create_sql(schema: &TableSchema) -> String {
     let mut defs: Vec<String> = schema
         .all_columns()
         .map(|c| {
@@ -64,7 +202,7 @@ fn unnest(columns: &[Column], first: usize, alias: &str) -> String {
 }
 
 /// `SELECT` of the rows with the keys in `$1..$k` (one array per key column).
-pub(crate) fn load_sql(schema: &TableSchema) -> String {
+fn load_sql(schema: &TableSchema) -> String {
     let all: Vec<Column> = schema.all_columns().collect();
     let cols = all.iter().map(|c| format!("t.{}", ident(c.name))).collect::<Vec<_>>().join(", ");
     let keys = names(schema.key.iter());
@@ -78,7 +216,7 @@ pub(crate) fn load_sql(schema: &TableSchema) -> String {
 
 /// `INSERT … ON CONFLICT DO UPDATE` of rows passed as arrays from `$first`;
 /// `guard` is an extra `WHERE` condition (e.g. that a checkpoint CAS succeeded).
-pub(crate) fn upsert_sql(schema: &TableSchema, first: usize, guard: &str) -> String {
+fn upsert_sql(schema: &TableSchema, first: usize, guard: &str) -> String {
     let all: Vec<Column> = schema.all_columns().collect();
     let table = ident(schema.name);
     let updates: Vec<String> = schema
@@ -104,7 +242,7 @@ pub(crate) fn upsert_sql(schema: &TableSchema, first: usize, guard: &str) -> Str
 }
 
 /// `DELETE` of the rows whose keys come as arrays from `$first`.
-pub(crate) fn delete_sql(schema: &TableSchema, first: usize, guard: &str) -> String {
+fn delete_sql(schema: &TableSchema, first: usize, guard: &str) -> String {
     let cond = schema.key.iter().map(|c| format!("t.{0} = d.{0}", ident(c.name))).collect::<Vec<_>>().join(" AND ");
     let guard = if guard.is_empty() { String::new() } else { format!(" AND {}", guard.trim_start_matches("WHERE ")) };
     format!("DELETE FROM {} t USING {} WHERE {cond}{guard}", ident(schema.name), unnest(schema.key, first, "d"))
@@ -112,7 +250,7 @@ pub(crate) fn delete_sql(schema: &TableSchema, first: usize, guard: &str) -> Str
 
 /// One column of a batch as a typed PostgreSQL array.
 #[derive(Debug)]
-pub(crate) enum ColumnArray {
+enum ColumnArray {
     Text(Vec<Option<String>>),
     BigInt(Vec<Option<i64>>),
     Bool(Vec<Option<bool>>),
@@ -186,7 +324,7 @@ impl ToSql for ColumnArray {
 }
 
 /// Rows (each in column order) turned into one array per column.
-pub(crate) fn column_arrays(columns: &[Column], rows: &[Vec<Value>]) -> Result<Vec<(ColumnArray, Type)>, StoreError> {
+fn column_arrays(columns: &[Column], rows: &[Vec<Value>]) -> Result<Vec<(ColumnArray, Type)>, StoreError> {
     let mut arrays: Vec<ColumnArray> = columns.iter().map(|c| ColumnArray::with_capacity(c.ty, rows.len())).collect();
     for row in rows {
         if row.len() != columns.len() {
@@ -204,7 +342,7 @@ pub(crate) fn column_arrays(columns: &[Column], rows: &[Vec<Value>]) -> Result<V
 }
 
 /// A stored read-model row as values in schema order.
-pub(crate) fn row_values(schema: &TableSchema, row: &Row) -> Result<Vec<Value>, StoreError> {
+fn row_values(schema: &TableSchema, row: &Row) -> Result<Vec<Value>, StoreError> {
     let mut out = Vec::with_capacity(row.len());
     for (i, c) in schema.all_columns().enumerate() {
         let bad = |e: tokio_postgres::Error| StoreError::Row {
@@ -223,6 +361,50 @@ pub(crate) fn row_values(schema: &TableSchema, row: &Row) -> Result<Vec<Value>, 
         out.push(v.unwrap_or(Value::Null));
     }
     Ok(out)
+}
+
+/// `COPY … FROM STDIN (FORMAT binary)` for all columns of a read model.
+fn copy_sql(schema: &TableSchema) -> String {
+    let all: Vec<Column> = schema.all_columns().collect();
+    format!("COPY {} ({}) FROM STDIN (FORMAT binary)", ident(schema.name), names(all.iter()))
+}
+
+/// The PostgreSQL type of a column, for binary `COPY`.
+fn column_type(ty: ColumnType) -> Type {
+    match ty {
+        ColumnType::Text => Type::TEXT,
+        ColumnType::BigInt => Type::INT8,
+        ColumnType::Bool => Type::BOOL,
+        ColumnType::Uuid => Type::UUID,
+        ColumnType::Timestamp => Type::TIMESTAMPTZ,
+        ColumnType::Date => Type::DATE,
+        ColumnType::Json => Type::JSONB,
+    }
+}
+
+/// One value, encoded as the column's type.
+#[derive(Debug)]
+struct Cell<'a>(pub &'a Value);
+
+impl ToSql for Cell<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match self.0 {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Text(v) => v.to_sql(ty, out),
+            Value::BigInt(v) => v.to_sql(ty, out),
+            Value::Bool(v) => v.to_sql(ty, out),
+            Value::Uuid(v) => v.to_sql(ty, out),
+            Value::Timestamp(v) => v.to_sql(ty, out),
+            Value::Date(v) => v.to_sql(ty, out),
+            Value::Json(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
 }
 
 #[cfg(test)]
@@ -249,48 +431,4 @@ mod tests {
         let all: Vec<Column> = T.all_columns().collect();
         assert!(matches!(column_arrays(&all, &rows), Err(StoreError::InvalidInput(_))));
     }
-}
-
-/// `COPY … FROM STDIN (FORMAT binary)` for all columns of a read model.
-pub(crate) fn copy_sql(schema: &TableSchema) -> String {
-    let all: Vec<Column> = schema.all_columns().collect();
-    format!("COPY {} ({}) FROM STDIN (FORMAT binary)", ident(schema.name), names(all.iter()))
-}
-
-/// The PostgreSQL type of a column, for binary `COPY`.
-pub(crate) fn column_type(ty: ColumnType) -> Type {
-    match ty {
-        ColumnType::Text => Type::TEXT,
-        ColumnType::BigInt => Type::INT8,
-        ColumnType::Bool => Type::BOOL,
-        ColumnType::Uuid => Type::UUID,
-        ColumnType::Timestamp => Type::TIMESTAMPTZ,
-        ColumnType::Date => Type::DATE,
-        ColumnType::Json => Type::JSONB,
-    }
-}
-
-/// One value, encoded as the column's type.
-#[derive(Debug)]
-pub(crate) struct Cell<'a>(pub &'a Value);
-
-impl ToSql for Cell<'_> {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        match self.0 {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Text(v) => v.to_sql(ty, out),
-            Value::BigInt(v) => v.to_sql(ty, out),
-            Value::Bool(v) => v.to_sql(ty, out),
-            Value::Uuid(v) => v.to_sql(ty, out),
-            Value::Timestamp(v) => v.to_sql(ty, out),
-            Value::Date(v) => v.to_sql(ty, out),
-            Value::Json(v) => v.to_sql(ty, out),
-        }
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    to_sql_checked!();
 }

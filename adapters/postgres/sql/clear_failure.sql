@@ -1,0 +1,1 @@
+DELETE FROM event_failures WHERE projection = $1 AND event_id = $2

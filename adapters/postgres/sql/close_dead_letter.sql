@@ -1,0 +1,1 @@
+UPDATE dead_letters SET status = $2 WHERE id = $1 RETURNING projection

@@ -1,0 +1,1 @@
+DELETE FROM projection_state WHERE projection = $1

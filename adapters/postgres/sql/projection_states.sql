@@ -1,0 +1,35 @@
+-- Every partition of every projection with its lag (events of its filter and partition
+-- past the checkpoint, and the age of the oldest), open dead letters and parked
+-- aggregates and events.
+SELECT s.projection, s.partition, s.partitions, s.transaction_id, s.position, s.last_event_at, s.status,
+       s.events_applied, s.error_count, s.last_error, s.lease_owner, s.lease_expires_at, s.updated_at,
+       lag.n, coalesce(extract(epoch FROM now() - lag.oldest)::float8, 0),
+       dl.n, dl.oldest, pk.aggregates, pk.events
+FROM projection_state s
+JOIN projections p ON p.name = s.projection
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(e.timestamp) AS oldest
+    FROM events e
+    WHERE (e.transaction_id, e.position) > (s.transaction_id, s.position)
+      AND (coalesce(jsonb_array_length(p.filter -> 'event_types'), 0) = 0
+           OR e.event_type IN (SELECT jsonb_array_elements_text(p.filter -> 'event_types')))
+      AND (coalesce(jsonb_array_length(p.filter -> 'aggregate_types'), 0) = 0
+           OR e.aggregate_type IN (SELECT jsonb_array_elements_text(p.filter -> 'aggregate_types')))
+      AND projector_bucket(e.aggregate_id, s.partitions) = s.partition
+) lag
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(d.first_failed_at) AS oldest
+    FROM dead_letters d
+    WHERE d.projection = s.projection AND d.status = 'open'
+      AND projector_bucket(d.aggregate_id, s.partitions) = s.partition
+) dl
+CROSS JOIN LATERAL (
+    SELECT count(*) AS aggregates,
+           coalesce(sum((SELECT count(*) FROM events e
+                         WHERE e.aggregate_id = k.aggregate_id AND e.version >= k.from_version
+                           AND (e.transaction_id, e.position) <= (s.transaction_id, s.position))), 0)::bigint AS events
+    FROM parked_aggregates k
+    WHERE k.projection = s.projection
+      AND projector_bucket(k.aggregate_id, s.partitions) = s.partition
+) pk
+ORDER BY s.projection, s.partition

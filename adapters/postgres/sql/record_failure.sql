@@ -1,0 +1,5 @@
+-- One more failed attempt of an event for a projection; the first failure's time stays.
+INSERT INTO event_failures (projection, event_id, attempts, last_error) VALUES ($1, $2, 1, $3)
+ON CONFLICT (projection, event_id) DO UPDATE
+    SET attempts = event_failures.attempts + 1, last_failed_at = now(), last_error = EXCLUDED.last_error
+RETURNING attempts, first_failed_at
