@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use projector::{ProjectionState, ProjectionStore};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::alerts::Alerter;
 use crate::{http, Connector, LocalAdapter};
@@ -82,38 +82,17 @@ impl<C: Connector> LocalAdapter<C> {
             if *shutdown.borrow() {
                 return;
             }
-            if let Err(e) = listen_once(&url, &wake, &mut shutdown).await {
+            let mut stop = shutdown.clone();
+            let stopped = async move {
+                let _ = stop.changed().await;
+            };
+            if let Err(e) = projector_postgres::listen_for_appends(&url, || wake.notify_waiters(), stopped).await {
                 tracing::debug!(error = %e, "LISTEN connection ended; polling until it is back");
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = shutdown.changed() => return,
             }
-        }
-    }
-}
-
-async fn listen_once(
-    url: &str,
-    wake: &Arc<Notify>,
-    shutdown: &mut watch::Receiver<bool>,
-) -> Result<(), tokio_postgres::Error> {
-    use futures_util::StreamExt;
-    let (client, mut connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let listen = client.batch_execute("LISTEN projector_events");
-    tokio::pin!(listen);
-    let mut listening = false;
-    loop {
-        tokio::select! {
-            r = &mut listen, if !listening => { r?; listening = true; }
-            m = messages.next() => match m {
-                Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => wake.notify_waiters(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e),
-                None => return Ok(()),
-            },
-            _ = shutdown.changed() => return Ok(()),
         }
     }
 }
