@@ -106,9 +106,19 @@ pub fn check_owner(projection: &str, partition: Partition, owner: &str) -> Resul
     Ok(())
 }
 
-/// An append must carry events and a non-negative expected version.
-pub fn check_append(request: &AppendRequest) -> Result<()> {
+/// The default largest `event_data` one event may carry, as serialized JSON.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1 << 20;
+
+/// An append must name its aggregate and event types, carry events whose payloads are
+/// JSON objects no larger than `max_payload_bytes`, and a non-negative expected version.
+pub fn check_append(request: &AppendRequest, max_payload_bytes: usize) -> Result<()> {
     let aggregate = request.aggregate_id;
+    if aggregate.is_nil() {
+        return Err(invalid("append: the aggregate id is the nil UUID; give each aggregate its own id".into()));
+    }
+    if request.aggregate_type.trim().is_empty() {
+        return Err(invalid(format!("append to aggregate {aggregate}: the aggregate type is empty")));
+    }
     if request.events.is_empty() {
         return Err(invalid(format!("append to aggregate {aggregate}: no events given")));
     }
@@ -119,7 +129,59 @@ pub fn check_append(request: &AppendRequest) -> Result<()> {
             )));
         }
     }
+    for (i, event) in request.events.iter().enumerate() {
+        let which = || format!("append to aggregate {aggregate}, event {} ({:?})", i + 1, event.event_type);
+        if event.event_type.trim().is_empty() {
+            return Err(invalid(format!("{}: the event type is empty", which())));
+        }
+        if event.event_id.is_some_and(|id| id.is_nil()) {
+            return Err(invalid(format!("{}: the event id is the nil UUID", which())));
+        }
+        if !event.event_data.is_object() {
+            return Err(invalid(format!(
+                "{}: event_data must be a JSON object, not {}",
+                which(),
+                json_kind(&event.event_data)
+            )));
+        }
+        let size = serialized_len(&event.event_data);
+        if size > max_payload_bytes {
+            return Err(invalid(format!(
+                "{}: event_data is {size} bytes, over the limit of {max_payload_bytes} bytes",
+                which()
+            )));
+        }
+    }
     Ok(())
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The length of `value` as compact JSON, counted without building the text.
+fn serialized_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a `Value` to a sink that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 /// What a batch commit can be checked for before it is sent: the checkpoint moves

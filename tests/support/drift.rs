@@ -344,3 +344,30 @@ pub async fn an_append_without_events_is_refused<S: ContractStore>(store: &S) {
     assert!(events_of(store, new).await.is_empty(), "nothing was written to the new aggregate");
     assert_eq!(events_of(store, existing).await, out.event_ids, "nothing was written to the existing aggregate");
 }
+
+/// `event_data` is a JSON object: arrays, scalars and `null` are refused (not stored as
+/// `{}` or decoded by position later), as are empty type names, nil ids and payloads
+/// over the size limit — each naming what is wrong, and writing nothing.
+pub async fn an_append_that_is_not_a_well_formed_event_is_refused<S: ContractStore>(store: &S) {
+    let a = id(49, 1);
+    let one = |event: NewEvent| request(a, "thing", ExpectedVersion::Any, vec![event]);
+    let cases: Vec<(&str, AppendRequest)> = vec![
+        ("a null payload", one(NewEvent::new("E", json!(null)))),
+        ("an array payload", one(NewEvent::new("E", json!([1, 2])))),
+        ("a string payload", one(NewEvent::new("E", json!("text")))),
+        ("a number payload", one(NewEvent::new("E", json!(7)))),
+        ("an empty event type", one(NewEvent::new("", json!({})))),
+        ("a payload over 1 MiB", one(NewEvent::new("E", json!({ "blob": "x".repeat(1 << 20) })))),
+        ("an empty aggregate type", request(a, "", ExpectedVersion::Any, vec![NewEvent::new("E", json!({}))])),
+        (
+            "the nil aggregate id",
+            request(Uuid::nil(), "thing", ExpectedVersion::Any, vec![NewEvent::new("E", json!({}))]),
+        ),
+        ("a nil event id", one(NewEvent { event_id: Some(Uuid::nil()), ..NewEvent::new("E", json!({})) })),
+    ];
+    for (what, bad) in cases {
+        refused_as_invalid(store.append(bad).await, what);
+    }
+    assert!(events_of(store, a).await.is_empty(), "nothing was written");
+    assert!(events_of(store, Uuid::nil()).await.is_empty(), "nothing was written for the nil id");
+}

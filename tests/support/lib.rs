@@ -53,6 +53,7 @@ macro_rules! contract_tests {
             a_commit_to_another_table_than_the_projections_is_refused,
             an_expected_version_below_zero_is_refused,
             an_append_without_events_is_refused,
+            an_append_that_is_not_a_well_formed_event_is_refused,
         );
     };
     ($($fresh:tt)+) => {

@@ -27,6 +27,7 @@ const BUCKET_FUNCTION: &str = "projector_bucket";
 
 impl EventStore for EmbeddedStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        rules::check_append(&request, self.max_payload_bytes())?;
         append(&mut self.lock(), request)
     }
 
@@ -75,7 +76,6 @@ fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i6
 }
 
 fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-    rules::check_append(&request)?;
     let aggregate = request.aggregate_id;
     let now = Utc::now();
     for e in &request.events {

@@ -39,6 +39,7 @@
 //! read model's [`TableSchema`](projector::TableSchema).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -76,6 +77,8 @@ pub struct EmbeddedStore {
 struct Inner {
     conn: Mutex<Connection>,
     path: Option<PathBuf>,
+    /// The largest `event_data` an append accepts, in bytes of JSON.
+    max_payload_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -129,9 +132,24 @@ impl EmbeddedStore {
         let shown = path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
         conn.execute_batch(CONNECTION_SETTINGS).context(|| format!("open embedded store {shown}"))?;
         events::register_functions(&conn).context(|| format!("open embedded store {shown}: register functions"))?;
-        let store = Self { inner: Arc::new(Inner { conn: Mutex::new(conn), path }) };
+        let store = Self {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(conn),
+                path,
+                max_payload_bytes: AtomicUsize::new(projector::store::rules::DEFAULT_MAX_PAYLOAD_BYTES),
+            }),
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Sets the largest `event_data` an append accepts (default 1 MiB); clones share it.
+    pub fn set_max_payload_bytes(&self, bytes: usize) {
+        self.inner.max_payload_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_payload_bytes(&self) -> usize {
+        self.inner.max_payload_bytes.load(Ordering::Relaxed)
     }
 
     /// The file this store lives in (`None` in memory).

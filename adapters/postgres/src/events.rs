@@ -153,7 +153,7 @@ async fn replay(client: &Client, key: &str, request: &AppendRequest) -> Result<O
 
 impl EventStore for PgStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        rules::check_append(&request)?;
+        rules::check_append(&request, self.max_payload_bytes())?;
         let n = request.events.len() as i64;
         let expected = match request.expected_version {
             ExpectedVersion::Any => None,

@@ -26,7 +26,7 @@ mod repair;
 mod rows;
 mod types;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex as SyncMutex;
 
 use futures_util::lock::{Mutex, MutexGuard};
@@ -50,6 +50,8 @@ pub struct PgStore {
     needs_rollback: AtomicBool,
     /// Projections whose abandoned rebuild left the status `rebuilding`.
     abandoned: SyncMutex<Vec<String>>,
+    /// The largest `event_data` an append accepts, in bytes of JSON.
+    max_payload_bytes: AtomicUsize,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -66,7 +68,17 @@ impl PgStore {
             client: Mutex::new(client),
             needs_rollback: AtomicBool::new(false),
             abandoned: SyncMutex::new(Vec::new()),
+            max_payload_bytes: AtomicUsize::new(projector::store::rules::DEFAULT_MAX_PAYLOAD_BYTES),
         }
+    }
+
+    /// Sets the largest `event_data` an append accepts (default 1 MiB).
+    pub fn set_max_payload_bytes(&self, bytes: usize) {
+        self.max_payload_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn client(&self) -> Result<MutexGuard<'_, Client>, StoreError> {

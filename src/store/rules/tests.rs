@@ -88,15 +88,61 @@ fn an_empty_owner_cannot_claim() {
     assert!(check_owner("p", Partition::WHOLE, "runner-1").is_ok());
 }
 
+const LIMIT: usize = DEFAULT_MAX_PAYLOAD_BYTES;
+
 #[test]
 fn appends_need_events_and_a_valid_expected_version() {
-    assert!(check_append(&request(1, serde_json::json!({}))).is_ok());
+    assert!(check_append(&request(1, serde_json::json!({})), LIMIT).is_ok());
     let mut none = request(1, serde_json::json!({}));
     none.events.clear();
-    assert!(is_invalid(check_append(&none)));
+    assert!(is_invalid(check_append(&none, LIMIT)));
     let mut negative = request(1, serde_json::json!({}));
     negative.expected_version = ExpectedVersion::Exact(-1);
-    assert!(is_invalid(check_append(&negative)));
+    let Err(StoreError::InvalidInput(m)) = check_append(&negative, LIMIT) else { panic!("must be refused") };
+    assert!(m.contains("invalid"), "{m}");
+}
+
+#[test]
+fn a_payload_must_be_a_json_object() {
+    for (payload, kind) in [
+        (serde_json::json!(null), "null"),
+        (serde_json::json!([1, 2]), "an array"),
+        (serde_json::json!("x"), "a string"),
+        (serde_json::json!(3), "a number"),
+        (serde_json::json!(true), "a boolean"),
+    ] {
+        let Err(StoreError::InvalidInput(m)) = check_append(&request(1, payload), LIMIT) else {
+            panic!("{kind} must be refused")
+        };
+        assert!(m.contains(kind) && m.contains("UserRegistered"), "{m}");
+    }
+}
+
+#[test]
+fn empty_types_and_nil_ids_are_refused() {
+    let mut nil = request(0, serde_json::json!({}));
+    nil.aggregate_id = Uuid::nil();
+    assert!(is_invalid(check_append(&nil, LIMIT)));
+    let mut no_type = request(1, serde_json::json!({}));
+    no_type.aggregate_type = " ".into();
+    assert!(is_invalid(check_append(&no_type, LIMIT)));
+    let mut no_event_type = request(1, serde_json::json!({}));
+    no_event_type.events[0].event_type = String::new();
+    assert!(is_invalid(check_append(&no_event_type, LIMIT)));
+    let mut nil_event = request(1, serde_json::json!({}));
+    nil_event.events[0].event_id = Some(Uuid::nil());
+    assert!(is_invalid(check_append(&nil_event, LIMIT)));
+}
+
+#[test]
+fn a_payload_over_the_limit_is_refused_with_both_sizes() {
+    let payload = serde_json::json!({ "blob": "x".repeat(100) });
+    let size = payload.to_string().len();
+    assert!(check_append(&request(1, payload.clone()), size).is_ok());
+    let Err(StoreError::InvalidInput(m)) = check_append(&request(1, payload), size - 1) else {
+        panic!("one byte over must be refused")
+    };
+    assert!(m.contains(&format!("{size} bytes")) && m.contains(&format!("{} bytes", size - 1)), "{m}");
 }
 
 #[test]
