@@ -143,7 +143,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
         default.exists().then_some(default)
     });
     match found {
-        Some(path) => Config::load(&path, HANDLERS).map_err(|e| anyhow::anyhow!("{e}")),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read configuration file", path.display()))?;
+            Config::from_yaml_str(&text, &path.display().to_string(), HANDLERS).map_err(|e| anyhow::anyhow!("{e}"))
+        }
         None => Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", HANDLERS)
             .map_err(|e| anyhow::anyhow!("{e}")),
     }

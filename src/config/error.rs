@@ -2,7 +2,6 @@
 //! them returned by the parser ([`ConfigErrors`]), and the `file:line:column` they point at.
 
 use std::fmt;
-use std::path::PathBuf;
 
 use serde_saphyr::MessageFormatter;
 
@@ -35,9 +34,6 @@ impl fmt::Display for Position {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("{}: cannot read configuration file: {source}", .path.display())]
-    Read { path: PathBuf, source: std::io::Error },
     /// Not valid YAML, or not the expected shape (unknown or missing key, wrong type).
     #[error("{at}: {message}")]
     Syntax { at: Position, message: String },
@@ -91,10 +87,9 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// Where in the file the problem is (`None` for [`ConfigError::Read`]).
-    pub fn position(&self) -> Option<&Position> {
+    /// Where in the file the problem is.
+    pub fn position(&self) -> &Position {
         match self {
-            ConfigError::Read { .. } => None,
             ConfigError::Syntax { at, .. }
             | ConfigError::NoProjections { at }
             | ConfigError::InvalidProjectionName { at, .. }
@@ -106,7 +101,7 @@ impl ConfigError {
             | ConfigError::ProviderLimit { at, .. }
             | ConfigError::LeaseTtlNotAbovePollInterval { at, .. }
             | ConfigError::RetryCapBelowBase { at, .. }
-            | ConfigError::InvalidValue { at, .. } => Some(at),
+            | ConfigError::InvalidValue { at, .. } => at,
         }
     }
 }
@@ -121,7 +116,7 @@ impl ConfigErrors {
     /// `errors` (not empty) sorted by position: the checks of one projection do not run
     /// in file order, but a reader goes through the file top to bottom.
     pub(super) fn in_file_order(mut errors: Vec<ConfigError>) -> ConfigErrors {
-        errors.sort_by_key(|e| e.position().map(|at| (at.line, at.column)));
+        errors.sort_by_key(|e| (e.position().line, e.position().column));
         ConfigErrors { errors }
     }
 

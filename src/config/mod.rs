@@ -47,8 +47,10 @@
 //! memory limits elsewhere (Lambda, Workers), `KB`/`MB`/`GB` are 1024-based, so `128MB`
 //! and `128MiB` are the same size.
 //!
-//! Parsing does no I/O, so this module builds for `wasm32-unknown-unknown`; only
-//! [`Config::load`] reads a file and [`DatabaseConfig::url`] reads the environment.
+//! The module reads no file and no environment variable, so it builds for
+//! `wasm32-unknown-unknown`: the caller reads the file and hands its text to
+//! [`Config::from_yaml_str`], and gives [`DatabaseConfig::url`] a way to look up a
+//! variable.
 
 mod error;
 mod raw;
@@ -60,7 +62,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -291,11 +293,11 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
-    /// The PostgreSQL URL from the environment variable `url_env`; `None` when it is
-    /// unset, empty or not Unicode (then the embedded store is used). Always `None` on
-    /// targets without an environment (wasm32-unknown-unknown).
-    pub fn url(&self) -> Option<String> {
-        std::env::var(&self.url_env).ok().filter(|url| !url.is_empty())
+    /// The PostgreSQL URL held by the variable named `url_env`, as `lookup` finds it
+    /// (typically `|name| std::env::var(name).ok()`); `None` when it is unset or empty,
+    /// and then the embedded store is used.
+    pub fn url(&self, lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
+        lookup(&self.url_env).filter(|url| !url.is_empty())
     }
 }
 
@@ -308,13 +310,5 @@ impl Config {
     pub fn from_yaml_str(text: &str, file: &str, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
         let raw = raw::parse(text).map_err(|err| error::parse_error(file, &err))?;
         validate::validate(raw, file, known_handlers)
-    }
-
-    /// Reads the file at `path` and parses it with [`Config::from_yaml_str`]; messages
-    /// name the file as `path` is written.
-    pub fn load(path: &Path, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::from_yaml_str(&text, &path.display().to_string(), known_handlers)
     }
 }
