@@ -60,6 +60,9 @@ pub enum ConfigError {
     /// A size that is not `<integer><unit>`.
     #[error("{at}: invalid size `{value}` for `{field}`: expected {SIZE_FORMS}")]
     InvalidSize { at: Position, field: &'static str, value: String },
+    /// A value of another type where a whole number is expected (`batch_size: abc`).
+    #[error("{at}: invalid value: expected a whole number for `{field}`, got {found}")]
+    NotAWholeNumber { at: Position, field: &'static str, found: String },
     /// An integer knob outside its range (`batch_size`, `partitions`, `concurrency`).
     #[error("{at}: `{field}` must be {}, got {value}", describe_range(*.min, *.max))]
     OutOfRange { at: Position, field: &'static str, value: i64, min: i64, max: Option<i64> },
@@ -97,6 +100,7 @@ impl ConfigError {
             | ConfigError::UnknownProvider { at, .. }
             | ConfigError::InvalidDuration { at, .. }
             | ConfigError::InvalidSize { at, .. }
+            | ConfigError::NotAWholeNumber { at, .. }
             | ConfigError::OutOfRange { at, .. }
             | ConfigError::ProviderLimit { at, .. }
             | ConfigError::LeaseTtlNotAbovePollInterval { at, .. }
@@ -200,9 +204,6 @@ pub(super) fn parse_error(file: &str, err: &serde_saphyr::Error) -> ConfigError 
     let message = match inner {
         serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
             format!("duplicate key `{key}`: each key may appear only once in a mapping")
-        }
-        serde_saphyr::Error::InvalidScalar { ty, .. } if ty.starts_with(['i', 'u']) => {
-            "invalid value: expected a whole number (e.g. 1, 1000)".to_owned()
         }
         _ => {
             let message = serde_saphyr::DefaultMessageFormatter.format_message(inner);

@@ -3,10 +3,11 @@
 //!
 //! The file is parsed with `serde-saphyr` into private "raw" structs that keep the
 //! source location of every value, then validated as a whole: every problem found
-//! (unknown handler, bad duration, limit exceeded, ...) is reported, not only the first,
-//! each as `file:line:column: message`. Only a file that is not valid YAML, or whose
-//! shape does not match the schema (unknown key, missing key, wrong type), stops at the
-//! first error, because the parser cannot go on past it.
+//! (unknown handler, bad duration, limit exceeded, a word where a number belongs, ...)
+//! is reported, not only the first, each as `file:line:column: message`. Only a file
+//! that is not valid YAML, or whose shape does not match the schema (unknown key,
+//! missing key, a list or mapping where a single value belongs or the reverse), stops
+//! at the first error, because the parser cannot go on past it.
 //!
 //! ```yaml
 //! database:                          # optional
@@ -306,9 +307,9 @@ impl Config {
     /// messages). `known_handlers` are the handler names a projection may use.
     ///
     /// All validation errors are returned together; a YAML syntax or schema error
-    /// (unknown key, wrong type) is returned alone.
+    /// (unknown or missing key, a mapping where a value belongs) is returned alone.
     pub fn from_yaml_str(text: &str, file: &str, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
         let raw = raw::parse(text).map_err(|err| error::parse_error(file, &err))?;
-        validate::validate(raw, file, known_handlers)
+        validate::validate(raw, text, file, known_handlers)
     }
 }

@@ -16,20 +16,25 @@ fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config")
 }
 
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
+/// The `.yaml` fixtures in `tests/config/<dir>`, as `<dir>/<file>`, sorted.
+fn fixture_names(dir: &str) -> Vec<String> {
+    let path = fixtures_dir().join(dir);
+    let mut names: Vec<String> = std::fs::read_dir(&path)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", path.display()))
+        .map(|entry| entry.expect("directory entry").file_name().into_string().expect("a UTF-8 file name"))
+        .filter(|name| name.ends_with(".yaml"))
+        .map(|name| format!("{dir}/{name}"))
         .collect();
-    files.sort();
-    files
+    names.sort();
+    names
 }
 
-/// Parses the file at `path`, naming it as `path` is written.
-fn load(path: &Path, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Config::from_yaml_str(&text, &path.display().to_string(), known_handlers)
+/// Parses `tests/config/<name>`, naming the file `name` in messages, as the `.err`
+/// files spell it.
+fn fixture(name: &str) -> Result<Config, ConfigErrors> {
+    let path = fixtures_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Config::from_yaml_str(&text, name, KNOWN)
 }
 
 fn errors_of(text: &str) -> Vec<String> {
@@ -39,26 +44,26 @@ fn errors_of(text: &str) -> Vec<String> {
     }
 }
 
+/// Each `invalid/<name>.yaml` is rejected with a report containing the text of
+/// `invalid/<name>.err`: one error, or several consecutive ones, one per line (each
+/// complete but the last, which may stop short).
 #[test]
 fn invalid_fixtures_fail_with_the_expected_message() {
-    let files = yaml_files(&fixtures_dir().join("invalid"));
-    assert!(files.len() >= 10, "expected the invalid fixtures, found {files:?}");
+    let names = fixture_names("invalid");
+    assert!(names.len() >= 10, "expected the invalid fixtures, found {names:?}");
     let mut failures = Vec::new();
-    for file in files {
-        let expected_path = file.with_extension("err");
+    for name in names {
+        let expected_path = fixtures_dir().join(&name).with_extension("err");
         let expected =
             std::fs::read_to_string(&expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
         let expected = expected.trim();
         assert!(!expected.is_empty(), "{} is empty", expected_path.display());
-        match load(&file, KNOWN) {
-            Ok(config) => failures.push(format!("{} was accepted: {config:?}", file.display())),
+        match fixture(&name) {
+            Ok(config) => failures.push(format!("{name} was accepted: {config:?}")),
             Err(errors) => {
                 let message = errors.to_string();
                 if !message.contains(expected) {
-                    failures.push(format!(
-                        "{}:\n  expected a message containing: {expected}\n  got: {message}",
-                        file.display()
-                    ));
+                    failures.push(format!("{name}:\n  expected a message containing: {expected}\n  got: {message}"));
                 }
             }
         }
@@ -68,11 +73,11 @@ fn invalid_fixtures_fail_with_the_expected_message() {
 
 #[test]
 fn valid_fixtures_load() {
-    let files = yaml_files(&fixtures_dir().join("valid"));
-    assert!(!files.is_empty());
-    for file in files {
-        if let Err(errors) = load(&file, KNOWN) {
-            panic!("{} was rejected:\n{errors}", file.display());
+    let names = fixture_names("valid");
+    assert!(!names.is_empty());
+    for name in names {
+        if let Err(errors) = fixture(&name) {
+            panic!("{name} was rejected:\n{errors}");
         }
     }
 }
@@ -80,7 +85,9 @@ fn valid_fixtures_load() {
 #[test]
 fn repository_projections_yaml_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("projections.yaml");
-    let config = load(&path, &["user-profile", "daily-activity"]).unwrap_or_else(|errors| panic!("{errors}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let config = Config::from_yaml_str(&text, "projections.yaml", &["user-profile", "daily-activity"])
+        .unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(config.projections.keys().collect::<Vec<_>>(), ["daily-activity", "user-profile"]);
     let profile = &config.projections["user-profile"];
     assert_eq!(profile.handler, "user-profile");
@@ -148,6 +155,43 @@ fn every_validation_error_is_reported() {
         "test.yaml:10:23: invalid size `1 MB` for `memory`",
         "test.yaml:11:17: `batch_size` must be between 1 and 100000, got 0",
         "test.yaml:12:16: `lease_ttl` (100ms) must be greater than `poll_interval` (250ms)",
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for (error, expected) in errors.iter().zip(expected) {
+        assert!(error.starts_with(expected), "{error}\n  should start with {expected}");
+    }
+}
+
+#[test]
+fn values_of_the_wrong_type_are_reported_with_the_other_errors() {
+    let errors = errors_of(
+        "projections:\n\
+         \x20 a:\n\
+         \x20   handler: nope\n\
+         \x20   provider: local\n\
+         \x20   config: { memory: 1MB, timeout: 1s, concurrency: 1.5 }\n\
+         \x20   batch_size: [1]\n\
+         \x20   partitions: yes\n\
+         \x20   retry: { max_retries: ten }\n\
+         \x20 b:\n\
+         \x20   handler: user-profile\n\
+         \x20   provider: local\n\
+         \x20   config: { memory: 1MB, timeout: 1s, concurrency: }\n\
+         alerts:\n\
+         \x20 dead_letters: { n: 1 }\n\
+         \x20 lag_seconds: 1e3\n\
+         \x20 stalled: soon\n",
+    );
+    let expected = [
+        "test.yaml:3:14: unknown handler `nope`",
+        "test.yaml:5:54: invalid value: expected a whole number for `concurrency`, got `1.5`",
+        "test.yaml:6:17: invalid value: expected a whole number for `batch_size`, got a list",
+        "test.yaml:7:17: invalid value: expected a whole number for `partitions`, got `yes`",
+        "test.yaml:8:27: invalid value: expected a whole number for `retry.max_retries`, got `ten`",
+        "test.yaml:12:52: invalid value: expected a whole number for `concurrency`, got nothing",
+        "test.yaml:14:17: invalid value: expected a whole number for `dead_letters`, got a mapping",
+        "test.yaml:15:16: invalid value: expected a whole number for `lag_seconds`, got `1e3`",
+        "test.yaml:16:12: invalid duration `soon` for `stalled`",
     ];
     assert_eq!(errors.len(), expected.len(), "{errors:#?}");
     for (error, expected) in errors.iter().zip(expected) {
@@ -312,8 +356,7 @@ fn retry_alerts_and_observability_defaults() {
 
 #[test]
 fn alerts_and_observability_keys_parse() {
-    let path = fixtures_dir().join("valid/alerts-and-observability.yaml");
-    let config = load(&path, KNOWN).unwrap_or_else(|errors| panic!("{errors}"));
+    let config = fixture("valid/alerts-and-observability.yaml").unwrap_or_else(|errors| panic!("{errors}"));
     let profile = &config.projections["user-profile"];
     assert_eq!(
         profile.retry,
@@ -341,8 +384,7 @@ fn alerts_and_observability_keys_parse() {
         ObservabilityConfig { listen: Some("[::1]:9464".parse().unwrap()), health_interval: Duration::from_secs(30) }
     );
 
-    let path = fixtures_dir().join("valid/alerts-log-only.yaml");
-    let config = load(&path, KNOWN).unwrap_or_else(|errors| panic!("{errors}"));
+    let config = fixture("valid/alerts-log-only.yaml").unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(config.alerts, Some(AlertsConfig { stalled: Some(Duration::from_secs(60)), ..AlertsConfig::default() }));
     assert_eq!(config.observability.listen, None);
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::error::{shown, ConfigError, ConfigErrors, Position};
-use super::raw::{RawAlerts, RawConfig, RawDatabase, RawEvents, RawObservability, RawProjection, RawRetry};
+use super::raw::{RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry};
 use super::units::{format_duration, parse_duration, parse_size};
 use super::{
     AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, OnFailure, ProjectionConfig,
@@ -19,9 +19,15 @@ use super::{
 };
 use crate::retry::RetryPolicy;
 
-/// Validates `raw` (`None`: an empty file) read from the file named `file`.
-pub(super) fn validate(raw: Option<RawConfig>, file: &str, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
-    let mut validator = Validator { file, known_handlers, errors: Vec::new() };
+/// Validates `raw` (`None`: an empty file), read from `source`, the text of the file
+/// named `file`.
+pub(super) fn validate(
+    raw: Option<RawConfig>,
+    source: &str,
+    file: &str,
+    known_handlers: &[&str],
+) -> Result<Config, ConfigErrors> {
+    let mut validator = Validator { source, file, known_handlers, errors: Vec::new() };
     let config = validator.config(raw);
     if validator.errors.is_empty() {
         Ok(config)
@@ -31,6 +37,7 @@ pub(super) fn validate(raw: Option<RawConfig>, file: &str, known_handlers: &[&st
 }
 
 struct Validator<'a> {
+    source: &'a str,
     file: &'a str,
     known_handlers: &'a [&'a str],
     errors: Vec<ConfigError>,
@@ -39,6 +46,15 @@ struct Validator<'a> {
 impl Validator<'_> {
     fn at(&self, location: &Location) -> Position {
         Position { file: self.file.to_owned(), line: location.line(), column: location.column() }
+    }
+
+    /// The text of the value at `location` as the file spells it, if the parser
+    /// reported where it is.
+    fn written(&self, location: &Location) -> Option<&str> {
+        let span = location.span();
+        let start = usize::try_from(span.byte_offset()?).ok()?;
+        let len = usize::try_from(span.byte_len()?).ok()?;
+        self.source.get(start..start.checked_add(len)?)
     }
 
     fn start_of_file(&self) -> Position {
@@ -368,20 +384,44 @@ impl Validator<'_> {
         parsed
     }
 
-    /// `value` if it is in `min..=max` (`max` defaults to `u32::MAX`, the widest type
-    /// these knobs are stored in).
-    fn integer(&mut self, field: &'static str, value: &Spanned<i64>, min: i64, max: Option<i64>) -> Option<i64> {
+    /// What was found where a whole number belongs: a scalar as the file spells it,
+    /// otherwise what kind of value it is.
+    fn found(&self, value: &Spanned<RawInt>) -> String {
+        let scalar = |rendered: &str| format!("`{}`", shown(self.written(&value.referenced).unwrap_or(rendered)));
+        match &value.value {
+            RawInt::Int(number) => scalar(&number.to_string()),
+            RawInt::Text(text) | RawInt::OtherScalar(text) => scalar(text),
+            RawInt::List => "a list".to_owned(),
+            RawInt::Mapping => "a mapping".to_owned(),
+            RawInt::Null => "nothing".to_owned(),
+        }
+    }
+
+    /// `value` if it is a whole number in `min..=max` (`max` defaults to `u32::MAX`, the
+    /// widest type these knobs are stored in).
+    fn integer(&mut self, field: &'static str, value: &Spanned<RawInt>, min: i64, max: Option<i64>) -> Option<i64> {
+        let number = match &value.value {
+            RawInt::Int(number) => Some(*number),
+            // Quoted numbers are still read as numbers.
+            RawInt::Text(text) => text.parse().ok(),
+            _ => None,
+        };
+        let Some(number) = number else {
+            let found = self.found(value);
+            self.errors.push(ConfigError::NotAWholeNumber { at: self.at(&value.referenced), field, found });
+            return None;
+        };
         let limit = max.unwrap_or(i64::from(u32::MAX));
-        if (min..=limit).contains(&value.value) {
-            return Some(value.value);
+        if (min..=limit).contains(&number) {
+            return Some(number);
         }
         self.errors.push(ConfigError::OutOfRange {
             at: self.at(&value.referenced),
             field,
-            value: value.value,
+            value: number,
             min,
             // Only mention the implicit upper bound when it is the problem.
-            max: max.or((value.value > limit).then_some(limit)),
+            max: max.or((number > limit).then_some(limit)),
         });
         None
     }
