@@ -43,6 +43,7 @@
 //!   health_interval: 30s             # a partition loop silent this long is unhealthy
 //! ```
 //!
+//! Whole numbers are written without quotes (`partitions: 4`; `"4"` is a string).
 //! Durations are a positive integer followed by `ms`, `s`, `m` or `h`. Sizes are a
 //! positive integer followed by `B`, `KB`, `MB`, `GB`, `KiB`, `MiB` or `GiB`; as for
 //! memory limits elsewhere (Lambda, Workers), `KB`/`MB`/`GB` are 1024-based, so `128MB`

@@ -200,6 +200,30 @@ fn values_of_the_wrong_type_are_reported_with_the_other_errors() {
 }
 
 #[test]
+fn quoted_numbers_are_not_numbers() {
+    let errors = errors_of(
+        "projections:\n\
+         \x20 a:\n\
+         \x20   handler: user-profile\n\
+         \x20   provider: local\n\
+         \x20   config: { memory: 1MB, timeout: 1s, concurrency: '2' }\n\
+         \x20   batch_size: \"1000\"\n\
+         \x20   partitions: \"four\"\n\
+         \x20   retry: { max_retries: \"3\" }\n",
+    );
+    let expected = [
+        "test.yaml:5:54: invalid value: expected a whole number for `concurrency`, got the quoted string `'2'`; \
+         write numbers without quotes",
+        "test.yaml:6:17: invalid value: expected a whole number for `batch_size`, got the quoted string `\"1000\"`; \
+         write numbers without quotes",
+        "test.yaml:7:17: invalid value: expected a whole number for `partitions`, got `\"four\"`",
+        "test.yaml:8:27: invalid value: expected a whole number for `retry.max_retries`, got the quoted string \
+         `\"3\"`; write numbers without quotes",
+    ];
+    assert_eq!(errors, expected);
+}
+
+#[test]
 fn errors_display_one_per_line() {
     let errors = Config::from_yaml_str(
         "projections:\n  a:\n    handler: x\n    provider: y\n    \

@@ -387,13 +387,21 @@ impl Validator<'_> {
     /// What was found where a whole number belongs: a scalar as the file spells it,
     /// otherwise what kind of value it is.
     fn found(&self, value: &Spanned<RawInt>) -> String {
-        let scalar = |rendered: &str| format!("`{}`", shown(self.written(&value.referenced).unwrap_or(rendered)));
-        match &value.value {
-            RawInt::Int(number) => scalar(&number.to_string()),
-            RawInt::Text(text) | RawInt::OtherScalar(text) => scalar(text),
-            RawInt::List => "a list".to_owned(),
-            RawInt::Mapping => "a mapping".to_owned(),
-            RawInt::Null => "nothing".to_owned(),
+        let (text, is_string) = match &value.value {
+            RawInt::List => return "a list".to_owned(),
+            RawInt::Mapping => return "a mapping".to_owned(),
+            RawInt::Null => return "nothing".to_owned(),
+            RawInt::Int(number) => (number.to_string(), false),
+            RawInt::Text(text) => (text.clone(), true),
+            RawInt::OtherScalar(text) => (text.clone(), false),
+        };
+        let written = shown(self.written(&value.referenced).unwrap_or(&text));
+        // YAML reads a quoted number as a string; taking it for the number would let
+        // the file mean one thing here and another to every other YAML reader.
+        if is_string && text.parse::<i64>().is_ok() && written.starts_with(['"', '\'']) {
+            format!("the quoted string `{written}`; write numbers without quotes")
+        } else {
+            format!("`{written}`")
         }
     }
 
@@ -402,8 +410,6 @@ impl Validator<'_> {
     fn integer(&mut self, field: &'static str, value: &Spanned<RawInt>, min: i64, max: Option<i64>) -> Option<i64> {
         let number = match &value.value {
             RawInt::Int(number) => Some(*number),
-            // Quoted numbers are still read as numbers.
-            RawInt::Text(text) => text.parse().ok(),
             _ => None,
         };
         let Some(number) = number else {
