@@ -13,7 +13,7 @@ pub enum Backend {
 
 impl Backend {
     pub fn open(config: &Config, url: Option<String>) -> Result<Backend> {
-        match url.or_else(|| config.database.url()) {
+        match url.or_else(|| config.database.url(|name| std::env::var(name).ok())) {
             Some(url) => Ok(Backend::Postgres(PgConnector::new(url))),
             None => {
                 let path = &config.database.embedded_path;

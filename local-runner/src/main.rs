@@ -42,7 +42,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     });
     let handlers = handlers::names();
     match found {
-        Some(path) => Config::load(&path, &handlers).map_err(|e| anyhow::anyhow!("{e}")),
+        Some(path) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{}: cannot read configuration file", path.display()))?;
+            Config::from_yaml_str(&text, &path.display().to_string(), &handlers).map_err(|e| anyhow::anyhow!("{e}"))
+        }
         None => Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", &handlers)
             .map_err(|e| anyhow::anyhow!("{e}")),
     }

@@ -459,3 +459,16 @@ fn sigint_drains_and_exits_cleanly_releasing_the_leases() {
     let states = ws.status();
     assert!(states.iter().all(|s| s.lease_owner.is_none()), "leases released on the way out\n{}", show(&states));
 }
+
+/// The CLI reads the configuration file itself; a path it cannot read is named, with
+/// the reason, before any store is touched.
+#[test]
+fn unreadable_configuration_file_is_named() {
+    let ws = Workspace::empty(None);
+    let out = ws.run(&["--config", "missing.yaml", "status"], QUICK);
+    out.assert_failure_mentioning(
+        "status with a missing --config file",
+        "missing.yaml: cannot read configuration file",
+    );
+    assert!(!ws.path().join(".projector").exists(), "an unreadable configuration must not create a store");
+}

@@ -911,7 +911,8 @@ async fn run_evaluates_every_interval_until_shutdown() {
 #[test]
 fn repository_configuration_drives_the_alerter_and_the_endpoint() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let config = Config::load(&root.join("projections.yaml"), &["user-profile", "daily-activity"])
+    let text = std::fs::read_to_string(root.join("projections.yaml")).unwrap();
+    let config = Config::from_yaml_str(&text, "projections.yaml", &["user-profile", "daily-activity"])
         .unwrap_or_else(|errors| panic!("{errors}"));
     let alerts = config.alerts.clone().expect("projections.yaml has alerts");
     assert_eq!(alerts.interval, Duration::from_secs(5));
@@ -920,7 +921,8 @@ fn repository_configuration_drives_the_alerter_and_the_endpoint() {
     assert_eq!(config.observability.listen, Some("127.0.0.1:9464".parse().unwrap()));
 
     let fixture = root.join("tests/config/invalid/alerts-webhook-scheme.yaml");
-    let errors = Config::load(&fixture, &["user-profile"]).unwrap_err();
+    let text = std::fs::read_to_string(&fixture).unwrap();
+    let errors = Config::from_yaml_str(&text, &fixture.display().to_string(), &["user-profile"]).unwrap_err();
     let message = errors.to_string();
     assert!(message.starts_with(&format!("{}:7:12: invalid `webhook` value", fixture.display())), "{message}");
 }

@@ -1,0 +1,517 @@
+//! From the raw YAML structures to a [`Config`]: every value is checked and every
+//! problem recorded, so that one run reports all of them.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_saphyr::{Location, Spanned};
+
+use super::error::{shown, ConfigError, ConfigErrors, Position};
+use super::raw::{RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry};
+use super::units::{format_duration, parse_duration, parse_size};
+use super::{
+    AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, OnFailure, ProjectionConfig,
+    Provider, ResourceConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT, DEFAULT_ALERT_RETRY,
+    DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_PARTITIONS, MAX_RETRIES_LIMIT,
+};
+use crate::retry::RetryPolicy;
+
+/// Validates `raw` (`None`: an empty file), read from `source`, the text of the file
+/// named `file`.
+pub(super) fn validate(
+    raw: Option<RawConfig>,
+    source: &str,
+    file: &str,
+    known_handlers: &[&str],
+) -> Result<Config, ConfigErrors> {
+    let mut validator = Validator { source, file, known_handlers, errors: Vec::new() };
+    let config = validator.config(raw);
+    if validator.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors::in_file_order(validator.errors))
+    }
+}
+
+struct Validator<'a> {
+    source: &'a str,
+    file: &'a str,
+    known_handlers: &'a [&'a str],
+    errors: Vec<ConfigError>,
+}
+
+impl Validator<'_> {
+    fn at(&self, location: &Location) -> Position {
+        Position { file: self.file.to_owned(), line: location.line(), column: location.column() }
+    }
+
+    /// The text of the value at `location` as the file spells it, if the parser
+    /// reported where it is.
+    fn written(&self, location: &Location) -> Option<&str> {
+        let span = location.span();
+        let start = usize::try_from(span.byte_offset()?).ok()?;
+        let len = usize::try_from(span.byte_len()?).ok()?;
+        self.source.get(start..start.checked_add(len)?)
+    }
+
+    fn start_of_file(&self) -> Position {
+        Position { file: self.file.to_owned(), line: 1, column: 1 }
+    }
+
+    fn config(&mut self, raw: Option<RawConfig>) -> Config {
+        let (database, projections, alerts, observability) = match raw {
+            Some(raw) => (raw.database, raw.projections, raw.alerts, raw.observability),
+            None => (None, None, None, None),
+        };
+        let database = self.database(database);
+        let mut out = BTreeMap::new();
+        match projections {
+            Some(projections) if !projections.value.0.is_empty() => {
+                for (name, raw) in projections.value.0 {
+                    if !is_projection_name(&name.value) {
+                        self.errors.push(ConfigError::InvalidProjectionName {
+                            at: self.at(&name.referenced),
+                            name: shown(&name.value),
+                        });
+                    }
+                    if let Some(projection) = self.projection(raw) {
+                        out.insert(name.value, projection);
+                    }
+                }
+            }
+            Some(projections) => self.errors.push(ConfigError::NoProjections { at: self.at(&projections.referenced) }),
+            None => self.errors.push(ConfigError::NoProjections { at: self.start_of_file() }),
+        }
+        let alerts = alerts.map(|raw| self.alerts(raw));
+        let observability = self.observability(observability);
+        Config { database, projections: out, alerts, observability }
+    }
+
+    fn alerts(&mut self, raw: RawAlerts) -> AlertsConfig {
+        let mut alerts = AlertsConfig::new();
+        if let Some(webhook) = raw.webhook {
+            if is_http_url(&webhook.value) {
+                alerts.webhook = Some(webhook.value);
+            } else {
+                self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&webhook.referenced),
+                    field: "webhook",
+                    value: shown(&webhook.value),
+                    expected: "an http:// or https:// URL with a host \
+                               (e.g. http://127.0.0.1:9000/hooks/projector)",
+                });
+            }
+        }
+        if let Some(interval) = &raw.interval {
+            if let Some(interval) = self.duration("interval", interval) {
+                alerts.interval = interval;
+            }
+        }
+        alerts.dead_letter_age = raw.dead_letter_age.as_ref().and_then(|value| self.duration("dead_letter_age", value));
+        alerts.dead_letters = raw
+            .dead_letters
+            .as_ref()
+            .and_then(|value| self.integer("dead_letters", value, 1, None))
+            .and_then(|n| u64::try_from(n).ok());
+        alerts.lag_seconds = raw
+            .lag_seconds
+            .as_ref()
+            .and_then(|value| self.integer("lag_seconds", value, 1, None))
+            .and_then(|n| u64::try_from(n).ok());
+        alerts.stalled = raw.stalled.as_ref().and_then(|value| self.duration("stalled", value));
+        if let Some(retry) = self.retry(raw.retry, DEFAULT_ALERT_RETRY) {
+            alerts.retry = retry;
+        }
+        alerts
+    }
+
+    fn observability(&mut self, raw: Option<RawObservability>) -> ObservabilityConfig {
+        let mut out = ObservabilityConfig::default();
+        let Some(raw) = raw else {
+            return out;
+        };
+        if let Some(listen) = raw.listen {
+            match parse_listen(&listen.value) {
+                Some(addr) => out.listen = addr,
+                None => self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&listen.referenced),
+                    field: "listen",
+                    value: shown(&listen.value),
+                    expected: "an IP address and port (e.g. 127.0.0.1:9464, 0.0.0.0:9464, \
+                               [::1]:9464, localhost:9464) or `off`",
+                }),
+            }
+        }
+        if let Some(interval) = &raw.health_interval {
+            if let Some(interval) = self.duration("health_interval", interval) {
+                out.health_interval = interval;
+            }
+        }
+        out
+    }
+
+    /// A `retry:` mapping over `defaults`; `None` if anything in it was wrong (the
+    /// errors are recorded).
+    fn retry(&mut self, raw: Option<RawRetry>, defaults: RetryPolicy) -> Option<RetryPolicy> {
+        let Some(raw) = raw else {
+            return Some(defaults);
+        };
+        let max_retries = match &raw.max_retries {
+            Some(value) => self
+                .integer("retry.max_retries", value, 0, Some(i64::from(MAX_RETRIES_LIMIT)))
+                .and_then(|n| u32::try_from(n).ok()),
+            None => Some(defaults.max_retries),
+        };
+        let base = match &raw.base {
+            Some(value) => self.duration("retry.base", value),
+            None => Some(defaults.base),
+        };
+        let cap = match &raw.cap {
+            Some(value) => self.duration("retry.cap", value),
+            None => Some(defaults.cap),
+        };
+        let (base, cap) = (base?, cap?);
+        if cap < base {
+            // Point at whichever of the two was written (cap if both).
+            let location = raw.cap.as_ref().or(raw.base.as_ref()).map(|value| value.referenced);
+            self.errors.push(ConfigError::RetryCapBelowBase {
+                at: location.map_or_else(|| self.start_of_file(), |l| self.at(&l)),
+                cap: format_duration(cap),
+                base: format_duration(base),
+            });
+            return None;
+        }
+        Some(RetryPolicy { max_retries: max_retries?, base, cap })
+    }
+
+    fn database(&mut self, raw: Option<RawDatabase>) -> DatabaseConfig {
+        let mut database = DatabaseConfig::default();
+        let Some(raw) = raw else {
+            return database;
+        };
+        if let Some(url_env) = raw.url_env {
+            if is_env_var_name(&url_env.value) {
+                database.url_env = url_env.value;
+            } else {
+                self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&url_env.referenced),
+                    field: "url_env",
+                    value: shown(&url_env.value),
+                    expected: "an environment variable name: letters, digits and `_`, \
+                               not starting with a digit (e.g. DATABASE_URL)",
+                });
+            }
+        }
+        if let Some(path) = raw.embedded_path {
+            if path.value.trim().is_empty() {
+                self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&path.referenced),
+                    field: "embedded_path",
+                    value: shown(&path.value),
+                    expected: "a file path (e.g. .projector/projector.db)",
+                });
+            } else {
+                database.embedded_path = PathBuf::from(path.value);
+            }
+        }
+        database
+    }
+
+    /// The validated projection, or `None` if anything in it was wrong (the errors are
+    /// recorded).
+    fn projection(&mut self, raw: RawProjection) -> Option<ProjectionConfig> {
+        let errors_before = self.errors.len();
+
+        if !self.known_handlers.contains(&raw.handler.value.as_str()) {
+            self.errors.push(ConfigError::UnknownHandler {
+                at: self.at(&raw.handler.referenced),
+                name: shown(&raw.handler.value),
+                known: self.known_handlers.iter().map(|h| h.to_string()).collect(),
+            });
+        }
+        let provider = Provider::from_name(&raw.provider.value);
+        if provider.is_none() {
+            self.errors.push(ConfigError::UnknownProvider {
+                at: self.at(&raw.provider.referenced),
+                value: shown(&raw.provider.value),
+            });
+        }
+
+        let memory = self.size("memory", &raw.config.memory);
+        let timeout = self.duration("timeout", &raw.config.timeout);
+        let concurrency = self.integer("concurrency", &raw.config.concurrency, 1, None);
+        if provider == Some(Provider::Cloudflare) {
+            if memory.is_some_and(|m| m > CLOUDFLARE_MAX_MEMORY_BYTES) {
+                self.errors.push(ConfigError::ProviderLimit {
+                    at: self.at(&raw.config.memory.referenced),
+                    provider: Provider::Cloudflare,
+                    field: "memory",
+                    value: shown(&raw.config.memory.value),
+                    limit: "128MB",
+                });
+            }
+            if timeout.is_some_and(|t| t > CLOUDFLARE_MAX_TIMEOUT) {
+                self.errors.push(ConfigError::ProviderLimit {
+                    at: self.at(&raw.config.timeout.referenced),
+                    provider: Provider::Cloudflare,
+                    field: "timeout",
+                    value: shown(&raw.config.timeout.value),
+                    limit: "5m",
+                });
+            }
+        }
+
+        let events = self.events(raw.events);
+        let batch_size = match &raw.batch_size {
+            Some(value) => self.integer("batch_size", value, 1, Some(MAX_BATCH_SIZE as i64)),
+            None => Some(DEFAULT_BATCH_SIZE as i64),
+        };
+        let partitions = match &raw.partitions {
+            Some(value) => self.integer("partitions", value, 1, Some(i64::from(MAX_PARTITIONS))),
+            None => Some(i64::from(DEFAULT_PARTITIONS)),
+        };
+        let poll_interval = match &raw.poll_interval {
+            Some(value) => self.duration("poll_interval", value),
+            None => Some(DEFAULT_POLL_INTERVAL),
+        };
+        let lease_ttl = match &raw.lease_ttl {
+            Some(value) => self.duration("lease_ttl", value),
+            None => Some(DEFAULT_LEASE_TTL),
+        };
+        if let (Some(poll), Some(ttl)) = (poll_interval, lease_ttl) {
+            if ttl <= poll {
+                // Point at whichever of the two was written (lease_ttl if both).
+                let location = raw.lease_ttl.as_ref().or(raw.poll_interval.as_ref()).map(|value| value.referenced);
+                self.errors.push(ConfigError::LeaseTtlNotAbovePollInterval {
+                    at: location.map_or_else(|| self.start_of_file(), |l| self.at(&l)),
+                    lease_ttl: format_duration(ttl),
+                    poll_interval: format_duration(poll),
+                });
+            }
+        }
+
+        let retry = self.retry(raw.retry, DEFAULT_RETRY);
+        let on_failure = match &raw.on_failure {
+            Some(value) => {
+                let parsed = on_failure_from_name(&value.value);
+                if parsed.is_none() {
+                    self.errors.push(ConfigError::InvalidValue {
+                        at: self.at(&value.referenced),
+                        field: "on_failure",
+                        value: shown(&value.value),
+                        expected: "one of: park, stop",
+                    });
+                }
+                parsed
+            }
+            None => Some(DEFAULT_ON_FAILURE),
+        };
+
+        if self.errors.len() != errors_before {
+            return None;
+        }
+        // Every `Option` below is `Some` when no error was recorded; the ranges were
+        // checked, so the conversions cannot fail either.
+        Some(ProjectionConfig {
+            handler: raw.handler.value,
+            provider: provider?,
+            config: ResourceConfig {
+                memory_bytes: memory?,
+                timeout: timeout?,
+                concurrency: u32::try_from(concurrency?).ok()?,
+            },
+            events,
+            batch_size: usize::try_from(batch_size?).ok()?,
+            partitions: u32::try_from(partitions?).ok()?,
+            poll_interval: poll_interval?,
+            lease_ttl: lease_ttl?,
+            retry: retry?,
+            on_failure: on_failure?,
+        })
+    }
+
+    fn events(&mut self, raw: Option<RawEvents>) -> EventFilterConfig {
+        let Some(raw) = raw else {
+            return EventFilterConfig::default();
+        };
+        EventFilterConfig {
+            event_types: self.names("event_types", raw.event_types.unwrap_or_default()),
+            aggregate_types: self.names("aggregate_types", raw.aggregate_types.unwrap_or_default()),
+        }
+    }
+
+    fn names(&mut self, field: &'static str, names: Vec<Spanned<String>>) -> Vec<String> {
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            if name.value.trim().is_empty() {
+                self.errors.push(ConfigError::InvalidValue {
+                    at: self.at(&name.referenced),
+                    field,
+                    value: shown(&name.value),
+                    expected: "a non-empty type name (leave the list empty to read all events)",
+                });
+            } else {
+                out.push(name.value);
+            }
+        }
+        out
+    }
+
+    fn duration(&mut self, field: &'static str, value: &Spanned<String>) -> Option<Duration> {
+        let parsed = parse_duration(&value.value);
+        if parsed.is_none() {
+            self.errors.push(ConfigError::InvalidDuration {
+                at: self.at(&value.referenced),
+                field,
+                value: shown(&value.value),
+            });
+        }
+        parsed
+    }
+
+    fn size(&mut self, field: &'static str, value: &Spanned<String>) -> Option<u64> {
+        let parsed = parse_size(&value.value);
+        if parsed.is_none() {
+            self.errors.push(ConfigError::InvalidSize {
+                at: self.at(&value.referenced),
+                field,
+                value: shown(&value.value),
+            });
+        }
+        parsed
+    }
+
+    /// What was found where a whole number belongs: a scalar as the file spells it,
+    /// otherwise what kind of value it is.
+    fn found(&self, value: &Spanned<RawInt>) -> String {
+        let (text, is_string) = match &value.value {
+            RawInt::List => return "a list".to_owned(),
+            RawInt::Mapping => return "a mapping".to_owned(),
+            RawInt::Null => return "nothing".to_owned(),
+            RawInt::Int(number) => (number.to_string(), false),
+            RawInt::Text(text) => (text.clone(), true),
+            RawInt::OtherScalar(text) => (text.clone(), false),
+        };
+        let written = shown(self.written(&value.referenced).unwrap_or(&text));
+        // YAML reads a quoted number as a string; taking it for the number would let
+        // the file mean one thing here and another to every other YAML reader.
+        if is_string && text.parse::<i64>().is_ok() && written.starts_with(['"', '\'']) {
+            format!("the quoted string `{written}`; write numbers without quotes")
+        } else {
+            format!("`{written}`")
+        }
+    }
+
+    /// `value` if it is a whole number in `min..=max` (`max` defaults to `u32::MAX`, the
+    /// widest type these knobs are stored in).
+    fn integer(&mut self, field: &'static str, value: &Spanned<RawInt>, min: i64, max: Option<i64>) -> Option<i64> {
+        let number = match &value.value {
+            RawInt::Int(number) => Some(*number),
+            _ => None,
+        };
+        let Some(number) = number else {
+            let found = self.found(value);
+            self.errors.push(ConfigError::NotAWholeNumber { at: self.at(&value.referenced), field, found });
+            return None;
+        };
+        let limit = max.unwrap_or(i64::from(u32::MAX));
+        if (min..=limit).contains(&number) {
+            return Some(number);
+        }
+        self.errors.push(ConfigError::OutOfRange {
+            at: self.at(&value.referenced),
+            field,
+            value: number,
+            min,
+            // Only mention the implicit upper bound when it is the problem.
+            max: max.or((number > limit).then_some(limit)),
+        });
+        None
+    }
+}
+
+pub(super) fn is_projection_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The `on_failure:` choice spelled `name` (`park`, `stop`).
+pub(super) fn on_failure_from_name(name: &str) -> Option<OnFailure> {
+    match name {
+        "park" => Some(OnFailure::Park),
+        "stop" => Some(OnFailure::Stop),
+        _ => None,
+    }
+}
+
+/// `off` (`Some(None)`), `IP:port`, `[IPv6]:port` or `localhost:port`; `None` otherwise.
+pub(super) fn parse_listen(text: &str) -> Option<Option<SocketAddr>> {
+    if text == "off" {
+        return Some(None);
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Some(Some(addr));
+    }
+    let port = text.strip_prefix("localhost:")?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let port: u16 = port.parse().ok()?;
+    Some(Some(SocketAddr::from((Ipv4Addr::LOCALHOST, port))))
+}
+
+/// An absolute `http://` or `https://` URL with a host (a DNS name, an IPv4 address or
+/// a bracketed IPv6 address), an optional port, and no whitespace.
+pub(super) fn is_http_url(url: &str) -> bool {
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return false;
+    }
+    let lower = url.to_ascii_lowercase();
+    let Some(scheme_len) = ["http://", "https://"].into_iter().find(|scheme| lower.starts_with(scheme)).map(str::len)
+    else {
+        return false;
+    };
+    let rest = &url[scheme_len..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    // Credentials (`user:password@`) may precede the host.
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host_ok, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let Some((host, after)) = bracketed.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            _ => match after.strip_prefix(':') {
+                Some(port) => Some(port),
+                None => return false,
+            },
+        };
+        (host.parse::<Ipv6Addr>().is_ok(), port)
+    } else {
+        let (host, port) = match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        };
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let ok = !host.is_empty()
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        (ok, port)
+    };
+    let port_ok = port.is_none_or(|port| {
+        !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok_and(|p| p > 0)
+    });
+    host_ok && port_ok
+}
+
+pub(super) fn is_env_var_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
