@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod crypto;
 pub mod dead_letter;
 pub mod error;
 pub mod event;
