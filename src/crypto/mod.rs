@@ -2,10 +2,12 @@
 
 mod aead;
 mod codec;
+mod envelope;
 pub mod error;
 mod keys;
 mod wrap;
 
+pub use envelope::{decrypt_field, encrypt_field, envelope_dek_version, is_envelope, FieldContext, ENVELOPE_PREFIX};
 pub use error::CryptoError;
 pub use keys::{Dek, Kek, Keyring};
 pub use wrap::WrappedDek;
