@@ -17,6 +17,7 @@ pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use crypto::CryptoError;
 pub use dead_letter::{
     DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, OnFailure, OperatorAction, Parked, ParkedSet,
 };

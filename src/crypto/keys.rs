@@ -1,29 +1,6 @@
 //! Keys: data-encryption keys (one per subject and version), key-encryption keys, and
-//! the keyring that holds the latter, parsed from one line of text.
-//!
-//! # Keyring text
-//!
-//! One line, suitable for an environment variable or a secret file:
-//!
-//! ```text
-//! v1:<key>,v2:<key>;primary=v2;min=v1
-//! ```
-//!
-//! - Before the first `;`, comma-separated entries `v<N>:<key>`: `N` a decimal version
-//!   from 1 to 4294967295 (digits only), `<key>` 32 bytes in unpadded base64url
-//!   (43 characters). Versions are unique; their order does not matter.
-//! - Then options, each after a `;`, each at most once:
-//!   - `primary=v<N>`: the key that wraps new data-encryption keys; it must be listed.
-//!     Default: the highest listed version.
-//!   - `min=v<N>`: the lowest version that may still unwrap. Keys below it are
-//!     retired: unwrapping under them fails with [`CryptoError::KekRetired`] even if
-//!     they are still listed (keeping them listed lets an operator lower `min` again).
-//!     At most the primary. Default: the lowest listed version.
-//! - Whitespace, newlines included, around entries, options and the separators is
-//!   ignored, so a file may end in a newline.
-//!
-//! [`Keyring::to_text`] always writes both options. Error messages name versions and
-//! positions, never key text.
+//! the keyring that holds the latter, parsed from one line of text
+//! (its format is on [`Keyring`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -104,7 +81,31 @@ impl fmt::Debug for Kek {
 }
 
 /// Key-encryption keys by version: one primary that wraps, and a minimum version
-/// below which keys are retired. See the module docs for the text format.
+/// below which keys are retired.
+///
+/// # Text form
+///
+/// One line, suitable for an environment variable or a secret file:
+///
+/// ```text
+/// v1:<key>,v2:<key>;primary=v2;min=v1
+/// ```
+///
+/// - Before the first `;`, comma-separated entries `v<N>:<key>`: `N` a decimal version
+///   from 1 to 4294967295 (digits only), `<key>` 32 bytes in unpadded base64url
+///   (43 characters). Versions are unique; their order does not matter.
+/// - Then options, each after a `;`, each at most once:
+///   - `primary=v<N>`: the key that wraps new data-encryption keys; it must be listed.
+///     Default: the highest listed version.
+///   - `min=v<N>`: the lowest version that may still unwrap. Keys below it are
+///     retired: unwrapping under them fails with [`CryptoError::KekRetired`] even if
+///     they are still listed (keeping them listed lets an operator lower `min` again).
+///     At most the primary. Default: the lowest listed version.
+/// - Whitespace, newlines included, around entries, options and the separators is
+///   ignored, so a file may end in a newline.
+///
+/// [`Keyring::to_text`] always writes both options. Error messages name versions and
+/// positions, never key text.
 #[derive(Clone)]
 pub struct Keyring {
     keks: BTreeMap<u32, Kek>,
@@ -145,7 +146,7 @@ impl Keyring {
         Ok(Keyring { keks: map, primary, min_version })
     }
 
-    /// Parses the keyring text (module docs).
+    /// Parses the keyring text (see the type's docs).
     pub fn parse(text: &str) -> Result<Keyring, CryptoError> {
         let mut parts = text.split(';');
         let entries = parts.next().unwrap_or_default();

@@ -1,21 +1,4 @@
 //! Wrapped data-encryption keys: a DEK sealed under a KEK, bound to its subject.
-//!
-//! # Byte layout
-//!
-//! | offset | length | field |
-//! |---|---|---|
-//! | 0 | 1 | format version, `1` |
-//! | 1 | 1 | algorithm, `1` = AES-256-GCM |
-//! | 2 | 4 | KEK version, big-endian `u32` |
-//! | 6 | 12 | nonce, random |
-//! | 18 | 32 | the DEK, encrypted |
-//! | 50 | 16 | GCM tag |
-//!
-//! 66 bytes; as text, `pjk1.` followed by their unpadded base64url (93 characters in
-//! all). The associated data is `projector/wrapped-dek/v1`, then bytes 0..6 (so the
-//! format, algorithm and KEK version cannot be altered), then the subject id, each
-//! part preceded by its length as a big-endian `u64`. A wrap copied to another subject
-//! does not unwrap.
 
 use std::fmt;
 
@@ -30,6 +13,23 @@ const SEALED_LEN: usize = KEY_LEN + TAG_LEN;
 const LEN: usize = HEADER_LEN + NONCE_LEN + SEALED_LEN;
 
 /// A [`Dek`] sealed under one KEK of a [`Keyring`]: safe to store next to the data.
+///
+/// # Byte layout
+///
+/// | offset | length | field |
+/// |---|---|---|
+/// | 0 | 1 | format version, `1` |
+/// | 1 | 1 | algorithm, `1` = AES-256-GCM |
+/// | 2 | 4 | KEK version, big-endian `u32` |
+/// | 6 | 12 | nonce, random |
+/// | 18 | 32 | the DEK, encrypted |
+/// | 50 | 16 | GCM tag |
+///
+/// 66 bytes; as text, `pjk1.` followed by their unpadded base64url (93 characters in
+/// all). The associated data is `projector/wrapped-dek/v1`, then bytes 0..6 (so the
+/// format, algorithm and KEK version cannot be altered), then the subject id, each
+/// part preceded by its length as a big-endian `u64`. A wrap copied to another subject
+/// does not unwrap.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedDek {
     kek_version: u32,
@@ -46,7 +46,7 @@ impl WrappedDek {
         self.kek_version
     }
 
-    /// The layout in the module docs.
+    /// The bytes of the layout above.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(LEN);
         bytes.extend_from_slice(&codec::header(self.kek_version));
