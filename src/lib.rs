@@ -2,6 +2,7 @@
 
 pub mod adapter;
 pub mod config;
+pub mod crypto;
 pub mod dead_letter;
 pub mod error;
 pub mod event;
@@ -16,6 +17,7 @@ pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use crypto::CryptoError;
 pub use dead_letter::{
     DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, OnFailure, OperatorAction, Parked, ParkedSet,
 };
