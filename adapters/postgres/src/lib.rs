@@ -14,6 +14,7 @@
 
 #[cfg(feature = "runtime-tokio")]
 mod connect;
+mod conninfo;
 mod dead_letters;
 mod error;
 mod events;
@@ -24,6 +25,8 @@ mod projections;
 mod rebuild;
 mod repair;
 mod rows;
+#[cfg(feature = "runtime-tokio")]
+mod sslmode;
 mod types;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +36,9 @@ use futures_util::lock::{Mutex, MutexGuard};
 use projector::StoreError;
 use tokio_postgres::Client;
 
+/// Every place that shows a connection string shows `redact(url)`: URLs and keyword
+/// strings alike, with every password masked.
+pub use conninfo::redact;
 #[cfg(feature = "runtime-tokio")]
 pub use listen::{listen_for_appends, APPENDS_CHANNEL};
 pub use migrate::MIGRATIONS;
@@ -119,28 +125,5 @@ impl PgStore {
     /// administration and tests; projection work goes through the traits.
     pub async fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
         self.client().await?.batch_execute(sql).await.map_err(error::map)
-    }
-}
-
-/// The URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(super::redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(super::redact("postgres://h/db"), "postgres://h/db");
     }
 }

@@ -61,9 +61,8 @@ impl Command {
 }
 
 async fn connect<C: Connector>(connector: &C) -> Result<C::Store> {
-    connector.connect().await.with_context(|| {
-        format!("cannot reach the {}; is it running? (set DATABASE_URL or --database-url)", connector.describe())
-    })
+    // The store's error names the database (password masked) and the cause.
+    connector.connect().await.context("cannot connect to the store")
 }
 
 fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig> {

@@ -24,10 +24,12 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
     for name in &only {
         projection(&config, name)?;
     }
-    // Wait for the store: a runner started before its database keeps trying.
+    // Wait for the store: a runner started before its database server keeps trying.
     let store = loop {
         match connector.connect().await {
             Ok(store) => break store,
+            // A wrong URL, password or TLS setting does not fix itself.
+            Err(e) if !e.is_retryable() => return Err(e).context("cannot connect to the store"),
             Err(e) => {
                 eprintln!("waiting for the {}: {e}", connector.describe());
                 tokio::select! {
