@@ -254,7 +254,8 @@ pub async fn a_transient_failure_that_heals_applies_once_and_forgets_its_attempt
 // The store operations beneath: commits with dead letters, parked sets, the attempt
 // history, the queue and repair sessions.
 
-const COUNTS: TableSchema = TableSchema {
+/// The fixture table of the store-level checks: a count per aggregate.
+pub const COUNTS: TableSchema = TableSchema {
     name: "dl_counts",
     key: &[Column::new("id", ColumnType::Uuid)],
     columns: &[Column::new("n", ColumnType::BigInt)],
@@ -263,15 +264,15 @@ const COUNTS: TableSchema = TableSchema {
 
 const OTHER: TableSchema = TableSchema { name: "dl_other", ..COUNTS };
 
-const TTL: Duration = Duration::from_secs(30);
+pub const TTL: Duration = Duration::from_secs(30);
 
 /// `Uuid::from_u128(n)` lands in partition `n % count` (the bucket is the low 32 bits).
-fn aggregate(n: u128) -> Uuid {
+pub fn aggregate(n: u128) -> Uuid {
     Uuid::from_u128(n)
 }
 
 /// Appends `n` events to the aggregate; returns all of its events, once readable.
-async fn ticks<S: FailureStore>(store: &S, aggregate_id: Uuid, n: usize) -> Vec<DomainEvent> {
+pub async fn ticks<S: FailureStore>(store: &S, aggregate_id: Uuid, n: usize) -> Vec<DomainEvent> {
     let outcome = store
         .append(AppendRequest {
             aggregate_id,
@@ -286,23 +287,23 @@ async fn ticks<S: FailureStore>(store: &S, aggregate_id: Uuid, n: usize) -> Vec<
     store.read_aggregate(aggregate_id, ReadBound::All).await.unwrap()
 }
 
-async fn register_counts<S: FailureStore>(store: &S, partitions: u32) {
+pub async fn register_counts<S: FailureStore>(store: &S, partitions: u32) {
     store.register("p", &COUNTS, &EventFilter::all(), partitions).await.unwrap();
 }
 
-async fn claim<S: FailureStore>(store: &S, partition: Partition) -> Lease {
+pub async fn claim<S: FailureStore>(store: &S, partition: Partition) -> Lease {
     store.claim("p", partition, "runner", TTL).await.unwrap().expect("the partition is free")
 }
 
-fn letter(projection: &str, event: &DomainEvent, error: &str) -> DeadLetter {
+pub fn letter(projection: &str, event: &DomainEvent, error: &str) -> DeadLetter {
     DeadLetter::new(projection, event, error, ErrorClass::Permanent, 1, DateTime::<Utc>::MIN_UTC)
 }
 
-fn row(id: Uuid, n: i64) -> Vec<Value> {
+pub fn row(id: Uuid, n: i64) -> Vec<Value> {
     vec![Value::Uuid(id), Value::BigInt(n)]
 }
 
-fn commit<'a>(
+pub fn commit<'a>(
     lease: &'a Lease,
     to: Checkpoint,
     upserts: Vec<Vec<Value>>,
@@ -321,7 +322,7 @@ fn commit<'a>(
     }
 }
 
-fn action(id: i64, what: &str, outcome: &str) -> OperatorAction {
+pub fn action(id: i64, what: &str, outcome: &str) -> OperatorAction {
     OperatorAction {
         dead_letter_id: id,
         actor: "ada".into(),
@@ -331,7 +332,7 @@ fn action(id: i64, what: &str, outcome: &str) -> OperatorAction {
     }
 }
 
-fn open_letters() -> DeadLetterFilter {
+pub fn open_letters() -> DeadLetterFilter {
     DeadLetterFilter::default()
 }
 
@@ -549,7 +550,7 @@ pub async fn the_queue_stores_lists_and_resolves_letters<S: FailureStore>(store:
 }
 
 /// A parked aggregate in partition 1 of 2, with partition 0 at another checkpoint.
-async fn parked_setup<S: FailureStore>(store: &S) -> (Uuid, Vec<DomainEvent>, DeadLetter, Lease) {
+pub async fn parked_setup<S: FailureStore>(store: &S) -> (Uuid, Vec<DomainEvent>, DeadLetter, Lease) {
     register_counts(store, 2).await;
     let even = aggregate(2);
     let odd = aggregate(3);

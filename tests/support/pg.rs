@@ -37,6 +37,13 @@ pub struct TestDb {
 impl TestDb {
     /// Creates and migrates a new database.
     pub async fn new() -> TestDb {
+        let db = TestDb::empty().await;
+        db.store().await.migrate().await.expect("migrate test database");
+        db
+    }
+
+    /// Creates a new database with no schema (no migrations applied).
+    pub async fn empty() -> TestDb {
         let name = format!(
             "projector_t_{}_{}_{:x}",
             std::process::id(),
@@ -48,9 +55,7 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("the test PostgreSQL server at {} is not reachable: {e}", admin_url()));
         admin.execute_script(&format!("CREATE DATABASE {name}")).await.expect("create test database");
         let url = with_database(&admin_url(), &name);
-        let db = TestDb { name, url };
-        db.store().await.migrate().await.expect("migrate test database");
-        db
+        TestDb { name, url }
     }
 
     /// A new connection to this database.

@@ -2,15 +2,11 @@
 //! `sslmode` gets the encryption and the certificate checks it asks for, and a connection
 //! that fails says why without showing the password.
 
-#[path = "store/db.rs"]
-#[allow(dead_code)]
-mod db;
-
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use db::TestDb;
 use projector::StoreError;
 use projector_postgres::PgStore;
+use projector_tests::pg::TestDb;
 
 const PASSWORD: &str = "s3cr3t-pw-42";
 

@@ -3,12 +3,12 @@
 
 use projector::{EventStore, ReadBound, StoreError};
 
-use crate::db::TestDb;
 use crate::{append, id, request};
+use projector_tests::pg::TestDb;
 
 #[tokio::test]
 async fn a_key_answers_only_the_request_it_was_stored_for() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     let a = id(1);
     let first = append(&store, request(a, 0, &["A", "B"], Some("k"))).await;
@@ -33,7 +33,7 @@ async fn a_key_answers_only_the_request_it_was_stored_for() {
 
 #[tokio::test]
 async fn the_stored_fingerprint_is_the_core_fingerprint_of_the_request() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     let keyed = request(id(3), 0, &["A"], Some("k3"));
     append(&store, keyed.clone()).await;

@@ -7,12 +7,12 @@ use std::time::Duration;
 use projector::StoreError;
 use projector_postgres::listen_for_appends;
 
-use crate::db::TestDb;
 use crate::{append, id, request};
+use projector_tests::pg::TestDb;
 
 #[tokio::test]
 async fn appends_wake_the_listener_until_it_is_stopped() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     let woken = Arc::new(AtomicUsize::new(0));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

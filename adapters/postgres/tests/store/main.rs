@@ -1,7 +1,6 @@
 //! Checks of the PostgreSQL store itself: the schema upgrade, the partition function and
 //! its plans, and the store's answers where the shared contract leaves room.
 
-mod db;
 mod idempotency;
 mod listen;
 mod partitions;

@@ -5,12 +5,12 @@ use postgres_types::Type;
 use projector::Partition;
 use uuid::Uuid;
 
-use crate::db::TestDb;
 use crate::id;
+use projector_tests::pg::TestDb;
 
 #[tokio::test]
 async fn the_sql_partition_is_the_core_partition() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let client = db.client().await;
     let mut ids: Vec<Uuid> = (0..2000).map(id).collect();
     ids.extend([Uuid::nil(), Uuid::max(), Uuid::from_u128(0xffff_ffff), Uuid::from_u128(0x8000_0000)]);
@@ -51,7 +51,7 @@ async fn plan(client: &tokio_postgres::Client, sql: &str, count: i64, index: i64
 
 #[tokio::test]
 async fn the_partition_filter_plans_as_the_expression_and_folds_away_for_one_partition() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let client = db.client().await;
     client
         .batch_execute(

@@ -11,8 +11,8 @@ use projector::{
 };
 use projector_postgres::PgStore;
 
-use crate::db::TestDb;
 use crate::{append, id, request, PROBE};
+use projector_tests::pg::TestDb;
 
 const TTL: Duration = Duration::from_secs(30);
 const OTHER: TableSchema = TableSchema { name: "probe_other", ..PROBE };
@@ -27,7 +27,7 @@ fn invalid<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
 
 #[tokio::test]
 async fn claims_name_a_registered_partition_and_its_count() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     store.register("p", &PROBE, &EventFilter::all(), 2).await.expect("register");
     match store.claim("nope", Partition::WHOLE, "a", TTL).await {
@@ -45,7 +45,7 @@ async fn claims_name_a_registered_partition_and_its_count() {
 
 #[tokio::test]
 async fn registration_checks_names_and_counts() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     invalid(store.register("Bad Name", &PROBE, &EventFilter::all(), 1).await, "projection name");
     invalid(store.register("p", &TableSchema { name: "events", ..PROBE }, &EventFilter::all(), 1).await, "table");
@@ -75,7 +75,7 @@ async fn commit(store: &PgStore, lease: &Lease, table: &'static TableSchema, to:
 
 #[tokio::test]
 async fn a_commit_writes_only_the_registered_table_and_moves_forward() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     store.register("p", &PROBE, &EventFilter::all(), 1).await.expect("register");
     store.register("q", &OTHER, &EventFilter::all(), 1).await.expect("register other");
@@ -99,7 +99,7 @@ async fn a_commit_writes_only_the_registered_table_and_moves_forward() {
 
 #[tokio::test]
 async fn statuses_count_failures_and_report_lag() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     store.register("p", &PROBE, &EventFilter::all(), 1).await.expect("register");
     store.set_status("p", Partition::WHOLE, Status::Failed, None).await.expect("failed");
@@ -116,7 +116,7 @@ async fn statuses_count_failures_and_report_lag() {
 
 #[tokio::test]
 async fn a_rebuild_counts_its_events_once() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     store.register("p", &PROBE, &EventFilter::all(), 3).await.expect("register");
     for _ in 0..2 {
@@ -130,7 +130,7 @@ async fn a_rebuild_counts_its_events_once() {
 
 #[tokio::test]
 async fn letters_for_an_unregistered_projection_are_refused() {
-    let db = TestDb::migrated().await;
+    let db = TestDb::new().await;
     let store = db.store().await;
     append(&store, request(id(1), 0, &["A"], None)).await;
     let event = store.read_committed(0, &EventFilter::all(), 1).await.expect("read").remove(0);

@@ -4,8 +4,8 @@
 use projector::{EventStore, StoreError};
 use projector_postgres::MIGRATIONS;
 
-use crate::db::TestDb;
 use crate::{append, id, request};
+use projector_tests::pg::TestDb;
 
 /// The migrations the previous schema had, applied as its runner did.
 const PREVIOUS: usize = 4;
