@@ -7,6 +7,7 @@
 //! suite, on a fresh store.
 
 use chrono::{DateTime, Utc};
+use projector::store::rules::RESERVED_TABLES;
 use projector::{
     AppendOutcome, AppendRequest, BatchCommit, Checkpoint, DeadLetter, DeadLetterFilter, DeadLetterQueue, ErrorClass,
     EventFilter, ExpectedVersion, Lease, NewEvent, Partition, ProjectionHandler, ProjectionState, ReadBound, Rebuild,
@@ -175,19 +176,6 @@ pub async fn a_dead_letter_for_an_unknown_projection_is_refused_by_name<S: Contr
 // ---------------------------------------------------------------------------------------
 // Input every store refuses
 
-/// The store's own tables (the same in every store).
-const RESERVED: [&str; 9] = [
-    "events",
-    "idempotency_keys",
-    "projections",
-    "projection_state",
-    "schema_migrations",
-    "event_failures",
-    "dead_letters",
-    "parked_aggregates",
-    "dead_letter_actions",
-];
-
 /// Registers a probe table under each name; returns the names not refused with
 /// `InvalidInput`, and what came instead.
 async fn unrefused_table_names<S: ContractStore>(store: &S, names: &[&'static str]) -> Vec<String> {
@@ -205,7 +193,7 @@ async fn unrefused_table_names<S: ContractStore>(store: &S, names: &[&'static st
 /// A read model may not take the name of one of the store's own tables.
 pub async fn a_reserved_read_model_table_name_is_refused<S: ContractStore>(store: &S) {
     let out = append(store, id(44, 1), "thing", ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({}))]).await;
-    let unrefused = unrefused_table_names(store, &RESERVED).await;
+    let unrefused = unrefused_table_names(store, RESERVED_TABLES).await;
     assert!(unrefused.is_empty(), "reserved table names must be refused with InvalidInput at register: {unrefused:#?}");
     assert_eq!(events_of(store, out.aggregate_id).await, out.event_ids, "the store's events are untouched");
 }
