@@ -16,6 +16,7 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod upcast;
 
 pub use crypto::CryptoError;
 pub use dead_letter::{
