@@ -87,6 +87,8 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
     let aggregate_text = format_uuid(&aggregate);
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
+    // Read inside the write lock, so recording order follows position order.
+    let recorded_at = format_ts(Utc::now());
     if let Some(key) = &request.idempotency_key {
         if let Some(stored) = find_key(&tx, key, aggregate)? {
             return rules::replay_idempotent(key, stored, &request);
@@ -129,6 +131,7 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
                     version,
                     format_ts(event.timestamp.unwrap_or(now)),
                     encrypted,
+                    recorded_at,
                 ],
                 |r| r.get::<_, i64>(0),
             );
