@@ -2,7 +2,7 @@
 //! the store's own clock, and errors that clear once a partition recovers.
 
 use chrono::{TimeZone, Utc};
-use projector::{EventFilter, ExpectedVersion, NewEvent, Partition, ProjectionStore, ReadBound, Status};
+use projector::{EventFilter, ExpectedVersion, NewEvent, Partition, ReadBound, Status};
 use serde_json::json;
 
 use crate::contract::{append, id, ok, settle, state, ContractStore, PROBE};
