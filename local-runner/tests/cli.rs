@@ -269,7 +269,8 @@ fn seed_with_bad_event(pg: &Pg, ws: &Workspace) -> (Uuid, Uuid, i64) {
         append_line(id, "UserRenamed", serde_json::json!({"name": "F"}), "2026-02-01T00:00:02Z"),
     ];
     ws.write("bad.jsonl", &(lines.join("\n") + "\n"));
-    ws.run(&["append", "--keep-timestamps", "bad.jsonl"], QUICK).assert_success("append an event the handler cannot read");
+    ws.run(&["append", "--keep-timestamps", "bad.jsonl"], QUICK)
+        .assert_success("append an event the handler cannot read");
     pg.seed("pf-", 100, 1_000, 2_000);
     let position = pg.scalar(&format!("SELECT position FROM events WHERE event_id = '{bad_event}'"));
     (id, bad_event, position)

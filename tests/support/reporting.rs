@@ -16,7 +16,8 @@ pub async fn lag_is_measured_from_when_the_store_recorded_the_events<S: Contract
     let ahead = Utc.with_ymd_and_hms(2099, 1, 1, 0, 0, 0).unwrap();
     let (old, new) = (id(40, 1), id(40, 2));
     append(store, old, "user", ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({})).at(long_ago)]).await;
-    let last = append(store, new, "user", ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({})).at(ahead)]).await;
+    let last =
+        append(store, new, "user", ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({})).at(ahead)]).await;
     settle(store, &last).await;
     ok(store.register(p, &PROBE, &EventFilter::all(), 1).await, "register");
     let s = state(&ok(store.states().await, "states"), p, 0).clone();
