@@ -292,3 +292,28 @@ async fn an_observability_address_that_cannot_be_bound_is_an_error() {
     let error = adapter.serve(store.clone(), std::future::pending()).await.expect_err("the address is taken");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
 }
+
+/// A partition that failed before and runs again reports no failure: its status and
+/// `last_error` clear once a step succeeds, even with nothing new to read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_that_runs_again_clears_its_last_error() {
+    use projector::{Partition, ProjectionStore, Status};
+    let store = EmbeddedStore::open_in_memory().expect("store");
+    let connector = EmbeddedConnector::new(store.clone(), ":memory:");
+    let adapter = LocalAdapter::new(
+        config("park", "off", "http://127.0.0.1:1/unused"),
+        connector,
+        Registry::default().with(UserProfile),
+    );
+    adapter.register_all(&store).await.expect("register");
+    store.set_status("user-profile", Partition::WHOLE, Status::Failed, Some("connection reset")).await.unwrap();
+    adapter.deploy("user-profile").await.expect("deploy");
+    let state = eventually("the partition to report no failure", async || {
+        let states = store.states().await.ok()?;
+        states.into_iter().find(|s| s.status != Status::Failed && s.last_error.is_none())
+    })
+    .await;
+    assert_eq!(state.status, Status::CaughtUp, "{state:?}");
+    assert_eq!(state.error_count, 1, "the error count keeps the history");
+    let _ = tokio::task::block_in_place(|| adapter.stop_all());
+}
