@@ -429,8 +429,9 @@ impl Status {
         }
     }
 
-    /// Whether recording this status clears the stored error text: a partition that
-    /// runs again has recovered, and `last_error` speaks of a current problem only.
+    /// Whether recording this status without an error text clears the stored one: a
+    /// partition that runs again has recovered, and `last_error` speaks of a current
+    /// problem only. A text given with the status is always recorded.
     pub fn clears_last_error(self) -> bool {
         matches!(self, Status::Running | Status::CaughtUp)
     }

@@ -51,4 +51,7 @@ pub async fn a_recovered_partition_clears_its_last_error<S: ContractStore>(store
     ok(store.set_status(p, Partition::WHOLE, Status::Stopped, None).await, "set_status stopped without a text");
     let stopped = state(&ok(store.states().await, "states"), p, 0).clone();
     assert_eq!(stopped.last_error.as_deref(), Some("disk full"), "a status that is not running keeps the error");
+    ok(store.set_status(p, Partition::WHOLE, Status::Running, Some("rebuild failed")).await, "running, with a text");
+    let noted = state(&ok(store.states().await, "states"), p, 0).clone();
+    assert_eq!(noted.last_error.as_deref(), Some("rebuild failed"), "a text given with the status is recorded");
 }
