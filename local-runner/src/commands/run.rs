@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use projector::adapter::ProjectionAdapter;
-use projector::config::Config;
+use projector::config::{Config, Provider};
 use projector::ProjectionStore;
 use projector_local::{Connector, LocalAdapter, WorkerExit};
 
@@ -42,7 +42,15 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
         }
     };
     check_partition_counts(&config, &store).await?;
-    let names: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
+    let wanted: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
+    let (names, elsewhere): (Vec<String>, Vec<String>) =
+        wanted.into_iter().partition(|name| config.projections[name].provider == Provider::Local);
+    for name in &elsewhere {
+        eprintln!("skipping {name}: `provider: cloudflare` runs on Cloudflare Workers, not in `projector run`");
+    }
+    if names.is_empty() {
+        bail!("no projection to run here: every one selected has `provider: cloudflare`");
+    }
     let adapter = LocalAdapter::new(config, connector, handlers::registry::<C>());
     // Before anything is registered or runs: a runner that cannot be watched does not run.
     let listener = adapter
