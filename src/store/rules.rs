@@ -5,6 +5,7 @@
 //! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
 //! translates the answer to its own SQL. None of this does I/O.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::dead_letter::{Parked, ParkedSet};
@@ -410,6 +411,13 @@ pub fn rescale(projection: &str, existing: &[PartitionRow], partitions: u32) -> 
     Ok(Rescale::Reset { start: first.checkpoint })
 }
 
+/// How long the oldest unapplied event has waited, in seconds: from when the store
+/// recorded it (its own clock) to `now`. Never negative: a clock step backwards, or a
+/// write recorded a moment after `now` was read, is no lag.
+pub fn lag_seconds(now: DateTime<Utc>, oldest_recorded_at: Option<DateTime<Utc>>) -> f64 {
+    oldest_recorded_at.map_or(0.0, |t| ((now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0))
+}
+
 impl Status {
     /// The status to report for a stored status and the lag just measured: running and
     /// caught up differ only by lag, which changes with every append.
@@ -419,6 +427,13 @@ impl Status {
             Status::Running | Status::CaughtUp => Status::Running,
             other => other,
         }
+    }
+
+    /// Whether recording this status without an error text clears the stored one: a
+    /// partition that runs again has recovered, and `last_error` speaks of a current
+    /// problem only. A text given with the status is always recorded.
+    pub fn clears_last_error(self) -> bool {
+        matches!(self, Status::Running | Status::CaughtUp)
     }
 
     /// Whether recording this status (with this error text) counts one more error.

@@ -6,6 +6,7 @@ pub mod failures;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
+pub mod reporting;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
 /// [`drift`]), named after the check, each on a fresh store: a failing check hides no
@@ -54,6 +55,10 @@ macro_rules! contract_tests {
             an_expected_version_below_zero_is_refused,
             an_append_without_events_is_refused,
             an_append_that_is_not_a_well_formed_event_is_refused,
+        );
+        $crate::__store_tests!($attr $fresh reporting:
+            lag_is_measured_from_when_the_store_recorded_the_events,
+            a_recovered_partition_clears_its_last_error,
         );
     };
     ($($fresh:tt)+) => {

@@ -77,7 +77,6 @@ fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i6
 
 fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
     let aggregate = request.aggregate_id;
-    let now = Utc::now();
     for e in &request.events {
         if let Some(t) = e.timestamp {
             check_ts_range(t, &format!("event {} timestamp", e.event_type))?;
@@ -87,6 +86,10 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
     let aggregate_text = format_uuid(&aggregate);
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
+    // The store's clock, read inside the write lock so recording order follows position
+    // order: when each event is recorded, and its timestamp unless the request gives one.
+    let now = Utc::now();
+    let recorded_at = format_ts(now);
     if let Some(key) = &request.idempotency_key {
         if let Some(stored) = find_key(&tx, key, aggregate)? {
             return rules::replay_idempotent(key, stored, &request);
@@ -129,6 +132,7 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
                     version,
                     format_ts(event.timestamp.unwrap_or(now)),
                     encrypted,
+                    recorded_at,
                 ],
                 |r| r.get::<_, i64>(0),
             );

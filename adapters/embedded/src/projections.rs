@@ -287,7 +287,8 @@ fn set_status(
                 i64::from(status.counts_as_error(error)),
                 error,
                 projection,
-                partition.index
+                partition.index,
+                i64::from(status.clears_last_error())
             ],
         )
         .context(|| format!("set status of {projection} partition {partition} to {status}"))?;
@@ -363,8 +364,7 @@ fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
         let (lag_events, oldest) = events::lag(conn, state.checkpoint, &filter, partition)?;
         state.lag_events = lag_events;
         state.status = state.status.with_lag(lag_events);
-        state.lag_seconds =
-            oldest.map_or(0.0, |t| ((now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0));
+        state.lag_seconds = rules::lag_seconds(now, oldest);
         let failures = dead_letters::partition_failures(conn, &state.projection, partition, state.checkpoint)?;
         state.dead_letters = failures.dead_letters;
         state.oldest_dead_letter_at = failures.oldest_dead_letter_at;

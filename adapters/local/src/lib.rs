@@ -129,11 +129,14 @@ impl<C: Connector> LocalAdapter<C> {
             return Vec::new();
         };
         let _ = running.shutdown.send(true);
-        running
+        let exits = running
             .workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| WorkerExit::Failed("worker panicked".into())))
-            .collect()
+            .collect();
+        // Stopped on purpose: its ended workers are not a health problem.
+        self.metrics.forget(name);
+        exits
     }
 
     /// Stops everything (Ctrl-C / SIGTERM): each worker drains its batch and releases its lease.

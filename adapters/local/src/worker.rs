@@ -117,6 +117,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .retry(s.retry)
                 .on_failure(s.on_failure);
             let mut renewed = Instant::now();
+            // Until a step succeeds, the stored status may still be an earlier failure's.
+            let mut recovered = false;
             loop {
                 if *shutdown.borrow() {
                     let _ = store.release(runner.lease()).await;
@@ -126,7 +128,11 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 let notified = wake.notified();
                 metrics.heartbeat(name, index);
                 let started = Instant::now();
-                match runner.step().await {
+                let stepped = runner.step().await;
+                if stepped.is_ok() && !recovered {
+                    recovered = mark_running(&store, s).await;
+                }
+                match stepped {
                     Ok(outcome) if outcome.events_read > 0 => {
                         failures = 0;
                         renewed = Instant::now();
@@ -197,6 +203,19 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Records that the partition runs again, which clears an earlier failure's status and
+/// error text; true once recorded (a failure here is tried again after the next step).
+async fn mark_running<S: ProjectionStore>(store: &S, s: &WorkerSettings) -> bool {
+    match store.set_status(&s.projection, s.partition, Status::Running, None).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
+                "could not record that the partition runs again");
+            false
         }
     }
 }

@@ -299,6 +299,7 @@ impl ProjectionStore for PgStore {
                     (&status.as_str(), Type::TEXT),
                     (&error, Type::TEXT),
                     (&errors, Type::INT8),
+                    (&status.clears_last_error(), Type::BOOL),
                 ],
             )
             .await
@@ -323,7 +324,7 @@ impl ProjectionStore for PgStore {
                     checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(3).0, position: r.get(4) },
                     last_event_at: r.get::<_, Option<DateTime<Utc>>>(5),
                     lag_events,
-                    lag_seconds: r.get(14),
+                    lag_seconds: rules::lag_seconds(r.get(19), r.get(14)),
                     status,
                     events_applied: r.get(7),
                     error_count: r.get(8),

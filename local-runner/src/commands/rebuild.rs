@@ -33,7 +33,8 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         .unwrap_or(0);
     let bar = indicatif::ProgressBar::new(total.max(1) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}")
+            .map(|style| style.with_key("rate", crate::output::rate_key))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("rebuilding {name}"));
@@ -50,13 +51,13 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     };
     let secs = started.elapsed().as_secs_f64();
     say!(
-        "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({:.0} events/s)",
+        "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({})",
         outcome.events_read,
         outcome.events_applied,
         outcome.rows_written,
         outcome.checkpoint,
         secs,
-        outcome.events_read as f64 / secs.max(1e-9)
+        crate::output::rate(outcome.events_read as f64 / secs.max(1e-9))
     );
     Ok(())
 }

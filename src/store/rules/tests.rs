@@ -309,3 +309,19 @@ fn the_parked_set_is_keyed_by_aggregate() {
     assert_eq!(set.by_aggregate[&Uuid::from_u128(1)].from_version, 3);
     assert_eq!(set.by_aggregate.len(), 2);
 }
+
+#[test]
+fn lag_is_measured_from_the_store_clock_and_never_negative() {
+    let now = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:10Z").unwrap().to_utc();
+    assert_eq!(lag_seconds(now, None), 0.0, "nothing to read is no lag");
+    assert_eq!(lag_seconds(now, Some(now - chrono::Duration::milliseconds(2500))), 2.5);
+    assert_eq!(lag_seconds(now, Some(now + chrono::Duration::seconds(30))), 0.0, "a later record is no lag");
+}
+
+#[test]
+fn only_a_running_status_clears_the_last_error() {
+    assert!(Status::Running.clears_last_error());
+    assert!(Status::CaughtUp.clears_last_error());
+    assert!(!Status::Failed.clears_last_error());
+    assert!(!Status::Stopped.clears_last_error());
+}
