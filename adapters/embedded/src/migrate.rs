@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_idempotency_fingerprints",
         sql: include_str!("../sql/migrations/0006_idempotency_fingerprints.sql"),
     },
+    Migration { version: 10, name: "0010_subject_keys", sql: include_str!("../sql/migrations/0010_subject_keys.sql") },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");
