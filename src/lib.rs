@@ -29,6 +29,9 @@ pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowRea
 pub use retry::RetryPolicy;
 pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
 pub use state::{ProjectionState, Status};
+pub use store::keys::{
+    AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned, Shredded, SubjectKey, SubjectKeys,
+};
 pub use store::{
     AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, Lease,
     ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,

@@ -5,6 +5,7 @@
 //! Worker (single-threaded wasm) and natively.
 #![allow(async_fn_in_trait)]
 
+pub mod keys;
 pub mod rules;
 
 use std::time::Duration;

@@ -26,6 +26,9 @@ pub const RESERVED_TABLES: &[&str] = &[
     "dead_letters",
     "parked_aggregates",
     "dead_letter_actions",
+    "subject_keys",
+    "erased_subjects",
+    "crypto_audit",
 ];
 
 /// Name prefixes that belong to a database engine or to the store.

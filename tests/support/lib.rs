@@ -3,6 +3,7 @@
 pub mod contract;
 pub mod drift;
 pub mod failures;
+pub mod keys;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
@@ -93,6 +94,26 @@ macro_rules! failure_tests {
     };
     ($($fresh:tt)+) => {
         $crate::failure_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
+}
+
+/// One `#[tokio::test]` per check of the subject-key suite ([`keys`]); the argument is as
+/// for [`contract_tests!`].
+#[macro_export]
+macro_rules! keys_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::keys_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh keys:
+            provisioning_stores_one_key_and_returns_it_after,
+            shredding_deletes_keys_and_fences_the_subject,
+            rewrap_walks_every_key_once_and_compares_before_replacing,
+            audit_rows_round_trip_and_bad_input_is_refused,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::keys_tests!(@tests [tokio::test] { $($fresh)+ });
     };
 }
 

@@ -50,6 +50,7 @@ mod codec;
 mod dead_letters;
 mod error;
 mod events;
+mod keys;
 mod migrate;
 mod projections;
 mod rebuild;

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../sql/migrations/0006_idempotency_fingerprints.sql"),
     },
     Migration { version: 9, name: "0009_recorded_at", sql: include_str!("../sql/migrations/0009_recorded_at.sql") },
+    Migration { version: 10, name: "0010_subject_keys", sql: include_str!("../sql/migrations/0010_subject_keys.sql") },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

@@ -18,6 +18,7 @@ mod conninfo;
 mod dead_letters;
 mod error;
 mod events;
+mod keys;
 #[cfg(feature = "runtime-tokio")]
 mod listen;
 mod migrate;

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "idempotency_fingerprints", include_str!("../sql/migrations/0005_idempotency_fingerprints.sql")),
     (6, "partition_bucket", include_str!("../sql/migrations/0006_partition_bucket.sql")),
     (9, "recorded_at", include_str!("../sql/migrations/0009_recorded_at.sql")),
+    (10, "subject_keys", include_str!("../sql/migrations/0010_subject_keys.sql")),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");
