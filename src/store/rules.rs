@@ -25,6 +25,7 @@ pub const RESERVED_TABLES: &[&str] = &[
     "dead_letters",
     "parked_aggregates",
     "dead_letter_actions",
+    "discarded_events",
 ];
 
 /// Name prefixes that belong to a database engine or to the store.

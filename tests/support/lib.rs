@@ -6,6 +6,7 @@ pub mod failures;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
+pub mod replays;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
 /// [`drift`]), named after the check, each on a fresh store: a failing check hides no
@@ -61,7 +62,8 @@ macro_rules! contract_tests {
     };
 }
 
-/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`]); the
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`] and
+/// [`replays`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -84,6 +86,12 @@ macro_rules! failure_tests {
             the_queue_stores_lists_and_resolves_letters,
             begin_repair_finds_the_letter_its_parking_and_its_partition,
             a_repair_session_commits_everything_or_nothing,
+        );
+        $crate::__store_tests!($attr $fresh replays:
+            a_rebuild_with_a_poison_event_equals_the_live_read_model,
+            a_rebuild_keeps_skipped_and_discarded_events_out,
+            a_rebuild_takes_out_what_a_failing_event_touched,
+            time_travel_leaves_out_a_skipped_event,
         );
     };
     ($($fresh:tt)+) => {

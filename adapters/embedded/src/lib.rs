@@ -48,6 +48,7 @@ use rusqlite::{Connection, OpenFlags};
 
 mod codec;
 mod dead_letters;
+mod discarded;
 mod error;
 mod events;
 mod migrate;

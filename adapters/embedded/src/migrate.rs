@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_idempotency_fingerprints",
         sql: include_str!("../sql/migrations/0006_idempotency_fingerprints.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_discarded_events",
+        sql: include_str!("../sql/migrations/0007_discarded_events.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, Lease, Partition, ProjectionState,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, Lease, Partition, ProjectionState,
     ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::codec::{format_ts, max_ts, parse_ts, tx_id};
 use crate::error::Context;
-use crate::{dead_letters, events, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, rows, EmbeddedStore};
 
 const FIND_TABLE_OWNER: &str = include_str!("../sql/find_table_owner.sql");
 const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql");
@@ -89,6 +89,10 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
         states(&self.lock())
+    }
+
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.lock(), projection)
     }
 }
 

@@ -6,15 +6,15 @@ use std::sync::MutexGuard;
 use chrono::{DateTime, Utc};
 use projector::store::rules;
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
-    TableSchema, Value,
+    Checkpoint, DeadLetter, DomainEvent, EventFilter, Exclusions, Partition, ReadBound, RebuildSession, Rebuilds,
+    RowChanges, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use crate::codec::{format_ts, max_ts, tx_id};
 use crate::error::Context;
-use crate::{events, projections, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, projections, rows, EmbeddedStore};
 
 const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
 
@@ -118,6 +118,14 @@ impl RebuildSession for EmbeddedRebuild<'_> {
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
         rows::write_rows(&self.conn, self.table, &changes)
+    }
+
+    async fn exclusions(&mut self) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.conn, &self.projection)
+    }
+
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        dead_letters::dead_letter_batch(&self.conn, &self.projection, letters)
     }
 
     async fn finish(

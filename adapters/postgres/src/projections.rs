@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, HorizonHold, Lease, Partition, ProjectionState,
-    ProjectionStore, Status, StoreError, TableSchema, Value,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, Lease, Partition,
+    ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, commit_letters_sql, parked_set, LetterArrays};
+use crate::discarded;
 use crate::error::map;
 use crate::rows::{self, GuardedWrites};
 use crate::types::Xid8;
@@ -304,6 +305,11 @@ impl ProjectionStore for PgStore {
             .await
             .map_err(map)?;
         Ok(())
+    }
+
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
+        let client = self.client().await?;
+        discarded::exclusions(&client, projection).await
     }
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {

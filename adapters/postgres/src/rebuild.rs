@@ -7,12 +7,13 @@ use futures_util::lock::MutexGuard;
 use postgres_types::{ToSql, Type};
 use projector::store::rules;
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
-    TableSchema, Value,
+    Checkpoint, DeadLetter, DomainEvent, EventFilter, Exclusions, Partition, ReadBound, RebuildSession, Rebuilds,
+    RowChanges, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use crate::discarded;
 use crate::error::map;
 use crate::events::{self, event_from_row, FilterParams};
 use crate::rows;
@@ -165,6 +166,15 @@ impl RebuildSession for PgRebuild<'_> {
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
         self.writing().await?;
         rows::write_rows(&self.client, self.table, changes).await
+    }
+
+    async fn exclusions(&mut self) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.client, &self.projection).await
+    }
+
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        self.writing().await?;
+        discarded::rebuild_letters(&self.client, &self.projection, letters).await
     }
 
     async fn finish(

@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use projector::config::Config;
-use projector::{EventFilter, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds};
+use projector::{
+    EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds,
+};
 use projector_local::Connector;
 
 use super::{connect, projection, register_all};
@@ -38,7 +40,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     );
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
-    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, bar: &bar };
+    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, on_failure: p.on_failure, bar: &bar };
     let outcome = handlers::dispatch(&p.handler, job).await;
     bar.finish_and_clear();
     let outcome = match outcome {
@@ -58,6 +60,13 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         secs,
         outcome.events_read as f64 / secs.max(1e-9)
     );
+    if outcome.dead_lettered > 0 {
+        say!(
+            "{} event(s) failed and were dead-lettered; their aggregates are parked at their last good version \
+             (`projector dlq list --projection {name}`)",
+            outcome.dead_lettered
+        );
+    }
     Ok(())
 }
 
@@ -66,6 +75,7 @@ struct RebuildJob<'a, S> {
     store: &'a S,
     filter: EventFilter,
     from: Option<i64>,
+    on_failure: OnFailure,
     bar: &'a indicatif::ProgressBar,
 }
 
@@ -76,6 +86,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
         let bar = self.bar;
         let outcome = Rebuild::new(&handler, &self.filter)
             .from_position(self.from)
+            .on_failure(self.on_failure)
             .run(self.store, |read: u64, _| {
                 if read > bar.length().unwrap_or(0) {
                     bar.set_length(read);
