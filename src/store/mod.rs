@@ -164,7 +164,9 @@ pub struct FailureRecord {
 /// Projection bookkeeping and read-model writes.
 pub trait ProjectionStore {
     /// Creates or updates the read-model table and the projection's partition rows.
-    /// `filter` is what the projection reads; the store uses it to measure lag.
+    /// `filter` is what the projection reads; the store uses it to measure lag. A
+    /// projection registered already keeps its partition count: asking for another is
+    /// refused ([`rules::check_registered_partitions`]); see [`ProjectionStore::repartition`].
     async fn register(
         &self,
         projection: &str,
@@ -172,6 +174,15 @@ pub trait ProjectionStore {
         filter: &EventFilter,
         partitions: u32,
     ) -> Result<()>;
+
+    /// The partition count `projection` is split into in the store (`None`: it is not
+    /// registered).
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>>;
+
+    /// Re-splits a registered projection into `partitions` partitions, all starting at
+    /// the checkpoint every partition stands at ([`rules::rescale`]); the only way the
+    /// stored count changes.
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<()>;
 
     /// Takes (or renews) the lease on a partition if it is free, expired or already ours.
     /// Returns `None` while another owner holds it.

@@ -93,6 +93,11 @@ pub fn check_table(table: &TableSchema) -> Result<()> {
 pub fn check_registration(projection: &str, table: &TableSchema, partitions: u32) -> Result<()> {
     check_projection_name(projection)?;
     check_table(table)?;
+    check_partitions(projection, partitions)
+}
+
+/// A partition count the tables can keep.
+pub fn check_partitions(projection: &str, partitions: u32) -> Result<()> {
     if partitions == 0 || partitions > i32::MAX as u32 {
         return Err(invalid(format!("projection {projection}: partitions must be between 1 and {}", i32::MAX)));
     }
@@ -385,6 +390,23 @@ pub struct PartitionRow {
     pub index: u32,
     pub count: u32,
     pub checkpoint: Checkpoint,
+}
+
+/// The partition count lives in the store: registering keeps it, and a registration
+/// that asks for another count (a runner configured for it) is refused, naming both and
+/// the command that changes it. Only [`rescale`] (by `projector scale`) changes it.
+pub fn check_registered_partitions(projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<()> {
+    let Some(stored) = existing.first().map(|row| row.count) else {
+        return Ok(());
+    };
+    if existing.iter().all(|row| row.count == partitions) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "projection {projection} is split into {stored} partitions in the store, but {partitions} were asked \
+         for; set `partitions: {stored}` in projections.yaml, or change the count with \
+         `projector scale {projection} {partitions}` (its runners stopped)"
+    )))
 }
 
 /// Changing the partition count re-splits the aggregates, which is only safe when every

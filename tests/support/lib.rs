@@ -55,6 +55,7 @@ macro_rules! contract_tests {
             an_expected_version_below_zero_is_refused,
             an_append_without_events_is_refused,
             an_append_that_is_not_a_well_formed_event_is_refused,
+            registering_with_another_partition_count_is_refused,
         );
     };
     ($($fresh:tt)+) => {

@@ -26,6 +26,7 @@ const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql")
 const PARTITION_ROWS: &str = include_str!("../sql/partition_rows.sql");
 const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const CREATE_PARTITIONS: &str = include_str!("../sql/create_partitions.sql");
+const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const CLAIM_REFUSED: &str = include_str!("../sql/claim_refused.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
@@ -63,6 +64,8 @@ async fn register_locked(
     filter_json: &serde_json::Value,
     partitions: u32,
 ) -> Result<(), StoreError> {
+    let existing = partition_rows(client, projection).await?;
+    rules::check_registered_partitions(projection, &existing, partitions)?;
     rows::create_table(client, table).await?;
     let count = int4(partitions)?;
     client
@@ -72,7 +75,11 @@ async fn register_locked(
         )
         .await
         .map_err(map)?;
-    let existing: Vec<PartitionRow> = client
+    split(client, projection, &existing, partitions).await
+}
+
+async fn partition_rows(client: &Client, projection: &str) -> Result<Vec<PartitionRow>, StoreError> {
+    Ok(client
         .query_typed(PARTITION_ROWS, &[(&projection, Type::TEXT)])
         .await
         .map_err(map)?
@@ -82,8 +89,31 @@ async fn register_locked(
             count: r.get::<_, i32>(1) as u32,
             checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(2).0, position: r.get(3) },
         })
-        .collect();
-    let Rescale::Reset { start } = rules::rescale(projection, &existing, partitions)? else {
+        .collect())
+}
+
+async fn repartition_locked(client: &Client, projection: &str, partitions: u32) -> Result<(), StoreError> {
+    let count = int4(partitions)?;
+    let existing = partition_rows(client, projection).await?;
+    let set = client
+        .query_typed(SET_PARTITION_COUNT, &[(&projection, Type::TEXT), (&count, Type::INT4)])
+        .await
+        .map_err(map)?;
+    if set.is_empty() {
+        return Err(StoreError::UnknownProjection(projection.to_owned()));
+    }
+    split(client, projection, &existing, partitions).await
+}
+
+/// Lays out the partition rows as the rescale rule says.
+async fn split(
+    client: &Client,
+    projection: &str,
+    existing: &[PartitionRow],
+    partitions: u32,
+) -> Result<(), StoreError> {
+    let count = int4(partitions)?;
+    let Rescale::Reset { start } = rules::rescale(projection, existing, partitions)? else {
         return Ok(());
     };
     let xid = Xid8(start.transaction_id);
@@ -150,6 +180,27 @@ impl ProjectionStore for PgStore {
             register_locked(&client, projection, table, &filter_json, partitions).await
         };
         match registered.await {
+            Ok(()) => client.batch_execute("COMMIT").await.map_err(map),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let client = self.client().await?;
+        Ok(partition_rows(&client, projection).await?.first().map(|row| row.count))
+    }
+
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<(), StoreError> {
+        rules::check_partitions(projection, partitions)?;
+        let client = self.client().await?;
+        let done = async {
+            client.batch_execute(&format!("BEGIN;\n{LOCK_REGISTRATIONS}")).await.map_err(map)?;
+            repartition_locked(&client, projection, partitions).await
+        };
+        match done.await {
             Ok(()) => client.batch_execute("COMMIT").await.map_err(map),
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
