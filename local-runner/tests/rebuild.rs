@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use projector::Status;
 use support::{
-    show, test_config, Pg, Workspace, DAILY_ACTIVITY_MODEL, DAILY_ACTIVITY_ORACLE, USER_PROFILE_MODEL,
+    free_port, get, show, test_config, Pg, Workspace, DAILY_ACTIVITY_MODEL, DAILY_ACTIVITY_ORACLE, USER_PROFILE_MODEL,
     USER_PROFILE_ORACLE,
 };
 
@@ -201,4 +202,48 @@ fn rebuild_with_poison_and_skipped_events_matches_the_live_run() {
     let states = ws.status();
     let profile = states.iter().find(|s| s.projection == "user-profile").expect("user-profile");
     assert_eq!((profile.dead_letters, profile.parked_aggregates, profile.lag_events), (2, 2, 0), "{}", show(&states));
+}
+
+/// A dropped read-model table is not "caught up": after a restart the projection waits
+/// for a rebuild (`status --json`, `/health` 503), no runner recreates the table empty,
+/// and `projector rebuild` brings it back equal to a replay.
+#[test]
+fn a_dropped_read_model_table_waits_for_a_rebuild() {
+    let pg = Pg::new();
+    pg.seed("dt-", 50, 0, 1_000);
+    let port = free_port();
+    let config = test_config(2).replace("  listen: off", &format!("  listen: 127.0.0.1:{port}\n  health_interval: 2s"));
+    let ws = Workspace::with_config(Some(pg.url()), &config);
+    let mut runner = ws.spawn_runner(&[]);
+    ws.wait_caught_up(4, Duration::from_secs(60), || runner.logs());
+    runner.stop_cleanly(Duration::from_secs(10));
+    drop(runner);
+
+    pg.execute("DROP TABLE user_profile");
+    let mut runner = ws.spawn_runner(&[]);
+    let waiting = |s: &[projector::ProjectionState]| {
+        s.iter().filter(|s| s.projection == "user-profile").all(|s| s.status == Status::NeedsRebuild)
+    };
+    let states = ws.wait_status("user-profile waits for a rebuild", Duration::from_secs(30), waiting, || runner.logs());
+    let profile: Vec<_> = states.iter().filter(|s| s.projection == "user-profile").collect();
+    assert_eq!(profile.len(), 2, "{}", show(&states));
+    assert!(
+        profile.iter().all(|s| s.last_error.as_deref().is_some_and(|e| e.contains("user_profile is missing"))),
+        "{}",
+        show(&states)
+    );
+    let json = ws.run(&["status", "--json"], Duration::from_secs(30));
+    assert!(json.stdout.contains("\"needs-rebuild\""), "{}", json.describe());
+    let (code, health) = get(port, "/health");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("needs-rebuild"), "{health}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pg.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'user_profile'"), 0, "not recreated empty");
+
+    rebuild(&ws, &["user-profile"]);
+    ws.wait_caught_up(4, Duration::from_secs(60), || runner.logs());
+    pg.assert_read_models_match_oracle("after the rebuild of a dropped table");
+    let (code, health) = get(port, "/health");
+    assert_eq!(code, 200, "{health}");
+    runner.stop_cleanly(Duration::from_secs(10));
 }

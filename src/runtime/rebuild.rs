@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::dead_letter::{DeadLetter, Exclusions, OnFailure};
+use crate::error::StoreError;
 use crate::event::{Checkpoint, DomainEvent, EventFilter};
 use crate::fold::{Fold, Halt};
 use crate::handler::ProjectionHandler;
@@ -93,6 +94,15 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
     ) -> Result<RebuildOutcome, RuntimeError> {
         let table = self.handler.schema();
         let mut session = store.begin_rebuild(self.handler.name(), table).await?;
+        if self.from_position.is_some() && session.needs_full() {
+            return Err(StoreError::InvalidInput(format!(
+                "projection {}: read-model table {} must be rebuilt in full (it was missing, did not match the \
+                 schema, or waits for a rebuild); a rebuild from a position cannot fill it",
+                self.handler.name(),
+                table.name
+            ))
+            .into());
+        }
 
         // Rows a partial rebuild redoes: those touched by events since `from_position`.
         let only: Option<std::collections::HashSet<H::Key>> = match self.from_position {

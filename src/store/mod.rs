@@ -233,6 +233,11 @@ pub trait ProjectionStore {
 /// A rebuild in progress: one transaction that replaces a projection's rows and resets
 /// its checkpoints; nothing of it is visible until [`RebuildSession::finish`].
 pub trait RebuildSession {
+    /// The projection's rows are all gone: its read-model table was missing or did not
+    /// match the schema (the session lays it out anew), or the projection waits for a
+    /// rebuild. Only a full rebuild can fill it.
+    fn needs_full(&self) -> bool;
+
     /// Reads events in commit-safe order inside the rebuild's transaction.
     async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>>;
 

@@ -409,6 +409,53 @@ pub fn check_registered_partitions(projection: &str, existing: &[PartitionRow], 
     )))
 }
 
+/// How a read-model table a registration finds compares with the handler's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableFit {
+    /// The table is there with every column the schema needs (nullable columns it lacks
+    /// are added).
+    Fits,
+    /// The table does not exist.
+    Missing,
+    /// The table lacks columns it cannot be given: key or non-nullable ones.
+    Lacks(Vec<String>),
+}
+
+/// How the stored table (its column names; none when it does not exist) fits `table`.
+pub fn table_fit(table: &TableSchema, existing_columns: &[String]) -> TableFit {
+    if existing_columns.is_empty() {
+        return TableFit::Missing;
+    }
+    let lacking: Vec<String> = table
+        .all_columns()
+        .filter(|c| !c.nullable || table.key.contains(c))
+        .filter(|c| !existing_columns.iter().any(|name| name.eq_ignore_ascii_case(c.name)))
+        .map(|c| c.name.to_owned())
+        .collect();
+    if lacking.is_empty() {
+        TableFit::Fits
+    } else {
+        TableFit::Lacks(lacking)
+    }
+}
+
+/// A projection whose rows are gone (its table missing, or not matching the schema)
+/// while a checkpoint is past the start needs a rebuild: an empty table created under
+/// that checkpoint would look caught up while it holds nothing. Returns why, for the
+/// partitions' `last_error`; `None` when the table can be (created and) used.
+pub fn needs_rebuild(table: &TableSchema, fit: &TableFit, existing: &[PartitionRow]) -> Option<String> {
+    let past_start = existing.iter().any(|row| row.checkpoint > Checkpoint::START);
+    let why = match fit {
+        TableFit::Fits => return None,
+        _ if !past_start => return None,
+        TableFit::Missing => format!("read-model table {} is missing", table.name),
+        TableFit::Lacks(columns) => {
+            format!("read-model table {} lacks the column(s) {}", table.name, columns.join(", "))
+        }
+    };
+    Some(format!("{why} while the checkpoint is past the start; run `projector rebuild`"))
+}
+
 /// Changing the partition count re-splits the aggregates, which is only safe when every
 /// partition stands at the same checkpoint (`projector scale` aligns them first).
 pub fn rescale(projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<Rescale> {

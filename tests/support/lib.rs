@@ -7,9 +7,10 @@ pub mod ledger;
 pub mod pg;
 pub mod poison;
 pub mod replays;
+pub mod tables;
 
-/// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
-/// [`drift`]), named after the check, each on a fresh store: a failing check hides no
+/// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
+/// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
 /// other.
 ///
 /// The argument makes the fresh store: `let` statements first, for whatever must outlive
@@ -56,6 +57,9 @@ macro_rules! contract_tests {
             an_append_without_events_is_refused,
             an_append_that_is_not_a_well_formed_event_is_refused,
             registering_with_another_partition_count_is_refused,
+        );
+        $crate::__store_tests!($attr $fresh tables:
+            a_missing_read_model_table_needs_a_rebuild,
         );
     };
     ($($fresh:tt)+) => {

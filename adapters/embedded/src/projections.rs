@@ -24,6 +24,7 @@ const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const INSERT_PARTITION: &str = include_str!("../sql/insert_partition.sql");
 const FIND_PROJECTION: &str = include_str!("../sql/find_projection.sql");
 const PARTITION_COUNT: &str = include_str!("../sql/partition_count.sql");
+const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
 const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
@@ -133,11 +134,19 @@ fn register(
     }
     let existing = partition_rows(&tx, projection).context(context)?;
     rules::check_registered_partitions(projection, &existing, partitions)?;
-    rows::ensure_table(&tx, table)?;
+    let fit = rules::table_fit(table, &rows::table_columns(&tx, table)?);
+    let needs_rebuild = rules::needs_rebuild(table, &fit, &existing);
+    if needs_rebuild.is_none() {
+        rows::ensure_table(&tx, table)?;
+    }
     let filter_json = serde_json::to_string(filter)
         .map_err(|e| StoreError::InvalidInput(format!("projection {projection}: filter does not serialize: {e}")))?;
     tx.execute(REGISTER_PROJECTION, params![projection, table.name, filter_json, partitions]).context(context)?;
     split(&tx, projection, &existing, partitions)?;
+    if let Some(why) = needs_rebuild {
+        // Never an empty table under a checkpoint past the start: the rebuild makes it.
+        tx.execute(MARK_NEEDS_REBUILD, params![projection, why, format_ts(Utc::now())]).context(context)?;
+    }
     tx.commit().context(context)?;
     Ok(())
 }

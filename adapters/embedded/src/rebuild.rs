@@ -17,6 +17,7 @@ use crate::error::Context;
 use crate::{dead_letters, discarded, events, projections, rows, EmbeddedStore};
 
 const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 
 impl Rebuilds for EmbeddedStore {
     type Session<'a> = EmbeddedRebuild<'a>;
@@ -43,6 +44,8 @@ pub struct EmbeddedRebuild<'a> {
     conn: MutexGuard<'a, Connection>,
     projection: String,
     table: &'static TableSchema,
+    /// The table was missing, did not fit, or the projection waits for a rebuild.
+    needs_full: bool,
     open: bool,
 }
 
@@ -63,7 +66,7 @@ impl<'a> EmbeddedRebuild<'a> {
         table: &'static TableSchema,
     ) -> Result<Self, StoreError> {
         conn.execute_batch("BEGIN IMMEDIATE").context(|| format!("begin the rebuild of {projection}"))?;
-        let session = Self { conn, projection: projection.to_owned(), table, open: true };
+        let mut session = Self { conn, projection: projection.to_owned(), table, needs_full: false, open: true };
         let table_name = projections::registered_table(&session.conn, projection)?;
         if table_name != table.name {
             return Err(StoreError::InvalidInput(format!(
@@ -71,6 +74,16 @@ impl<'a> EmbeddedRebuild<'a> {
                 table.name
             )));
         }
+        let waiting: bool = session
+            .conn
+            .query_row(NEEDS_REBUILD, [projection], |r| r.get(0))
+            .context(|| format!("begin the rebuild of {projection}"))?;
+        let fit = rules::table_fit(table, &rows::table_columns(&session.conn, table)?);
+        if let rules::TableFit::Lacks(_) = fit {
+            rows::drop_table(&session.conn, table)?;
+        }
+        rows::ensure_table(&session.conn, table)?;
+        session.needs_full = waiting || fit != rules::TableFit::Fits;
         Ok(session)
     }
 }
@@ -85,6 +98,10 @@ impl Drop for EmbeddedRebuild<'_> {
 }
 
 impl RebuildSession for EmbeddedRebuild<'_> {
+    fn needs_full(&self) -> bool {
+        self.needs_full
+    }
+
     async fn read_all(
         &mut self,
         after: Checkpoint,

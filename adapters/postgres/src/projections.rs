@@ -26,6 +26,7 @@ const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql")
 const PARTITION_ROWS: &str = include_str!("../sql/partition_rows.sql");
 const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const CREATE_PARTITIONS: &str = include_str!("../sql/create_partitions.sql");
+const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
 const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const CLAIM_REFUSED: &str = include_str!("../sql/claim_refused.sql");
@@ -66,7 +67,11 @@ async fn register_locked(
 ) -> Result<(), StoreError> {
     let existing = partition_rows(client, projection).await?;
     rules::check_registered_partitions(projection, &existing, partitions)?;
-    rows::create_table(client, table).await?;
+    let fit = rules::table_fit(table, &rows::table_columns(client, table).await?);
+    let needs_rebuild = rules::needs_rebuild(table, &fit, &existing);
+    if needs_rebuild.is_none() {
+        rows::create_table(client, table).await?;
+    }
     let count = int4(partitions)?;
     client
         .query_typed(
@@ -75,7 +80,12 @@ async fn register_locked(
         )
         .await
         .map_err(map)?;
-    split(client, projection, &existing, partitions).await
+    split(client, projection, &existing, partitions).await?;
+    if let Some(why) = needs_rebuild {
+        // Never an empty table under a checkpoint past the start: the rebuild makes it.
+        client.query_typed(MARK_NEEDS_REBUILD, &[(&projection, Type::TEXT), (&why, Type::TEXT)]).await.map_err(map)?;
+    }
+    Ok(())
 }
 
 async fn partition_rows(client: &Client, projection: &str) -> Result<Vec<PartitionRow>, StoreError> {

@@ -25,14 +25,9 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let p = projection(config, name)?;
     register_all(config, connector).await?;
     let store = connect(connector).await?;
-    let total: i64 = store
-        .states()
-        .await?
-        .iter()
-        .filter(|s| s.projection == name)
-        .map(|s| s.events_applied + s.lag_events)
-        .max()
-        .unwrap_or(0);
+    let states: Vec<_> = store.states().await?.into_iter().filter(|s| s.projection == name).collect();
+    let total: i64 = states.iter().map(|s| s.events_applied + s.lag_events).max().unwrap_or(0);
+    let waiting = states.iter().any(|s| s.status == projector::Status::NeedsRebuild);
     let bar = indicatif::ProgressBar::new(total.max(1) as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
@@ -46,7 +41,11 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
+            // A projection that waits for a rebuild keeps waiting: its runners must not
+            // take it back.
+            if !waiting {
+                let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
+            }
             return Err(e.context(format!("rebuild of {name} failed; the read model is unchanged")));
         }
     };
