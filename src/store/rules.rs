@@ -456,6 +456,18 @@ pub fn needs_rebuild(table: &TableSchema, fit: &TableFit, existing: &[PartitionR
     Some(format!("{why} while the checkpoint is past the start; run `projector rebuild`"))
 }
 
+/// A projection that waits for a rebuild is not re-split: the new partition rows would
+/// start as running over a table that is gone.
+pub fn check_repartition(projection: &str, waits_for_rebuild: bool) -> Result<()> {
+    if waits_for_rebuild {
+        return Err(invalid(format!(
+            "projection {projection} waits for a rebuild (its read-model table is gone or does not match); run \
+             `projector rebuild {projection}` before changing its partitions"
+        )));
+    }
+    Ok(())
+}
+
 /// Changing the partition count re-splits the aggregates, which is only safe when every
 /// partition stands at the same checkpoint (`projector scale` aligns them first).
 pub fn rescale(projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<Rescale> {

@@ -76,6 +76,8 @@ pub async fn a_missing_read_model_table_needs_a_rebuild<S: ContractStore>(store:
     // The handler now writes a table that does not exist, under checkpoints past the start.
     ok(store.register(Moved.name(), &MOVED, &Moved.filter(), 2).await, "register with the moved table");
     assert_waits_for_a_rebuild(store, "a missing table", "event_ledger_moved is missing").await;
+    let refused = store.repartition(Ledger.name(), 3).await;
+    assert!(matches!(&refused, Err(StoreError::InvalidInput(m)) if m.contains("waits for a rebuild")), "{refused:?}");
     let partial = Rebuild::new(&Moved, &EventFilter::all()).from_position(Some(1)).run(store, |_: u64, _| {}).await;
     assert!(
         matches!(&partial, Err(projector::RuntimeError::Store(StoreError::InvalidInput(m))) if m.contains("in full")),

@@ -24,6 +24,7 @@ const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const INSERT_PARTITION: &str = include_str!("../sql/insert_partition.sql");
 const FIND_PROJECTION: &str = include_str!("../sql/find_projection.sql");
 const PARTITION_COUNT: &str = include_str!("../sql/partition_count.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
 const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
@@ -170,6 +171,8 @@ fn repartition(conn: &mut Connection, projection: &str, partitions: u32) -> Resu
     let context = || format!("repartition projection {projection}");
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
     let existing = partition_rows(&tx, projection).context(context)?;
+    let waits: bool = tx.query_row(NEEDS_REBUILD, [projection], |r| r.get(0)).context(context)?;
+    rules::check_repartition(projection, waits)?;
     if tx.execute(SET_PARTITION_COUNT, params![projection, partitions]).context(context)? == 0 {
         return Err(StoreError::UnknownProjection(projection.to_owned()));
     }

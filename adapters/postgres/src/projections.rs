@@ -26,6 +26,7 @@ const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql")
 const PARTITION_ROWS: &str = include_str!("../sql/partition_rows.sql");
 const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const CREATE_PARTITIONS: &str = include_str!("../sql/create_partitions.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
 const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
@@ -105,6 +106,8 @@ async fn partition_rows(client: &Client, projection: &str) -> Result<Vec<Partiti
 async fn repartition_locked(client: &Client, projection: &str, partitions: u32) -> Result<(), StoreError> {
     let count = int4(partitions)?;
     let existing = partition_rows(client, projection).await?;
+    let waits: bool = client.query_typed_one(NEEDS_REBUILD, &[(&projection, Type::TEXT)]).await.map_err(map)?.get(0);
+    rules::check_repartition(projection, waits)?;
     let set = client
         .query_typed(SET_PARTITION_COUNT, &[(&projection, Type::TEXT), (&count, Type::INT4)])
         .await
