@@ -85,11 +85,37 @@ pub struct Fold<'h, H: ProjectionHandler> {
     assume_absent: bool,
     events_applied: u64,
     last_event_at: Option<DateTime<Utc>>,
+    /// Events an operator took out: consumed as versions, never applied.
+    discarded: KeySet<Uuid>,
+    /// Rows as they were when the current page began ([`Fold::begin_page`]), for rows
+    /// whose `stored` state is older than that (a rebuild keeps rows across pages).
+    page: Option<Map<H::Key, Slot<H::Row>>>,
 }
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
     pub fn new(handler: &'h H) -> Self {
-        Self { handler, slots: Map::default(), assume_absent: false, events_applied: 0, last_event_at: None }
+        Self {
+            handler,
+            slots: Map::default(),
+            assume_absent: false,
+            events_applied: 0,
+            last_event_at: None,
+            discarded: KeySet::default(),
+            page: None,
+        }
+    }
+
+    /// Events with these ids count as consumed versions of their rows and are never
+    /// applied (an operator skipped or discarded them).
+    pub fn discarding(mut self, events: impl IntoIterator<Item = Uuid>) -> Self {
+        self.discarded = events.into_iter().collect();
+        self
+    }
+
+    /// Marks the start of a page of events: [`Fold::take_out`] puts rows back as they
+    /// are now rather than as stored. Each row is copied once per page, when first touched.
+    pub fn begin_page(&mut self) {
+        self.page = Some(Map::default());
     }
 
     /// Keys not yet in memory are treated as absent rather than loaded.
@@ -232,10 +258,22 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     ) -> Result<(), Box<ApplyError>> {
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                self.events_applied -= slot.applied;
-                slot.row = slot.stored.clone();
-                slot.version = slot.stored_version;
-                slot.applied = 0;
+                match self.page.as_ref().map(|page| page.get(key)) {
+                    // Not touched since the page began: already as it was then.
+                    Some(None) => continue,
+                    Some(Some(base)) => {
+                        self.events_applied -= slot.applied - base.applied;
+                        slot.row = base.row.clone();
+                        slot.version = base.version;
+                        slot.applied = base.applied;
+                    }
+                    None => {
+                        self.events_applied -= slot.applied;
+                        slot.row = slot.stored.clone();
+                        slot.version = slot.stored_version;
+                        slot.applied = 0;
+                    }
+                }
             }
         }
         self.apply_rows(events, gap_events, 0, &held, Some(keys)).map_err(|halt| halt.failure)
@@ -314,15 +352,35 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
                 error,
             })
         };
+        let discarded = self.discarded.contains(&event.event_id);
         // Checked before the handler sees the event (even one it would ignore), so a
-        // malformed row fails the same way for every projection.
-        event.check_payload_shape().map_err(failed)?;
+        // malformed row fails the same way for every projection. A discarded event is
+        // never seen, malformed or not.
+        if !discarded {
+            event.check_payload_shape().map_err(failed)?;
+        }
         let Some(key) = self.handler.key(event) else {
             return Ok(());
         };
         let versioned = self.versioned();
+        if let Some(page) = &mut self.page {
+            if !page.contains_key(&key) {
+                let now = self.slots.get(&key).map_or_else(Slot::absent, |slot| Slot {
+                    stored: None,
+                    stored_version: 0,
+                    row: slot.row.clone(),
+                    version: slot.version,
+                    applied: slot.applied,
+                });
+                page.insert(key.clone(), now);
+            }
+        }
         let slot = self.slots.entry(key).or_insert_with(Slot::absent);
         if versioned && event.version <= slot.version {
+            return Ok(());
+        }
+        if discarded {
+            slot.version = slot.version.max(event.version);
             return Ok(());
         }
         // A panic is the handler's bug on this event: it dead-letters the event and parks
@@ -410,6 +468,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     /// Forgets every row (after a flush), so later events load from the store again.
     pub fn evict(&mut self) {
         self.slots.clear();
+        self.page = self.page.as_ref().map(|_| Map::default());
         self.assume_absent = false;
     }
 

@@ -20,7 +20,8 @@ pub mod upcast;
 
 pub use crypto::CryptoError;
 pub use dead_letter::{
-    DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, OnFailure, OperatorAction, Parked, ParkedSet,
+    DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, DiscardedEvent, Exclusions, OnFailure,
+    OperatorAction, Parked, ParkedSet,
 };
 pub use error::{ErrorClass, HandlerError, StoreError};
 pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partition};

@@ -8,7 +8,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::dead_letter::{DeadLetter, DeadLetterStatus, OperatorAction, Parked};
+use crate::dead_letter::{DeadLetter, DeadLetterStatus, DiscardedEvent, OperatorAction, Parked};
 use crate::error::StoreError;
 use crate::event::{DomainEvent, EventFilter};
 use crate::fold::Fold;
@@ -110,6 +110,17 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
             .into_iter()
             .filter(|e| filter.matches(e) && e.checkpoint() <= checkpoint)
             .collect();
+        // Events taken out by an earlier skip or discard stay out (the parking may be
+        // newer than that decision, e.g. made by a rebuild).
+        let taken_out: std::collections::HashSet<uuid::Uuid> =
+            session.discarded_events().await?.into_iter().map(|d| d.event_id).collect();
+        let decided = |e: &DomainEvent, decision| DiscardedEvent {
+            event_id: e.event_id,
+            aggregate_id: e.aggregate_id,
+            version: e.version,
+            dead_letter_id: id,
+            decision,
+        };
 
         if what == RepairAction::Discard {
             let mut fold = Fold::new(handler);
@@ -123,6 +134,12 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
             }
             session.write_rows(schema, fold.changes()).await?;
             dropped += events.len() as u64;
+            let discarded: Vec<DiscardedEvent> = events
+                .iter()
+                .filter(|e| !taken_out.contains(&e.event_id))
+                .map(|e| decided(e, DeadLetterStatus::Discarded))
+                .collect();
+            session.discard_events(&discarded).await?;
             session.set_parking(None).await?;
             let outcome = format!("discarded {} parked event(s)", events.len());
             session.close(DeadLetterStatus::Discarded, &action(id, actor, what, outcome)).await?;
@@ -132,10 +149,14 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
 
         let more = events.len() > chunk;
         let part = &events[..events.len().min(chunk)];
-        let skip = |e: &DomainEvent| what == RepairAction::Skip && e.event_id == letter.event_id;
+        let skipped = |e: &DomainEvent| what == RepairAction::Skip && e.event_id == letter.event_id;
+        let skip = |e: &DomainEvent| skipped(e) || taken_out.contains(&e.event_id);
         let (fold, failed) = apply_sequence(handler, &mut session, part, &filter, &skip).await?;
         applied += fold.events_applied();
-        dropped += part.iter().filter(|e| skip(e)).count() as u64;
+        let now_skipped: Vec<DiscardedEvent> =
+            part.iter().filter(|e| skipped(e)).map(|e| decided(e, DeadLetterStatus::Skipped)).collect();
+        dropped += now_skipped.len() as u64;
+        session.discard_events(&now_skipped).await?;
         session.write_rows(schema, fold.changes()).await?;
         let closing = if what == RepairAction::Skip { DeadLetterStatus::Skipped } else { DeadLetterStatus::Resolved };
         match failed {

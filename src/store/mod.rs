@@ -13,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::dead_letter::{DeadLetter, OperatorAction, Parked, ParkedSet};
+use crate::dead_letter::{DeadLetter, DiscardedEvent, Exclusions, OperatorAction, Parked, ParkedSet};
 use crate::error::Result;
 use crate::event::{Checkpoint, DomainEvent, EventFilter, NewEvent, Partition};
 use crate::read_model::{TableSchema, Value};
@@ -165,7 +165,9 @@ pub struct FailureRecord {
 /// Projection bookkeeping and read-model writes.
 pub trait ProjectionStore {
     /// Creates or updates the read-model table and the projection's partition rows.
-    /// `filter` is what the projection reads; the store uses it to measure lag.
+    /// `filter` is what the projection reads; the store uses it to measure lag. A
+    /// projection registered already keeps its partition count: asking for another is
+    /// refused ([`rules::check_registered_partitions`]); see [`ProjectionStore::repartition`].
     async fn register(
         &self,
         projection: &str,
@@ -173,6 +175,15 @@ pub trait ProjectionStore {
         filter: &EventFilter,
         partitions: u32,
     ) -> Result<()>;
+
+    /// The partition count `projection` is split into in the store (`None`: it is not
+    /// registered).
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>>;
+
+    /// Re-splits a registered projection into `partitions` partitions, all starting at
+    /// the checkpoint every partition stands at ([`rules::rescale`]); the only way the
+    /// stored count changes.
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<()>;
 
     /// Takes (or renews) the lease on a partition if it is free, expired or already ours.
     /// Returns `None` while another owner holds it.
@@ -209,6 +220,10 @@ pub trait ProjectionStore {
     /// State of every partition of every projection, lag included.
     async fn states(&self) -> Result<Vec<ProjectionState>>;
 
+    /// What replays of `projection` leave out: the events operators skipped or discarded,
+    /// and the aggregates parked behind open dead letters (every partition's).
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions>;
+
     /// Who holds the global read horizon back, when committed events wait behind an open
     /// transaction (stores whose commits are serial never report one).
     async fn horizon_hold(&self) -> Result<Option<HorizonHold>> {
@@ -219,6 +234,11 @@ pub trait ProjectionStore {
 /// A rebuild in progress: one transaction that replaces a projection's rows and resets
 /// its checkpoints; nothing of it is visible until [`RebuildSession::finish`].
 pub trait RebuildSession {
+    /// The projection's rows are all gone: its read-model table was missing or did not
+    /// match the schema (the session lays it out anew), or the projection waits for a
+    /// rebuild. Only a full rebuild can fill it.
+    fn needs_full(&self) -> bool;
+
     /// Reads events in commit-safe order inside the rebuild's transaction.
     async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>>;
 
@@ -240,7 +260,16 @@ pub trait RebuildSession {
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<()>;
 
-    /// Sets every partition's checkpoint to `to`, marks the projection caught up and commits.
+    /// What this replay leaves out (see [`ProjectionStore::exclusions`]), read inside the
+    /// rebuild.
+    async fn exclusions(&mut self) -> Result<Exclusions>;
+
+    /// Stores letters for events that failed in this rebuild and parks their aggregates
+    /// from their versions on, as a batch commit does; visible when the rebuild finishes.
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<()>;
+
+    /// Sets every partition's checkpoint to `to`, marks the projection caught up, moves
+    /// every partition's parking epoch (runners re-read their parked sets) and commits.
     async fn finish(self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<()>;
 }
 
@@ -288,6 +317,14 @@ pub trait RepairSession {
     /// Moves the parking to a later version (`Some`) or lifts it (`None`); bumps the
     /// partition's parking epoch either way.
     async fn set_parking(&mut self, parked: Option<Parked>) -> Result<()>;
+
+    /// The events of the letter's aggregate that operators took out of the projection
+    /// before, which a repair leaves out as well.
+    async fn discarded_events(&mut self) -> Result<Vec<DiscardedEvent>>;
+
+    /// Records events this repair takes out of the projection (a skip or a discard), so
+    /// that rebuilds and time travel leave them out too.
+    async fn discard_events(&mut self, events: &[DiscardedEvent]) -> Result<()>;
 
     /// Updates the open letter after another failed attempt.
     async fn failed_again(&mut self, error: &str) -> Result<()>;

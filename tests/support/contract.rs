@@ -790,14 +790,14 @@ pub async fn status_and_lag<S: ContractStore>(store: &S) {
 /// A second table for projections registered next to [`PROBE`] in one store.
 pub const PROBE_LAG: TableSchema = TableSchema { name: "contract_probe_lag", ..PROBE };
 
-/// Changing the partition count is allowed while every partition is at one checkpoint,
-/// and refused (`InvalidInput`) once they differ.
+/// Repartitioning is allowed while every partition is at one checkpoint, and refused
+/// (`InvalidInput`) once they differ.
 pub async fn rescale_needs_aligned_checkpoints<S: ContractStore>(store: &S) {
     let p = "contract-rescale";
     let out = append(store, id(10, 1), "user", ExpectedVersion::Exact(0), vec![NewEvent::new("E", json!({}))]).await;
     settle(store, &out).await;
     ok(store.register(p, &PROBE, &EventFilter::all(), 2).await, "register 2");
-    ok(store.register(p, &PROBE, &EventFilter::all(), 4).await, "rescale 2 -> 4 at one checkpoint");
+    ok(store.repartition(p, 4).await, "rescale 2 -> 4 at one checkpoint");
     let states = states_of(&ok(store.states().await, "states"), p);
     assert_eq!(states.len(), 4, "4 partitions after rescaling: {states:#?}");
     assert!(states.iter().all(|s| s.partitions == 4), "every partition knows the new count");
@@ -818,7 +818,7 @@ pub async fn rescale_needs_aligned_checkpoints<S: ContractStore>(store: &S) {
         dead_letters: Vec::new(),
     };
     ok(store.commit(commit).await, "commit");
-    match store.register(p, &PROBE, &EventFilter::all(), 2).await {
+    match store.repartition(p, 2).await {
         Err(StoreError::InvalidInput(_)) => {}
         other => panic!("rescaling partitions at different checkpoints: want InvalidInput, got {other:?}"),
     }

@@ -8,9 +8,11 @@ pub mod ledger;
 pub mod pg;
 pub mod poison;
 pub mod reporting;
+pub mod replays;
+pub mod tables;
 
-/// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
-/// [`drift`]), named after the check, each on a fresh store: a failing check hides no
+/// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
+/// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
 /// other.
 ///
 /// The argument makes the fresh store: `let` statements first, for whatever must outlive
@@ -56,6 +58,10 @@ macro_rules! contract_tests {
             an_expected_version_below_zero_is_refused,
             an_append_without_events_is_refused,
             an_append_that_is_not_a_well_formed_event_is_refused,
+            registering_with_another_partition_count_is_refused,
+        );
+        $crate::__store_tests!($attr $fresh tables:
+            a_missing_read_model_table_needs_a_rebuild,
         );
         $crate::__store_tests!($attr $fresh reporting:
             lag_is_measured_from_when_the_store_recorded_the_events,
@@ -67,7 +73,8 @@ macro_rules! contract_tests {
     };
 }
 
-/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`]); the
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`] and
+/// [`replays`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -90,6 +97,12 @@ macro_rules! failure_tests {
             the_queue_stores_lists_and_resolves_letters,
             begin_repair_finds_the_letter_its_parking_and_its_partition,
             a_repair_session_commits_everything_or_nothing,
+        );
+        $crate::__store_tests!($attr $fresh replays:
+            a_rebuild_with_a_poison_event_equals_the_live_read_model,
+            a_rebuild_keeps_skipped_and_discarded_events_out,
+            a_rebuild_takes_out_what_a_failing_event_touched,
+            time_travel_leaves_out_a_skipped_event,
         );
     };
     ($($fresh:tt)+) => {

@@ -5,4 +5,6 @@ UPDATE projection_state
 SET lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3
 WHERE projection = ?4 AND partition = ?5
   AND (lease_owner IS NULL OR lease_owner = ?1 OR lease_expires_at IS NULL OR lease_expires_at < ?3)
+  -- A partition waiting for a rebuild is nobody's to run.
+  AND status <> 'needs-rebuild'
 RETURNING transaction_id, position, parking_epoch

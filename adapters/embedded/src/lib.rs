@@ -35,8 +35,9 @@
 //!
 //! Layout: `migrate` applies the schema (`sql/migrations/`); every fixed statement is a
 //! file in `sql/`; `events`, `projections`, `dead_letters`, `rebuild` and `repair` each
-//! implement one of the store traits; `rows` is the only place that writes SQL from a
-//! read model's [`TableSchema`](projector::TableSchema).
+//! implement one of the store traits (`discarded` keeps what operators took out of a
+//! projection, for rebuilds, time travel and repairs); `rows` is the only place that
+//! writes SQL from a read model's [`TableSchema`](projector::TableSchema).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +49,7 @@ use rusqlite::{Connection, OpenFlags};
 
 mod codec;
 mod dead_letters;
+mod discarded;
 mod error;
 mod events;
 mod keys;

@@ -37,6 +37,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_idempotency_fingerprints",
         sql: include_str!("../sql/migrations/0006_idempotency_fingerprints.sql"),
     },
+    Migration {
+        version: 7,
+        name: "0007_discarded_events",
+        sql: include_str!("../sql/migrations/0007_discarded_events.sql"),
+    },
     Migration { version: 9, name: "0009_recorded_at", sql: include_str!("../sql/migrations/0009_recorded_at.sql") },
     Migration { version: 10, name: "0010_subject_keys", sql: include_str!("../sql/migrations/0010_subject_keys.sql") },
 ];

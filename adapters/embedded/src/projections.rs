@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, Lease, Partition, ProjectionState,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, Lease, Partition, ProjectionState,
     ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::codec::{format_ts, max_ts, parse_ts, tx_id};
 use crate::error::Context;
-use crate::{dead_letters, events, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, rows, EmbeddedStore};
 
 const FIND_TABLE_OWNER: &str = include_str!("../sql/find_table_owner.sql");
 const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql");
@@ -24,6 +24,9 @@ const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const INSERT_PARTITION: &str = include_str!("../sql/insert_partition.sql");
 const FIND_PROJECTION: &str = include_str!("../sql/find_projection.sql");
 const PARTITION_COUNT: &str = include_str!("../sql/partition_count.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
+const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
+const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
@@ -40,6 +43,15 @@ impl ProjectionStore for EmbeddedStore {
         partitions: u32,
     ) -> Result<(), StoreError> {
         register(&mut self.lock(), projection, table, filter, partitions)
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let rows = partition_rows(&self.lock(), projection).context(|| format!("look up projection {projection}"))?;
+        Ok(rows.first().map(|row| row.count))
+    }
+
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<(), StoreError> {
+        repartition(&mut self.lock(), projection, partitions)
     }
 
     async fn claim(
@@ -90,6 +102,10 @@ impl ProjectionStore for EmbeddedStore {
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
         states(&self.lock())
     }
+
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.lock(), projection)
+    }
 }
 
 /// When a lease taken now for `ttl` runs out, within the years the text encoding orders.
@@ -107,7 +123,6 @@ fn register(
 ) -> Result<(), StoreError> {
     rules::check_registration(projection, table, partitions)?;
     let context = || format!("register projection {projection}");
-    let now = format_ts(Utc::now());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
 
     let other: Option<String> =
@@ -118,19 +133,50 @@ fn register(
             table.name
         )));
     }
-    rows::ensure_table(&tx, table)?;
+    let existing = partition_rows(&tx, projection).context(context)?;
+    rules::check_registered_partitions(projection, &existing, partitions)?;
+    let fit = rules::table_fit(table, &rows::table_columns(&tx, table)?);
+    let needs_rebuild = rules::needs_rebuild(table, &fit, &existing);
+    if needs_rebuild.is_none() {
+        rows::ensure_table(&tx, table)?;
+    }
     let filter_json = serde_json::to_string(filter)
         .map_err(|e| StoreError::InvalidInput(format!("projection {projection}: filter does not serialize: {e}")))?;
     tx.execute(REGISTER_PROJECTION, params![projection, table.name, filter_json, partitions]).context(context)?;
+    split(&tx, projection, &existing, partitions)?;
+    if let Some(why) = needs_rebuild {
+        // Never an empty table under a checkpoint past the start: the rebuild makes it.
+        tx.execute(MARK_NEEDS_REBUILD, params![projection, why, format_ts(Utc::now())]).context(context)?;
+    }
+    tx.commit().context(context)?;
+    Ok(())
+}
 
-    let existing = partition_rows(&tx, projection).context(context)?;
-    if let Rescale::Reset { start } = rules::rescale(projection, &existing, partitions)? {
-        tx.execute(DELETE_PARTITIONS, [projection]).context(context)?;
+/// Lays out the partition rows as the rescale rule says.
+fn split(conn: &Connection, projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<(), StoreError> {
+    let context = || format!("split projection {projection} into {partitions} partitions");
+    if let Rescale::Reset { start } = rules::rescale(projection, existing, partitions)? {
+        let now = format_ts(Utc::now());
+        conn.execute(DELETE_PARTITIONS, [projection]).context(context)?;
         for index in 0..partitions {
-            tx.execute(INSERT_PARTITION, params![projection, index, partitions, tx_id(start)?, start.position, now])
+            conn.execute(INSERT_PARTITION, params![projection, index, partitions, tx_id(start)?, start.position, now])
                 .context(context)?;
         }
     }
+    Ok(())
+}
+
+fn repartition(conn: &mut Connection, projection: &str, partitions: u32) -> Result<(), StoreError> {
+    rules::check_partitions(projection, partitions)?;
+    let context = || format!("repartition projection {projection}");
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
+    let existing = partition_rows(&tx, projection).context(context)?;
+    let waits: bool = tx.query_row(NEEDS_REBUILD, [projection], |r| r.get(0)).context(context)?;
+    rules::check_repartition(projection, waits)?;
+    if tx.execute(SET_PARTITION_COUNT, params![projection, partitions]).context(context)? == 0 {
+        return Err(StoreError::UnknownProjection(projection.to_owned()));
+    }
+    split(&tx, projection, &existing, partitions)?;
     tx.commit().context(context)?;
     Ok(())
 }

@@ -168,15 +168,13 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
         if partitions == 0 {
             return Err(AdapterError::Provider("partitions must be at least 1".into()));
         }
-        let filter = d.handler_filter().and(&p.events.to_filter());
-        let schema = d.schema();
         self.stop(projection);
         // Old partitions first reach one checkpoint, so the new split starts from it
         // with nothing applied twice and nothing skipped.
         d.align(self.connector.clone(), projection.to_owned(), p.events.to_filter(), self.owner.clone(), p.batch_size)
             .map_err(AdapterError::Provider)?;
         let store = self.connector.connect().await?;
-        store.register(projection, schema, &filter, partitions).await?;
+        store.repartition(projection, partitions).await?;
         self.start(projection, partitions)
     }
 

@@ -7,7 +7,7 @@
 //! from the [`ProjectionState`]s read from the store when the page is rendered.
 //!
 //! A partition is healthy when its loop heart-beat within the health interval, it was
-//! not halted, and its stored status is neither `failed` nor `stopped`. Parked events
+//! not halted, and its stored status is none of `failed`, `stopped` and `needs-rebuild`. Parked events
 //! are not lag and do not make a partition unhealthy.
 
 use std::collections::BTreeMap;
@@ -283,6 +283,12 @@ impl Metrics {
                     })
                 }
                 Status::Stopped => return Some("status stopped".to_owned()),
+                Status::NeedsRebuild => {
+                    return Some(match &state.last_error {
+                        Some(why) => format!("status needs-rebuild: {why}"),
+                        None => "status needs-rebuild: run `projector rebuild`".to_owned(),
+                    })
+                }
                 _ => {}
             }
         }

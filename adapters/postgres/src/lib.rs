@@ -16,6 +16,7 @@
 mod connect;
 mod conninfo;
 mod dead_letters;
+mod discarded;
 mod error;
 mod events;
 mod keys;

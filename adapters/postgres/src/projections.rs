@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, HorizonHold, Lease, Partition, ProjectionState,
-    ProjectionStore, Status, StoreError, TableSchema, Value,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, Lease, Partition,
+    ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, commit_letters_sql, parked_set, LetterArrays};
+use crate::discarded;
 use crate::error::map;
 use crate::rows::{self, GuardedWrites};
 use crate::types::Xid8;
@@ -25,6 +26,9 @@ const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql")
 const PARTITION_ROWS: &str = include_str!("../sql/partition_rows.sql");
 const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const CREATE_PARTITIONS: &str = include_str!("../sql/create_partitions.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
+const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
+const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const CLAIM_REFUSED: &str = include_str!("../sql/claim_refused.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
@@ -62,7 +66,13 @@ async fn register_locked(
     filter_json: &serde_json::Value,
     partitions: u32,
 ) -> Result<(), StoreError> {
-    rows::create_table(client, table).await?;
+    let existing = partition_rows(client, projection).await?;
+    rules::check_registered_partitions(projection, &existing, partitions)?;
+    let fit = rules::table_fit(table, &rows::table_columns(client, table).await?);
+    let needs_rebuild = rules::needs_rebuild(table, &fit, &existing);
+    if needs_rebuild.is_none() {
+        rows::create_table(client, table).await?;
+    }
     let count = int4(partitions)?;
     client
         .query_typed(
@@ -71,7 +81,16 @@ async fn register_locked(
         )
         .await
         .map_err(map)?;
-    let existing: Vec<PartitionRow> = client
+    split(client, projection, &existing, partitions).await?;
+    if let Some(why) = needs_rebuild {
+        // Never an empty table under a checkpoint past the start: the rebuild makes it.
+        client.query_typed(MARK_NEEDS_REBUILD, &[(&projection, Type::TEXT), (&why, Type::TEXT)]).await.map_err(map)?;
+    }
+    Ok(())
+}
+
+async fn partition_rows(client: &Client, projection: &str) -> Result<Vec<PartitionRow>, StoreError> {
+    Ok(client
         .query_typed(PARTITION_ROWS, &[(&projection, Type::TEXT)])
         .await
         .map_err(map)?
@@ -81,8 +100,33 @@ async fn register_locked(
             count: r.get::<_, i32>(1) as u32,
             checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(2).0, position: r.get(3) },
         })
-        .collect();
-    let Rescale::Reset { start } = rules::rescale(projection, &existing, partitions)? else {
+        .collect())
+}
+
+async fn repartition_locked(client: &Client, projection: &str, partitions: u32) -> Result<(), StoreError> {
+    let count = int4(partitions)?;
+    let existing = partition_rows(client, projection).await?;
+    let waits: bool = client.query_typed_one(NEEDS_REBUILD, &[(&projection, Type::TEXT)]).await.map_err(map)?.get(0);
+    rules::check_repartition(projection, waits)?;
+    let set = client
+        .query_typed(SET_PARTITION_COUNT, &[(&projection, Type::TEXT), (&count, Type::INT4)])
+        .await
+        .map_err(map)?;
+    if set.is_empty() {
+        return Err(StoreError::UnknownProjection(projection.to_owned()));
+    }
+    split(client, projection, &existing, partitions).await
+}
+
+/// Lays out the partition rows as the rescale rule says.
+async fn split(
+    client: &Client,
+    projection: &str,
+    existing: &[PartitionRow],
+    partitions: u32,
+) -> Result<(), StoreError> {
+    let count = int4(partitions)?;
+    let Rescale::Reset { start } = rules::rescale(projection, existing, partitions)? else {
         return Ok(());
     };
     let xid = Xid8(start.transaction_id);
@@ -149,6 +193,27 @@ impl ProjectionStore for PgStore {
             register_locked(&client, projection, table, &filter_json, partitions).await
         };
         match registered.await {
+            Ok(()) => client.batch_execute("COMMIT").await.map_err(map),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let client = self.client().await?;
+        Ok(partition_rows(&client, projection).await?.first().map(|row| row.count))
+    }
+
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<(), StoreError> {
+        rules::check_partitions(projection, partitions)?;
+        let client = self.client().await?;
+        let done = async {
+            client.batch_execute(&format!("BEGIN;\n{LOCK_REGISTRATIONS}")).await.map_err(map)?;
+            repartition_locked(&client, projection, partitions).await
+        };
+        match done.await {
             Ok(()) => client.batch_execute("COMMIT").await.map_err(map),
             Err(e) => {
                 let _ = client.batch_execute("ROLLBACK").await;
@@ -305,6 +370,11 @@ impl ProjectionStore for PgStore {
             .await
             .map_err(map)?;
         Ok(())
+    }
+
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
+        let client = self.client().await?;
+        discarded::exclusions(&client, projection).await
     }
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {

@@ -325,3 +325,33 @@ fn only_a_running_status_clears_the_last_error() {
     assert!(!Status::Failed.clears_last_error());
     assert!(!Status::Stopped.clears_last_error());
 }
+
+#[test]
+fn registering_keeps_the_stored_partition_count() {
+    assert!(check_registered_partitions("p", &[], 3).is_ok(), "a new projection takes any count");
+    let two = [row(0, 2, at(0, 5)), row(1, 2, at(0, 5))];
+    assert!(check_registered_partitions("p", &two, 2).is_ok());
+    let err = check_registered_partitions("p", &two, 3).unwrap_err().to_string();
+    for needle in ["2 partitions", "3 were asked", "`partitions: 2`", "`projector scale p 3`"] {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+}
+
+#[test]
+fn a_missing_or_narrower_table_under_a_moved_checkpoint_needs_a_rebuild() {
+    let t = table("totals");
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(table_fit(t, &[]), TableFit::Missing);
+    assert_eq!(table_fit(t, &names(&["ID", "total", "other"])), TableFit::Fits, "names compare without case");
+    assert_eq!(table_fit(t, &names(&["id"])), TableFit::Lacks(vec!["total".into()]));
+
+    let fresh = [row(0, 1, Checkpoint::START)];
+    let moved = [row(0, 2, Checkpoint::START), row(1, 2, at(0, 9))];
+    assert_eq!(needs_rebuild(t, &TableFit::Missing, &[]), None, "a new projection gets its table");
+    assert_eq!(needs_rebuild(t, &TableFit::Missing, &fresh), None, "nothing applied yet: create it");
+    assert_eq!(needs_rebuild(t, &TableFit::Fits, &moved), None);
+    let why = needs_rebuild(t, &TableFit::Missing, &moved).expect("needs a rebuild");
+    assert!(why.contains("totals is missing") && why.contains("projector rebuild"), "{why}");
+    let why = needs_rebuild(t, &TableFit::Lacks(vec!["total".into()]), &moved).expect("needs a rebuild");
+    assert!(why.contains("lacks the column(s) total"), "{why}");
+}
