@@ -10,7 +10,7 @@ use crate::error::HandlerError;
 use crate::event::DomainEvent;
 use crate::handler::{Ordering, ProjectionHandler};
 use crate::read_model::{Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
-use crate::store::RowChanges;
+use crate::store::{rules, RowChanges};
 
 /// A handler failed on one event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,11 +85,27 @@ pub struct Fold<'h, H: ProjectionHandler> {
     assume_absent: bool,
     events_applied: u64,
     last_event_at: Option<DateTime<Utc>>,
+    /// Stored events with a larger payload fail before the handler sees them.
+    max_payload_bytes: usize,
 }
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
     pub fn new(handler: &'h H) -> Self {
-        Self { handler, slots: Map::default(), assume_absent: false, events_applied: 0, last_event_at: None }
+        Self {
+            handler,
+            slots: Map::default(),
+            assume_absent: false,
+            events_applied: 0,
+            last_event_at: None,
+            max_payload_bytes: usize::MAX,
+        }
+    }
+
+    /// Events whose payload is over `bytes` fail with [`HandlerError::Oversized`]
+    /// instead of being applied (see [`rules::check_stored_payload`]).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
     }
 
     /// Keys not yet in memory are treated as absent rather than loaded.
@@ -182,7 +198,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         for (event, key) in events.iter().zip(&keys) {
             let Some(key) = key else { continue };
             let at = expected.entry(key).or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
-            if event.version > *at + 1 {
+            if event.version > at.saturating_add(1) {
                 gaps.push(Gap { aggregate_id: event.aggregate_id, after: *at, upto: event.version - 1 });
             }
             *at = (*at).max(event.version);
@@ -316,6 +332,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         };
         // Checked before the handler sees the event (even one it would ignore), so a
         // malformed row fails the same way for every projection.
+        rules::check_stored_payload(event, self.max_payload_bytes).map_err(failed)?;
         event.check_payload_shape().map_err(failed)?;
         let Some(key) = self.handler.key(event) else {
             return Ok(());

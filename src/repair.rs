@@ -9,19 +9,21 @@
 use chrono::{DateTime, Utc};
 
 use crate::dead_letter::{DeadLetter, DeadLetterStatus, OperatorAction, Parked};
-use crate::error::StoreError;
+use crate::error::{HandlerError, StoreError};
 use crate::event::{DomainEvent, EventFilter};
 use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
-use crate::store::{ReadBound, RepairSession, Repairs};
+use crate::store::{rules, ReadBound, RepairSession, Repairs};
 
 /// What an operator asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepairAction {
     /// Re-apply the parked sequence, starting with the dead-lettered event.
     Retry,
-    /// Drop the dead-lettered event and re-apply the rest of the sequence.
+    /// Drop the dead-lettered event and re-apply the rest of the sequence. For an event
+    /// dead-lettered because earlier versions are missing, accept the gap instead: the
+    /// event and the rest apply after it.
     Skip,
     /// Drop the whole parked sequence.
     Discard,
@@ -132,10 +134,10 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
 
         let more = events.len() > chunk;
         let part = &events[..events.len().min(chunk)];
-        let skip = |e: &DomainEvent| what == RepairAction::Skip && e.event_id == letter.event_id;
-        let (fold, failed) = apply_sequence(handler, &mut session, part, &filter, &skip).await?;
+        let skip = (what == RepairAction::Skip).then_some(letter.event_id);
+        let (fold, failed, skipped) = apply_sequence(handler, &mut session, part, &filter, skip).await?;
         applied += fold.events_applied();
-        dropped += part.iter().filter(|e| skip(e)).count() as u64;
+        dropped += skipped;
         session.write_rows(schema, fold.changes()).await?;
         let closing = if what == RepairAction::Skip { DeadLetterStatus::Skipped } else { DeadLetterStatus::Resolved };
         match failed {
@@ -198,15 +200,18 @@ fn row_error<H: ProjectionHandler>(handler: &H, e: crate::read_model::RowError) 
     RuntimeError::Row { projection: handler.name(), reason: e.to_string() }
 }
 
-/// Applies `events` (one aggregate, version order) up to the first failure. Returns the
-/// fold holding exactly the events before the failure, and the failure.
+/// Applies `events` (one aggregate, version order) up to the first failure, dropping
+/// the event `skip` names. An event with earlier versions missing from the store fails
+/// (as it did for the runner), unless it is the skipped one: skipping it accepts the gap,
+/// and it applies. Returns the fold holding exactly the events before the failure, the
+/// failure, and how many events were dropped.
 async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
     handler: &'h H,
     session: &mut R,
     events: &[DomainEvent],
     filter: &EventFilter,
-    skip: &impl Fn(&DomainEvent) -> bool,
-) -> Result<(Fold<'h, H>, Option<(DomainEvent, String)>), RuntimeError> {
+    skip_id: Option<uuid::Uuid>,
+) -> Result<(Fold<'h, H>, Option<(DomainEvent, String)>, u64), RuntimeError> {
     let schema = handler.schema();
     let keys = Fold::new(handler).keys_to_load(events);
     let rows = session.load_rows(schema, &keys).await?;
@@ -218,12 +223,31 @@ async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
     let mut fold = fresh()?;
     // Versions missing before the sequence (a version ordered after the checkpoint).
     let mut gap_events = Vec::new();
+    // Versions of the sequence with earlier versions missing: (version, first, last).
+    let mut unfilled: Vec<(i64, i64, i64)> = Vec::new();
     for gap in fold.gaps(events) {
         let found =
             session.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
+        if let Some((first, last)) = rules::missing_versions(gap.after, gap.upto, found.iter().map(|e| e.version)) {
+            unfilled.push((gap.upto.saturating_add(1), first, last));
+        }
         gap_events.extend(found.into_iter().filter(|e| filter.matches(e)));
     }
+    let missing_before = |e: &DomainEvent| unfilled.iter().find(|(v, ..)| *v == e.version).map(|(_, f, l)| (*f, *l));
+    let skip = |e: &DomainEvent| skip_id == Some(e.event_id) && missing_before(e).is_none();
+    let dropped = events.iter().filter(|e| skip(e)).count() as u64;
     for (i, event) in events.iter().enumerate() {
+        let missing = missing_before(event).filter(|_| skip_id != Some(event.event_id));
+        if let Some((first, last)) = missing {
+            let error = HandlerError::VersionsMissing {
+                event_id: event.event_id,
+                aggregate_id: event.aggregate_id,
+                version: event.version,
+                first,
+                last,
+            };
+            return Ok((fold, Some((event.clone(), error.to_string())), dropped));
+        }
         if skip(event) {
             if let Some(key) = handler.key(event) {
                 fold.consume_version(key, event.version);
@@ -248,8 +272,8 @@ async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
                     redo.apply(std::slice::from_ref(earlier), &gap_events)?;
                 }
             }
-            return Ok((redo, Some((failed, failure.error.to_string()))));
+            return Ok((redo, Some((failed, failure.error.to_string())), dropped));
         }
     }
-    Ok((fold, None))
+    Ok((fold, None, dropped))
 }

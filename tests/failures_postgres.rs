@@ -85,6 +85,7 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         owner: "backoff-test".into(),
         retry: policy,
         on_failure: OnFailure::Park,
+        gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -157,6 +158,7 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         owner: "kill-test".into(),
         retry: RetryPolicy { max_retries: 3, base: Duration::from_millis(20), cap: Duration::from_millis(200) },
         on_failure: OnFailure::Park,
+        gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());

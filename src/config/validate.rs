@@ -14,8 +14,8 @@ use super::units::{format_duration, parse_duration, parse_size};
 use super::{
     AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, OnFailure, ProjectionConfig,
     Provider, ResourceConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT, DEFAULT_ALERT_RETRY,
-    DEFAULT_BATCH_SIZE, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL,
-    DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_PARTITIONS, MAX_RETRIES_LIMIT,
+    DEFAULT_BATCH_SIZE, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS,
+    DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_PARTITIONS, MAX_RETRIES_LIMIT,
 };
 use crate::retry::RetryPolicy;
 
@@ -293,6 +293,10 @@ impl Validator<'_> {
             }
         }
 
+        let gap_timeout = match &raw.gap_timeout {
+            Some(value) => self.duration("gap_timeout", value),
+            None => Some(DEFAULT_GAP_TIMEOUT),
+        };
         let retry = self.retry(raw.retry, DEFAULT_RETRY);
         let on_failure = match &raw.on_failure {
             Some(value) => {
@@ -330,6 +334,7 @@ impl Validator<'_> {
             lease_ttl: lease_ttl?,
             retry: retry?,
             on_failure: on_failure?,
+            gap_timeout: gap_timeout?,
         })
     }
 

@@ -91,6 +91,12 @@ pub trait EventStore {
     async fn read_committed(&self, after: i64, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>> {
         self.read_all(Checkpoint { transaction_id: 0, position: after }, filter, Partition::WHOLE, limit).await
     }
+
+    /// The largest `event_data` an append accepts, in bytes of compact JSON. The runtime
+    /// dead-letters a stored event over it (a row written around the store) unfolded.
+    fn max_payload_bytes(&self) -> usize {
+        rules::DEFAULT_MAX_PAYLOAD_BYTES
+    }
 }
 
 /// A claimed partition: the caller owns it until the lease expires unrenewed.
@@ -159,6 +165,8 @@ pub struct FailureRecord {
     /// Failed attempts so far, this one included.
     pub attempts: u32,
     pub first_failed_at: DateTime<Utc>,
+    /// This attempt, by the same clock: how long an event has been failing.
+    pub last_failed_at: DateTime<Utc>,
 }
 
 /// Projection bookkeeping and read-model writes.

@@ -6,6 +6,7 @@ pub mod failures;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
+pub mod stored_events;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
 /// [`drift`]), named after the check, each on a fresh store: a failing check hides no
@@ -61,7 +62,8 @@ macro_rules! contract_tests {
     };
 }
 
-/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`]); the
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`] and
+/// [`stored_events`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -84,6 +86,12 @@ macro_rules! failure_tests {
             the_queue_stores_lists_and_resolves_letters,
             begin_repair_finds_the_letter_its_parking_and_its_partition,
             a_repair_session_commits_everything_or_nothing,
+        );
+        $crate::__store_tests!($attr $fresh stored_events:
+            a_version_gap_is_dead_lettered_after_its_timeout_and_skip_accepts_it,
+            a_gap_filled_within_its_timeout_applies_everything_in_order,
+            a_version_at_the_largest_bigint_is_a_gap_and_refuses_appends,
+            an_oversized_stored_event_is_dead_lettered_with_its_size,
         );
     };
     ($($fresh:tt)+) => {

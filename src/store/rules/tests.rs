@@ -309,3 +309,34 @@ fn the_parked_set_is_keyed_by_aggregate() {
     assert_eq!(set.by_aggregate[&Uuid::from_u128(1)].from_version, 3);
     assert_eq!(set.by_aggregate.len(), 2);
 }
+
+#[test]
+fn missing_versions_names_the_first_and_last_hole() {
+    assert_eq!(missing_versions(1, 4, []), Some((2, 4)));
+    assert_eq!(missing_versions(1, 4, [2, 3, 4]), None);
+    assert_eq!(missing_versions(1, 4, [4, 2]), Some((3, 3)));
+    assert_eq!(missing_versions(1, 5, [2, 5]), Some((3, 4)));
+    assert_eq!(missing_versions(1, i64::MAX - 1, [2]), Some((3, i64::MAX - 1)));
+    assert_eq!(missing_versions(3, 3, []), None);
+}
+
+#[test]
+fn an_append_past_the_largest_version_is_refused() {
+    let id = Uuid::from_u128(9);
+    assert_eq!(last_appended_version(id, 4, 2).unwrap(), 6);
+    let err = last_appended_version(id, i64::MAX, 1).unwrap_err().to_string();
+    assert!(err.contains(&i64::MAX.to_string()) && err.contains(&id.to_string()), "{err}");
+}
+
+#[test]
+fn a_gap_waits_out_its_timeout_by_the_attempt_clock() {
+    let first = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let record = |secs| FailureRecord {
+        attempts: 2,
+        first_failed_at: first,
+        last_failed_at: first + chrono::Duration::seconds(secs),
+    };
+    assert!(!gap_waited_out(&record(29), std::time::Duration::from_secs(30)));
+    assert!(gap_waited_out(&record(30), std::time::Duration::from_secs(30)));
+    assert!(gap_waited_out(&record(0), std::time::Duration::ZERO));
+}
