@@ -14,8 +14,8 @@ pub enum ErrorClass {
 /// A handler could not apply an event.
 ///
 /// ### Handling
-/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing` and `Oversized` are permanent: the event goes to the dead-letter
-/// queue and parks its aggregate.
+/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing`, `Oversized` and `Crashed` are
+/// permanent: the event goes to the dead-letter queue and parks its aggregate.
 /// `Transient` asks the runtime to retry the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -37,6 +37,10 @@ pub enum HandlerError {
     /// around the store): it is not folded.
     #[error("event {event_id}: event_data is {size} bytes, over the limit of {limit} bytes")]
     Oversized { event_id: Uuid, size: usize, limit: usize },
+    /// The runner process died while applying the event, `crashes` times in a row (an
+    /// abort, running out of memory, a stack overflow, a wasm trap): it is not applied.
+    #[error("event {event_id}: crashed the runner {crashes} times in a row while being applied; not applied")]
+    Crashed { event_id: Uuid, crashes: u32 },
 }
 
 /// "versions 2–4 missing", or "version 3 missing" for one.

@@ -29,6 +29,6 @@ pub use retry::RetryPolicy;
 pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
 pub use state::{ProjectionState, Status};
 pub use store::{
-    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, Lease,
-    ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
+    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, InFlight,
+    Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
 };

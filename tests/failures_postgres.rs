@@ -86,6 +86,7 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         retry: policy,
         on_failure: OnFailure::Park,
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
+        crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -159,6 +160,7 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         retry: RetryPolicy { max_retries: 3, base: Duration::from_millis(20), cap: Duration::from_millis(200) },
         on_failure: OnFailure::Park,
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
+        crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());

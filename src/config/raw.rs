@@ -44,6 +44,7 @@ pub(super) struct RawProjection {
     pub(super) retry: Option<RawRetry>,
     pub(super) on_failure: Option<Spanned<String>>,
     pub(super) gap_timeout: Option<Spanned<String>>,
+    pub(super) crash_limit: Option<Spanned<RawInt>>,
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@
 //! decides when to call [`BatchRunner::step`] and how long to sleep in between.
 
 mod align;
+mod crashes;
 mod gaps;
 mod rebuild;
 mod time_travel;
@@ -94,6 +95,15 @@ pub struct BatchRunner<'a, H, S> {
     gap_timeout: Duration,
     /// An event waiting for missing versions (its wait is in the attempt history).
     gap_waiting: Option<Uuid>,
+    /// Consecutive crashes with the same batch in flight before it is searched for the
+    /// event that crashes the runner.
+    crash_limit: u32,
+    /// Consecutive crashes as of the claim (see [`rules::crashes_at_claim`]).
+    crashes: u32,
+    /// Decided at the first step, from the lease.
+    crash_plan: Option<rules::CrashPlan>,
+    /// A batch is recorded in flight and not yet committed.
+    in_flight_marked: bool,
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -116,7 +126,19 @@ where
             retrying: None,
             gap_timeout: crate::config::DEFAULT_GAP_TIMEOUT,
             gap_waiting: None,
+            crash_limit: crate::config::DEFAULT_CRASH_LIMIT,
+            crashes: 0,
+            crash_plan: None,
+            in_flight_marked: false,
         }
+    }
+
+    /// After this many consecutive crashes of the runner process with the same batch in
+    /// flight, the batch is halved until the event that crashes it is isolated; that
+    /// event is dead-lettered unapplied and its aggregate parked.
+    pub fn crash_limit(mut self, crashes: u32) -> Self {
+        self.crash_limit = crashes.max(1);
+        self
     }
 
     /// How long an event whose aggregate has versions missing before it waits for them
@@ -165,8 +187,25 @@ where
     /// Reads and applies one batch. Rows and checkpoint commit in one transaction; on
     /// any error nothing is written and the checkpoint stays where it was.
     pub async fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let result = self.step_once().await;
+        if std::mem::take(&mut self.in_flight_marked) && result.is_err() {
+            // Not a crash: the next claim must not count one. Should this fail too, the
+            // next claim counts a crash that was none, which takes `crash_limit` in a row
+            // to matter.
+            let _ = self.store.set_in_flight(&self.lease, None, self.crashes).await;
+        }
+        result
+    }
+
+    async fn step_once(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let plan = self.plan_for_crashes();
+        let limit = match plan {
+            rules::CrashPlan::Normal => self.batch_size,
+            rules::CrashPlan::Probe { limit, .. } => limit.clamp(1, self.batch_size),
+            rules::CrashPlan::Isolated => 1,
+        };
         let from = self.lease.checkpoint;
-        let mut events = self.store.read_all(from, &self.filter, self.lease.partition, self.batch_size).await?;
+        let mut events = self.store.read_all(from, &self.filter, self.lease.partition, limit).await?;
         if let Some(cap) = self.until {
             events.retain(|e| e.checkpoint() <= cap);
             if events.is_empty() && from < cap {
@@ -177,6 +216,9 @@ where
         }
         if events.is_empty() {
             return Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() });
+        }
+        if plan == rules::CrashPlan::Isolated && !self.lease.parked.holds(&events[0]) {
+            return self.dead_letter_crasher(events.swap_remove(0)).await;
         }
         let schema = self.handler.schema();
 
@@ -190,9 +232,10 @@ where
         let reads = gaps::read_gaps(self.store, &fold, &events, &self.filter, |e| self.lease.parked.holds(e)).await?;
         self.settle_gaps(&reads.unfilled, &mut events, &mut letters, &mut parked_now).await?;
         let gap_events = reads.events;
-        let parked = &self.lease.parked;
         let last = events.last().expect("a batch cut at a gap keeps at least one event");
         let to = last.checkpoint();
+        self.mark_in_flight(to, events.len()).await?;
+        let parked = &self.lease.parked;
         // The batch is folded once: after a failure, only the rows the parked versions
         // reached are replayed, and applying goes on where it stopped.
         let mut start = 0;
@@ -255,6 +298,8 @@ where
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
+        self.in_flight_marked = false;
+        self.committed_after_crashes(plan, to).await?;
         for event_id in [self.retrying.take(), self.gap_waiting.take()].into_iter().flatten() {
             if events.iter().any(|e| e.event_id == event_id) && !letters_sent.contains(&event_id) {
                 self.store.clear_failure(self.handler.name(), event_id).await?;

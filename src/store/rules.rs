@@ -13,7 +13,7 @@ use crate::error::{HandlerError, Result, StoreError};
 use crate::event::{Checkpoint, DomainEvent, Partition};
 use crate::read_model::TableSchema;
 use crate::state::Status;
-use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion, FailureRecord};
+use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion, FailureRecord, InFlight, Lease};
 
 /// The store's own tables: no read model may take one of these names.
 pub const RESERVED_TABLES: &[&str] = &[
@@ -220,6 +220,50 @@ pub fn missing_versions(after: i64, upto: i64, found: impl IntoIterator<Item = i
 pub fn gap_waited_out(record: &FailureRecord, timeout: std::time::Duration) -> bool {
     let waited = (record.last_failed_at - record.first_failed_at).to_std().unwrap_or_default();
     waited >= timeout
+}
+
+/// The consecutive crashes of a partition as a new lease holder sees them: a batch still
+/// recorded in flight at the claim is one more (its runner died applying it).
+pub fn crashes_at_claim(lease: &Lease) -> u32 {
+    lease.crashes.saturating_add(u32::from(lease.in_flight.is_some()))
+}
+
+/// The error for recording a batch in flight under a lease the caller no longer holds.
+pub fn in_flight_refused(lease: &Lease) -> StoreError {
+    StoreError::LeaseLost {
+        projection: lease.projection.clone(),
+        partition: lease.partition.index,
+        owner: format!("another owner than {} (the lease expired)", lease.owner),
+    }
+}
+
+/// What a runner does about the batch a runner died applying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPlan {
+    /// Nothing suspect: batches as configured.
+    Normal,
+    /// Batches of at most `limit` events (half the batch that crashed) until the
+    /// checkpoint reaches `until`, the end of that batch: each crash halves the suspect
+    /// range until one event is left.
+    Probe { limit: usize, until: Checkpoint },
+    /// The batch that crashed `crash_limit` times or more held one event: it is
+    /// dead-lettered unapplied.
+    Isolated,
+}
+
+/// The plan for a partition whose last batch `in_flight` (if any) was never committed,
+/// after `crashes` consecutive crashes.
+pub fn crash_plan(in_flight: Option<InFlight>, crashes: u32, crash_limit: u32) -> CrashPlan {
+    match in_flight {
+        Some(batch) if crashes >= crash_limit.max(1) => {
+            if batch.events <= 1 {
+                CrashPlan::Isolated
+            } else {
+                CrashPlan::Probe { limit: (batch.events / 2) as usize, until: batch.to }
+            }
+        }
+        _ => CrashPlan::Normal,
+    }
 }
 
 fn json_kind(value: &serde_json::Value) -> &'static str {

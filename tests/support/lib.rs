@@ -1,6 +1,7 @@
 //! Shared test support.
 
 pub mod contract;
+pub mod crashes;
 pub mod drift;
 pub mod failures;
 pub mod ledger;
@@ -62,8 +63,8 @@ macro_rules! contract_tests {
     };
 }
 
-/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`] and
-/// [`stored_events`]); the
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`],
+/// [`stored_events`] and [`crashes`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -92,6 +93,11 @@ macro_rules! failure_tests {
             a_gap_filled_within_its_timeout_applies_everything_in_order,
             a_version_at_the_largest_bigint_is_a_gap_and_refuses_appends,
             an_oversized_stored_event_is_dead_lettered_with_its_size,
+        );
+        $crate::__store_tests!($attr $fresh crashes:
+            a_claim_returns_the_batch_left_in_flight_and_a_commit_clears_it,
+            one_event_in_flight_at_the_crash_limit_is_dead_lettered,
+            a_batch_in_flight_at_the_crash_limit_is_halved,
         );
     };
     ($($fresh:tt)+) => {

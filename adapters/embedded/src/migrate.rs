@@ -37,11 +37,13 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0006_idempotency_fingerprints",
         sql: include_str!("../sql/migrations/0006_idempotency_fingerprints.sql"),
     },
+    Migration { version: 8, name: "0008_crash_count", sql: include_str!("../sql/migrations/0008_crash_count.sql") },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");
 const SCHEMA_VERSION: &str = include_str!("../sql/schema_version.sql");
 const RECORD_MIGRATION: &str = include_str!("../sql/record_migration.sql");
+const APPLIED_MIGRATIONS: &str = include_str!("../sql/applied_migrations.sql");
 
 /// Applies the migrations the file does not have yet, all in one write transaction, so
 /// two processes opening a new file at once do not both apply them.
@@ -58,7 +60,12 @@ pub(crate) fn run(conn: &mut Connection, shown: &str) -> Result<(), StoreError> 
              upgrade Projector"
         )));
     }
-    for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
+    // Each version on its own: numbers may have gaps that a later build fills.
+    let done: std::collections::BTreeSet<i64> = tx
+        .prepare(APPLIED_MIGRATIONS)
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .context(|| format!("migrate embedded store {shown}"))?;
+    for m in MIGRATIONS.iter().filter(|m| !done.contains(&m.version)) {
         let context = || format!("migrate embedded store {shown}: apply {}", m.name);
         tx.execute_batch(m.sql).context(context)?;
         tx.execute(RECORD_MIGRATION, params![m.version, m.name, codec::format_ts(Utc::now())]).context(context)?;

@@ -115,6 +115,7 @@ impl<C: Connector> LocalAdapter<C> {
                     retry: p.retry,
                     on_failure: p.on_failure,
                     gap_timeout: p.gap_timeout,
+                    crash_limit: p.crash_limit,
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })

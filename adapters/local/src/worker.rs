@@ -31,6 +31,8 @@ pub struct WorkerSettings {
     /// How long an event waits for missing versions of its aggregate before it is
     /// dead-lettered.
     pub gap_timeout: Duration,
+    /// Crashes in a row with one batch in flight before the crashing event is searched for.
+    pub crash_limit: u32,
 }
 
 /// Why a worker ended.
@@ -119,7 +121,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .lease_ttl(s.lease_ttl)
                 .retry(s.retry)
                 .on_failure(s.on_failure)
-                .gap_timeout(s.gap_timeout);
+                .gap_timeout(s.gap_timeout)
+                .crash_limit(s.crash_limit);
             let mut renewed = Instant::now();
             loop {
                 if *shutdown.borrow() {

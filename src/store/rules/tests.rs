@@ -33,6 +33,8 @@ fn lease(owner: &str) -> Lease {
         owner: owner.into(),
         checkpoint: at(0, 10),
         parked: ParkedSet::default(),
+        in_flight: None,
+        crashes: 0,
     }
 }
 
@@ -339,4 +341,19 @@ fn a_gap_waits_out_its_timeout_by_the_attempt_clock() {
     assert!(!gap_waited_out(&record(29), std::time::Duration::from_secs(30)));
     assert!(gap_waited_out(&record(30), std::time::Duration::from_secs(30)));
     assert!(gap_waited_out(&record(0), std::time::Duration::ZERO));
+}
+
+#[test]
+fn a_batch_in_flight_at_the_crash_limit_is_halved_until_one_event_is_left() {
+    let batch = |events| Some(InFlight { to: at(0, 40), events });
+    assert_eq!(crash_plan(None, 5, 3), CrashPlan::Normal);
+    assert_eq!(crash_plan(batch(8), 2, 3), CrashPlan::Normal);
+    assert_eq!(crash_plan(batch(8), 3, 3), CrashPlan::Probe { limit: 4, until: at(0, 40) });
+    assert_eq!(crash_plan(batch(3), 4, 3), CrashPlan::Probe { limit: 1, until: at(0, 40) });
+    assert_eq!(crash_plan(batch(1), 3, 3), CrashPlan::Isolated);
+    let mut claimed = lease("r");
+    assert_eq!(crashes_at_claim(&claimed), 0);
+    claimed.crashes = 2;
+    claimed.in_flight = batch(8);
+    assert_eq!(crashes_at_claim(&claimed), 3, "a batch still in flight at the claim is one more crash");
 }

@@ -1,0 +1,2 @@
+-- Every applied migration's version.
+SELECT version FROM schema_migrations
