@@ -14,7 +14,7 @@ use crate::event::{DomainEvent, EventFilter};
 use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
-use crate::store::{rules, ReadBound, RepairSession, Repairs};
+use crate::store::{rules, EventStore, ReadBound, RepairSession, Repairs};
 
 /// What an operator asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,7 +70,7 @@ fn action(id: i64, actor: &str, what: RepairAction, outcome: String) -> Operator
 ///
 /// Safe to run twice, also concurrently: repairs of one letter take turns, and a second
 /// one finds the letter closed (an `InvalidInput` error saying so) or the sequence moved.
-pub async fn repair<H: ProjectionHandler, S: Repairs>(
+pub async fn repair<H: ProjectionHandler, S: Repairs + EventStore>(
     handler: &H,
     store: &S,
     filter: &EventFilter,
@@ -135,7 +135,8 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
         let more = events.len() > chunk;
         let part = &events[..events.len().min(chunk)];
         let skip = (what == RepairAction::Skip).then_some(letter.event_id);
-        let (fold, failed, skipped) = apply_sequence(handler, &mut session, part, &filter, skip).await?;
+        let limit = store.max_payload_bytes();
+        let (fold, failed, skipped) = apply_sequence(handler, &mut session, part, &filter, skip, limit).await?;
         applied += fold.events_applied();
         dropped += skipped;
         session.write_rows(schema, fold.changes()).await?;
@@ -211,12 +212,13 @@ async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
     events: &[DomainEvent],
     filter: &EventFilter,
     skip_id: Option<uuid::Uuid>,
+    max_payload_bytes: usize,
 ) -> Result<(Fold<'h, H>, Option<(DomainEvent, String)>, u64), RuntimeError> {
     let schema = handler.schema();
     let keys = Fold::new(handler).keys_to_load(events);
     let rows = session.load_rows(schema, &keys).await?;
     let fresh = || -> Result<Fold<'h, H>, RuntimeError> {
-        let mut fold = Fold::new(handler);
+        let mut fold = Fold::new(handler).max_payload_bytes(max_payload_bytes);
         fold.insert_loaded(&keys, &rows).map_err(|e| row_error(handler, e))?;
         Ok(fold)
     };

@@ -218,4 +218,12 @@ pub async fn an_oversized_stored_event_is_dead_lettered_with_its_size<S: StoredE
     let rows = stored_profiles(store, &[a, b]).await;
     assert_eq!((rows[&a].0.name.as_deref(), rows[&a].1), (Some("A"), 1), "not folded");
     assert_eq!(rows[&b].1, 1, "B goes on");
+
+    // An operator's retry is held to the same limit; skip drops the event.
+    let retry = repair(&handler, store, &EventFilter::all(), letter.id, RepairAction::Retry, "ops", 10).await.unwrap();
+    assert!(matches!(retry.end, RepairEnd::Stopped { ref error, .. } if error.contains("over the limit")), "{retry:?}");
+    let skip = repair(&handler, store, &EventFilter::all(), letter.id, RepairAction::Skip, "ops", 10).await.unwrap();
+    assert_eq!((skip.end, skip.events_dropped), (RepairEnd::Done, 1));
+    let (profile, version) = stored_profiles(store, &[a]).await[&a].clone();
+    assert_eq!((profile.name.as_deref(), version), (Some("A"), 2), "skipped, the version consumed");
 }
