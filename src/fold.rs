@@ -10,7 +10,7 @@ use crate::error::HandlerError;
 use crate::event::DomainEvent;
 use crate::handler::{Ordering, ProjectionHandler};
 use crate::read_model::{Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
-use crate::store::RowChanges;
+use crate::store::{rules, RowChanges};
 
 /// A handler failed on one event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -90,6 +90,8 @@ pub struct Fold<'h, H: ProjectionHandler> {
     /// Rows as they were when the current page began ([`Fold::begin_page`]), for rows
     /// whose `stored` state is older than that (a rebuild keeps rows across pages).
     page: Option<Map<H::Key, Slot<H::Row>>>,
+    /// Stored events with a larger payload fail before the handler sees them.
+    max_payload_bytes: usize,
 }
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
@@ -102,6 +104,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             last_event_at: None,
             discarded: KeySet::default(),
             page: None,
+            max_payload_bytes: usize::MAX,
         }
     }
 
@@ -116,6 +119,13 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     /// are now rather than as stored. Each row is copied once per page, when first touched.
     pub fn begin_page(&mut self) {
         self.page = Some(Map::default());
+    }
+
+    /// Events whose payload is over `bytes` fail with [`HandlerError::Oversized`]
+    /// instead of being applied (see [`rules::check_stored_payload`]).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
     }
 
     /// Keys not yet in memory are treated as absent rather than loaded.
@@ -208,7 +218,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         for (event, key) in events.iter().zip(&keys) {
             let Some(key) = key else { continue };
             let at = expected.entry(key).or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
-            if event.version > *at + 1 {
+            if event.version > at.saturating_add(1) {
                 gaps.push(Gap { aggregate_id: event.aggregate_id, after: *at, upto: event.version - 1 });
             }
             *at = (*at).max(event.version);
@@ -357,6 +367,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         // malformed row fails the same way for every projection. A discarded event is
         // never seen, malformed or not.
         if !discarded {
+            rules::check_stored_payload(event, self.max_payload_bytes).map_err(failed)?;
             event.check_payload_shape().map_err(failed)?;
         }
         let Some(key) = self.handler.key(event) else {

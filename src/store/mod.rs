@@ -92,6 +92,12 @@ pub trait EventStore {
     async fn read_committed(&self, after: i64, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>> {
         self.read_all(Checkpoint { transaction_id: 0, position: after }, filter, Partition::WHOLE, limit).await
     }
+
+    /// The largest `event_data` an append accepts, in bytes of compact JSON. The runtime
+    /// dead-letters a stored event over it (a row written around the store) unfolded.
+    fn max_payload_bytes(&self) -> usize {
+        rules::DEFAULT_MAX_PAYLOAD_BYTES
+    }
 }
 
 /// A claimed partition: the caller owns it until the lease expires unrenewed.
@@ -103,6 +109,19 @@ pub struct Lease {
     pub checkpoint: Checkpoint,
     /// Aggregates of this partition waiting behind dead letters, and their epoch.
     pub parked: ParkedSet,
+    /// The batch a runner recorded before applying it and never committed: it died
+    /// applying it (or is applying it still, under a lease that expired).
+    pub in_flight: Option<InFlight>,
+    /// Consecutive crashes recorded so far (see [`ProjectionStore::set_in_flight`]).
+    pub crashes: u32,
+}
+
+/// A batch being applied: from the partition's checkpoint to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub to: Checkpoint,
+    /// How many events it holds.
+    pub events: u32,
 }
 
 /// Read-model rows a batch changes.
@@ -160,6 +179,8 @@ pub struct FailureRecord {
     /// Failed attempts so far, this one included.
     pub attempts: u32,
     pub first_failed_at: DateTime<Utc>,
+    /// This attempt, by the same clock: how long an event has been failing.
+    pub last_failed_at: DateTime<Utc>,
 }
 
 /// Projection bookkeeping and read-model writes.
@@ -207,6 +228,13 @@ pub trait ProjectionStore {
     /// Forgets the attempt history of an event that finally applied, so a later replay
     /// (a rebuild, a repair) starts with the full retry budget.
     async fn clear_failure(&self, projection: &str, event_id: Uuid) -> Result<()>;
+
+    /// Records the batch the lease holder is about to apply (`None`: none) and the
+    /// partition's count of consecutive crashes, so that the next claim finds a batch a
+    /// runner died applying (an abort, running out of memory, a stack overflow: what
+    /// cannot be caught). A batch commit clears the batch, not the count. Fails with
+    /// `LeaseLost` when the caller no longer holds the lease.
+    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<()>;
 
     /// Records a status change and (for failures) the error text.
     async fn set_status(

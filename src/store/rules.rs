@@ -1,6 +1,7 @@
 //! The rules every store applies, written once: input checks, the idempotency decision,
 //! the rescale rule, why a batch commit was refused, status from lag, how a rebuild
-//! counts, and the parked set from stored rows.
+//! counts, the parked set from stored rows; and (in `stored`) the limits on stored
+//! events and the batch a crashed runner left in flight.
 //!
 //! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
 //! translates the answer to its own SQL. None of this does I/O.
@@ -14,6 +15,9 @@ use crate::event::{Checkpoint, Partition};
 use crate::read_model::TableSchema;
 use crate::state::Status;
 use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion};
+
+mod stored;
+pub use stored::*;
 
 /// The store's own tables: no read model may take one of these names.
 pub const RESERVED_TABLES: &[&str] = &[

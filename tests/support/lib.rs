@@ -1,6 +1,7 @@
 //! Shared test support.
 
 pub mod contract;
+pub mod crashes;
 pub mod drift;
 pub mod failures;
 pub mod keys;
@@ -10,6 +11,7 @@ pub mod poison;
 pub mod reporting;
 pub mod replays;
 pub mod tables;
+pub mod stored_events;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
 /// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
@@ -73,8 +75,8 @@ macro_rules! contract_tests {
     };
 }
 
-/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`] and
-/// [`replays`]); the
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`],
+/// [`replays`], [`stored_events`] and [`crashes`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -103,6 +105,17 @@ macro_rules! failure_tests {
             a_rebuild_keeps_skipped_and_discarded_events_out,
             a_rebuild_takes_out_what_a_failing_event_touched,
             time_travel_leaves_out_a_skipped_event,
+        );
+        $crate::__store_tests!($attr $fresh stored_events:
+            a_version_gap_is_dead_lettered_after_its_timeout_and_skip_accepts_it,
+            a_gap_filled_within_its_timeout_applies_everything_in_order,
+            a_version_at_the_largest_bigint_is_a_gap_and_refuses_appends,
+            an_oversized_stored_event_is_dead_lettered_with_its_size,
+        );
+        $crate::__store_tests!($attr $fresh crashes:
+            a_claim_returns_the_batch_left_in_flight_and_a_commit_clears_it,
+            one_event_in_flight_at_the_crash_limit_is_dead_lettered,
+            a_batch_in_flight_at_the_crash_limit_is_halved,
         );
     };
     ($($fresh:tt)+) => {

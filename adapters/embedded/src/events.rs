@@ -44,6 +44,10 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<DomainEvent>, StoreError> {
         read_all(&self.lock(), after, filter, partition, limit)
     }
+
+    fn max_payload_bytes(&self) -> usize {
+        EmbeddedStore::max_payload_bytes(self)
+    }
 }
 
 /// Registers [`BUCKET_FUNCTION`] on a connection. Text that is not a uuid lands in
@@ -103,10 +107,11 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
         }
     }
 
+    let last_version = rules::last_appended_version(aggregate, current, request.events.len())?;
     let mut outcome = AppendOutcome {
         aggregate_id: aggregate,
         first_version: current + 1,
-        last_version: current + request.events.len() as i64,
+        last_version,
         event_ids: Vec::with_capacity(request.events.len()),
         positions: Vec::with_capacity(request.events.len()),
         deduplicated: false,

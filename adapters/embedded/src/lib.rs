@@ -172,6 +172,12 @@ impl EmbeddedStore {
             .context(|| format!("read the schema version of embedded store {}", self.describe()))
     }
 
+    /// Runs SQL text as-is (several statements allowed). For administration and tests;
+    /// projection work goes through the traits.
+    pub fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        self.lock().execute_batch(sql).context(|| format!("run a script on embedded store {}", self.describe()))
+    }
+
     fn describe(&self) -> String {
         self.inner.path.as_ref().map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string())
     }

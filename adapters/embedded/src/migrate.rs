@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0007_discarded_events",
         sql: include_str!("../sql/migrations/0007_discarded_events.sql"),
     },
+    Migration { version: 8, name: "0008_crash_count", sql: include_str!("../sql/migrations/0008_crash_count.sql") },
     Migration { version: 9, name: "0009_recorded_at", sql: include_str!("../sql/migrations/0009_recorded_at.sql") },
     Migration { version: 10, name: "0010_subject_keys", sql: include_str!("../sql/migrations/0010_subject_keys.sql") },
 ];

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, Lease, Partition, ProjectionState,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, InFlight, Lease, Partition, ProjectionState,
     ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -32,6 +32,7 @@ const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const PARTITION_OWNER: &str = include_str!("../sql/partition_owner.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
+const SET_IN_FLIGHT: &str = include_str!("../sql/set_in_flight.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 
 impl ProjectionStore for EmbeddedStore {
@@ -87,6 +88,28 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn clear_failure(&self, projection: &str, event_id: Uuid) -> Result<(), StoreError> {
         dead_letters::clear_failure(&self.lock(), projection, event_id)
+    }
+
+    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<(), StoreError> {
+        let changed = self
+            .lock()
+            .prepare_cached(SET_IN_FLIGHT)
+            .and_then(|mut s| {
+                s.execute(params![
+                    lease.projection,
+                    lease.partition.index,
+                    lease.owner,
+                    batch.map(|b| i64::try_from(b.to.transaction_id).unwrap_or(i64::MAX)),
+                    batch.map(|b| b.to.position),
+                    batch.map(|b| i64::from(b.events)),
+                    i64::from(crashes),
+                ])
+            })
+            .context(|| format!("record the batch in flight of {} partition {}", lease.projection, lease.partition))?;
+        if changed == 0 {
+            return Err(rules::in_flight_refused(lease));
+        }
+        Ok(())
     }
 
     async fn set_status(
@@ -221,15 +244,25 @@ fn claim(
         None => return Err(rules::missing_partition(projection, registered_partitions(&tx, projection)?, partition)),
         Some(stored) => rules::check_partition_count(projection, stored, partition)?,
     }
-    let taken: Option<(i64, i64, i64)> = tx
+    type Claimed = (i64, i64, i64, Option<InFlight>, i64);
+    let taken: Option<Claimed> = tx
         .query_row(
             CLAIM_PARTITION,
             params![owner, format_ts(expiry(now, ttl)), format_ts(now), projection, partition.index],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                let in_flight = match (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<i64>>(4)?) {
+                    (Some(transaction_id), Some(position)) => Some(InFlight {
+                        to: Checkpoint { transaction_id: transaction_id.max(0) as u64, position },
+                        events: r.get::<_, Option<i64>>(5)?.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                    }),
+                    _ => None,
+                };
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, in_flight, r.get(6)?))
+            },
         )
         .optional()
         .context(context)?;
-    let Some((transaction_id, position, epoch)) = taken else {
+    let Some((transaction_id, position, epoch, in_flight, crashes)) = taken else {
         tx.commit().context(context)?;
         return Ok(None);
     };
@@ -242,6 +275,8 @@ fn claim(
         owner: owner.to_owned(),
         checkpoint: Checkpoint { transaction_id: transaction_id.max(0) as u64, position },
         parked,
+        in_flight,
+        crashes: crashes.clamp(0, i64::from(u32::MAX)) as u32,
     }))
 }
 

@@ -114,6 +114,8 @@ impl<C: Connector> LocalAdapter<C> {
                     owner: self.owner.clone(),
                     retry: p.retry,
                     on_failure: p.on_failure,
+                    gap_timeout: p.gap_timeout,
+                    crash_limit: p.crash_limit,
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })

@@ -168,7 +168,7 @@ pub(crate) async fn record_failure(
         )
         .await
         .map_err(map)?;
-    Ok(FailureRecord { attempts: row.get::<_, i32>(0) as u32, first_failed_at: row.get(1) })
+    Ok(FailureRecord { attempts: row.get::<_, i32>(0) as u32, first_failed_at: row.get(1), last_failed_at: row.get(2) })
 }
 
 /// Forgets the attempt history of an event.

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "idempotency_fingerprints", include_str!("../sql/migrations/0005_idempotency_fingerprints.sql")),
     (6, "partition_bucket", include_str!("../sql/migrations/0006_partition_bucket.sql")),
     (7, "discarded_events", include_str!("../sql/migrations/0007_discarded_events.sql")),
+    (8, "crash_count", include_str!("../sql/migrations/0008_crash_count.sql")),
     (9, "recorded_at", include_str!("../sql/migrations/0009_recorded_at.sql")),
     (10, "subject_keys", include_str!("../sql/migrations/0010_subject_keys.sql")),
 ];

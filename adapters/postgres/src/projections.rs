@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, Lease, Partition,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, InFlight, Lease, Partition,
     ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
@@ -35,6 +35,7 @@ const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const COMMIT_REFUSED: &str = include_str!("../sql/commit_refused.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
+const SET_IN_FLIGHT: &str = include_str!("../sql/set_in_flight.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 const HORIZON_HOLD: &str = include_str!("../sql/horizon_hold.sql");
 
@@ -249,12 +250,21 @@ impl ProjectionStore for PgStore {
             return claim_refused(&client, projection, partition).await;
         };
         let parked = parked_set(&client, projection, partition, row.get(2)).await?;
+        let in_flight = match (row.get::<_, Option<Xid8>>(3), row.get::<_, Option<i64>>(4)) {
+            (Some(xid), Some(position)) => Some(InFlight {
+                to: Checkpoint { transaction_id: xid.0, position },
+                events: row.get::<_, Option<i32>>(5).unwrap_or(0).max(0) as u32,
+            }),
+            _ => None,
+        };
         Ok(Some(Lease {
             projection: projection.to_owned(),
             partition,
             owner: owner.to_owned(),
             checkpoint: Checkpoint { transaction_id: row.get::<_, Xid8>(0).0, position: row.get(1) },
             parked,
+            in_flight,
+            crashes: row.get::<_, i32>(6).max(0) as u32,
         }))
     }
 
@@ -343,6 +353,34 @@ impl ProjectionStore for PgStore {
     ) -> Result<FailureRecord, StoreError> {
         let client = self.client().await?;
         dead_letters::record_failure(&client, projection, event, error).await
+    }
+
+    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<(), StoreError> {
+        let index = lease.partition.index as i32;
+        let xid = batch.map(|b| Xid8(b.to.transaction_id));
+        let position = batch.map(|b| b.to.position);
+        let events = batch.map(|b| i32::try_from(b.events).unwrap_or(i32::MAX));
+        let crashes = i32::try_from(crashes).unwrap_or(i32::MAX);
+        let client = self.client().await?;
+        let changed = client
+            .execute_typed(
+                SET_IN_FLIGHT,
+                &[
+                    (&lease.projection, Type::TEXT),
+                    (&index, Type::INT4),
+                    (&lease.owner, Type::TEXT),
+                    (&xid, Type::XID8),
+                    (&position, Type::INT8),
+                    (&events, Type::INT4),
+                    (&crashes, Type::INT4),
+                ],
+            )
+            .await
+            .map_err(map)?;
+        if changed == 0 {
+            return Err(rules::in_flight_refused(lease));
+        }
+        Ok(())
     }
 
     async fn set_status(

@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::event::NewEvent;
 use crate::read_model::{Column, ColumnType, Merge};
-use crate::store::{Lease, RowChanges};
+use crate::store::{FailureRecord, InFlight, Lease, RowChanges};
 
 const KEY: &[Column] = &[Column { name: "id", ty: ColumnType::Uuid, nullable: false, merge: Merge::Replace }];
 const COLUMNS: &[Column] = &[Column { name: "total", ty: ColumnType::BigInt, nullable: false, merge: Merge::Add }];
@@ -33,6 +33,8 @@ fn lease(owner: &str) -> Lease {
         owner: owner.into(),
         checkpoint: at(0, 10),
         parked: ParkedSet::default(),
+        in_flight: None,
+        crashes: 0,
     }
 }
 
@@ -354,4 +356,50 @@ fn a_missing_or_narrower_table_under_a_moved_checkpoint_needs_a_rebuild() {
     assert!(why.contains("totals is missing") && why.contains("projector rebuild"), "{why}");
     let why = needs_rebuild(t, &TableFit::Lacks(vec!["total".into()]), &moved).expect("needs a rebuild");
     assert!(why.contains("lacks the column(s) total"), "{why}");
+}
+
+#[test]
+fn missing_versions_names_the_first_and_last_hole() {
+    assert_eq!(missing_versions(1, 4, []), Some((2, 4)));
+    assert_eq!(missing_versions(1, 4, [2, 3, 4]), None);
+    assert_eq!(missing_versions(1, 4, [4, 2]), Some((3, 3)));
+    assert_eq!(missing_versions(1, 5, [2, 5]), Some((3, 4)));
+    assert_eq!(missing_versions(1, i64::MAX - 1, [2]), Some((3, i64::MAX - 1)));
+    assert_eq!(missing_versions(3, 3, []), None);
+}
+
+#[test]
+fn an_append_past_the_largest_version_is_refused() {
+    let id = Uuid::from_u128(9);
+    assert_eq!(last_appended_version(id, 4, 2).unwrap(), 6);
+    let err = last_appended_version(id, i64::MAX, 1).unwrap_err().to_string();
+    assert!(err.contains(&i64::MAX.to_string()) && err.contains(&id.to_string()), "{err}");
+}
+
+#[test]
+fn a_gap_waits_out_its_timeout_by_the_attempt_clock() {
+    let first = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let record = |secs| FailureRecord {
+        attempts: 2,
+        first_failed_at: first,
+        last_failed_at: first + chrono::Duration::seconds(secs),
+    };
+    assert!(!gap_waited_out(&record(29), std::time::Duration::from_secs(30)));
+    assert!(gap_waited_out(&record(30), std::time::Duration::from_secs(30)));
+    assert!(gap_waited_out(&record(0), std::time::Duration::ZERO));
+}
+
+#[test]
+fn a_batch_in_flight_at_the_crash_limit_is_halved_until_one_event_is_left() {
+    let batch = |events| Some(InFlight { to: at(0, 40), events });
+    assert_eq!(crash_plan(None, 5, 3), CrashPlan::Normal);
+    assert_eq!(crash_plan(batch(8), 2, 3), CrashPlan::Normal);
+    assert_eq!(crash_plan(batch(8), 3, 3), CrashPlan::Probe { limit: 4, until: at(0, 40) });
+    assert_eq!(crash_plan(batch(3), 4, 3), CrashPlan::Probe { limit: 1, until: at(0, 40) });
+    assert_eq!(crash_plan(batch(1), 3, 3), CrashPlan::Isolated);
+    let mut claimed = lease("r");
+    assert_eq!(crashes_at_claim(&claimed), 0);
+    claimed.crashes = 2;
+    claimed.in_flight = batch(8);
+    assert_eq!(crashes_at_claim(&claimed), 3, "a batch still in flight at the claim is one more crash");
 }
