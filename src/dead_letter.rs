@@ -157,6 +157,53 @@ impl ParkedSet {
     }
 }
 
+/// An event an operator took out of a projection (`dlq skip` drops the dead-lettered
+/// event, `dlq discard` the whole parked sequence). The decision is stored, so rebuilds,
+/// time travel and later repairs of the projection leave the event out too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiscardedEvent {
+    pub event_id: Uuid,
+    pub aggregate_id: Uuid,
+    pub version: i64,
+    /// The letter whose repair took it out.
+    pub dead_letter_id: i64,
+    /// [`DeadLetterStatus::Skipped`] or [`DeadLetterStatus::Discarded`].
+    pub decision: DeadLetterStatus,
+}
+
+/// What a replay of a projection (a rebuild, time travel) leaves out, so that it gives
+/// the rows live processing gave: events operators took out, which count as consumed
+/// versions, and the aggregates parked behind an open dead letter, whose events from
+/// the parked version on wait for `dlq retry` as they do live.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclusions {
+    pub discarded: std::collections::HashSet<Uuid>,
+    pub parked: ParkedSet,
+}
+
+impl Exclusions {
+    pub fn new(discarded: impl IntoIterator<Item = DiscardedEvent>, parked: impl IntoIterator<Item = Parked>) -> Self {
+        Self { discarded: discarded.into_iter().map(|d| d.event_id).collect(), parked: ParkedSet::from_rows(0, parked) }
+    }
+
+    /// True when an operator took `event` out of the projection.
+    pub fn discards(&self, event: &DomainEvent) -> bool {
+        self.discarded.contains(&event.event_id)
+    }
+
+    /// True when `event` waits behind a dead letter (its aggregate is parked).
+    pub fn holds(&self, event: &DomainEvent) -> bool {
+        self.parked.holds(event)
+    }
+
+    /// Parks `event`'s aggregate from its version on (a replay dead-lettered it).
+    pub fn park(&mut self, event: &DomainEvent) {
+        let parked = Parked { aggregate_id: event.aggregate_id, from_version: event.version, dead_letter_id: 0 };
+        let entry = self.parked.by_aggregate.entry(event.aggregate_id).or_insert(parked);
+        entry.from_version = entry.from_version.min(event.version);
+    }
+}
+
 /// What an operator did to a dead letter, for the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorAction {

@@ -14,8 +14,8 @@ pub enum ErrorClass {
 /// A handler could not apply an event.
 ///
 /// ### Handling
-/// `Payload`, `Rejected` and `Panicked` are permanent: the event goes to the dead-letter
-/// queue and parks its aggregate.
+/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing`, `Oversized` and `Crashed` are
+/// permanent: the event goes to the dead-letter queue and parks its aggregate.
 /// `Transient` asks the runtime to retry the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -29,6 +29,27 @@ pub enum HandlerError {
     /// The handler panicked on the event: a bug that the same event will hit again.
     #[error("event {event_id}: the handler panicked: {message}")]
     Panicked { event_id: Uuid, message: String },
+    /// Versions of the event's aggregate before it are not in the store: applying it
+    /// would fold over them, and they would be dropped as "already applied" if they came.
+    #[error("event {event_id} (aggregate {aggregate_id} v{version}): {}", missing_versions(*.first, *.last))]
+    VersionsMissing { event_id: Uuid, aggregate_id: Uuid, version: i64, first: i64, last: i64 },
+    /// The stored payload is larger than the store accepts at append (a row written
+    /// around the store): it is not folded.
+    #[error("event {event_id}: event_data is {size} bytes, over the limit of {limit} bytes")]
+    Oversized { event_id: Uuid, size: usize, limit: usize },
+    /// The runner process died while applying the event, `crashes` times in a row (an
+    /// abort, running out of memory, a stack overflow, a wasm trap): it is not applied.
+    #[error("event {event_id}: crashed the runner {crashes} times in a row while being applied; not applied")]
+    Crashed { event_id: Uuid, crashes: u32 },
+}
+
+/// "versions 2–4 missing", or "version 3 missing" for one.
+fn missing_versions(first: i64, last: i64) -> String {
+    if first == last {
+        format!("version {first} missing")
+    } else {
+        format!("versions {first}\u{2013}{last} missing")
+    }
 }
 
 impl HandlerError {

@@ -10,7 +10,7 @@ use crate::error::HandlerError;
 use crate::event::DomainEvent;
 use crate::handler::{Ordering, ProjectionHandler};
 use crate::read_model::{Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
-use crate::store::RowChanges;
+use crate::store::{rules, RowChanges};
 
 /// A handler failed on one event.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -85,11 +85,47 @@ pub struct Fold<'h, H: ProjectionHandler> {
     assume_absent: bool,
     events_applied: u64,
     last_event_at: Option<DateTime<Utc>>,
+    /// Events an operator took out: consumed as versions, never applied.
+    discarded: KeySet<Uuid>,
+    /// Rows as they were when the current page began ([`Fold::begin_page`]), for rows
+    /// whose `stored` state is older than that (a rebuild keeps rows across pages).
+    page: Option<Map<H::Key, Slot<H::Row>>>,
+    /// Stored events with a larger payload fail before the handler sees them.
+    max_payload_bytes: usize,
 }
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
     pub fn new(handler: &'h H) -> Self {
-        Self { handler, slots: Map::default(), assume_absent: false, events_applied: 0, last_event_at: None }
+        Self {
+            handler,
+            slots: Map::default(),
+            assume_absent: false,
+            events_applied: 0,
+            last_event_at: None,
+            discarded: KeySet::default(),
+            page: None,
+            max_payload_bytes: usize::MAX,
+        }
+    }
+
+    /// Events with these ids count as consumed versions of their rows and are never
+    /// applied (an operator skipped or discarded them).
+    pub fn discarding(mut self, events: impl IntoIterator<Item = Uuid>) -> Self {
+        self.discarded = events.into_iter().collect();
+        self
+    }
+
+    /// Marks the start of a page of events: [`Fold::take_out`] puts rows back as they
+    /// are now rather than as stored. Each row is copied once per page, when first touched.
+    pub fn begin_page(&mut self) {
+        self.page = Some(Map::default());
+    }
+
+    /// Events whose payload is over `bytes` fail with [`HandlerError::Oversized`]
+    /// instead of being applied (see [`rules::check_stored_payload`]).
+    pub fn max_payload_bytes(mut self, bytes: usize) -> Self {
+        self.max_payload_bytes = bytes;
+        self
     }
 
     /// Keys not yet in memory are treated as absent rather than loaded.
@@ -182,7 +218,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         for (event, key) in events.iter().zip(&keys) {
             let Some(key) = key else { continue };
             let at = expected.entry(key).or_insert_with(|| self.slots.get(key).map_or(0, |s| s.version));
-            if event.version > *at + 1 {
+            if event.version > at.saturating_add(1) {
                 gaps.push(Gap { aggregate_id: event.aggregate_id, after: *at, upto: event.version - 1 });
             }
             *at = (*at).max(event.version);
@@ -232,10 +268,22 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     ) -> Result<(), Box<ApplyError>> {
         for key in keys {
             if let Some(slot) = self.slots.get_mut(key) {
-                self.events_applied -= slot.applied;
-                slot.row = slot.stored.clone();
-                slot.version = slot.stored_version;
-                slot.applied = 0;
+                match self.page.as_ref().map(|page| page.get(key)) {
+                    // Not touched since the page began: already as it was then.
+                    Some(None) => continue,
+                    Some(Some(base)) => {
+                        self.events_applied -= slot.applied - base.applied;
+                        slot.row = base.row.clone();
+                        slot.version = base.version;
+                        slot.applied = base.applied;
+                    }
+                    None => {
+                        self.events_applied -= slot.applied;
+                        slot.row = slot.stored.clone();
+                        slot.version = slot.stored_version;
+                        slot.applied = 0;
+                    }
+                }
             }
         }
         self.apply_rows(events, gap_events, 0, &held, Some(keys)).map_err(|halt| halt.failure)
@@ -314,15 +362,36 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
                 error,
             })
         };
+        let discarded = self.discarded.contains(&event.event_id);
         // Checked before the handler sees the event (even one it would ignore), so a
-        // malformed row fails the same way for every projection.
-        event.check_payload_shape().map_err(failed)?;
+        // malformed row fails the same way for every projection. A discarded event is
+        // never seen, malformed or not.
+        if !discarded {
+            rules::check_stored_payload(event, self.max_payload_bytes).map_err(failed)?;
+            event.check_payload_shape().map_err(failed)?;
+        }
         let Some(key) = self.handler.key(event) else {
             return Ok(());
         };
         let versioned = self.versioned();
+        if let Some(page) = &mut self.page {
+            if !page.contains_key(&key) {
+                let now = self.slots.get(&key).map_or_else(Slot::absent, |slot| Slot {
+                    stored: None,
+                    stored_version: 0,
+                    row: slot.row.clone(),
+                    version: slot.version,
+                    applied: slot.applied,
+                });
+                page.insert(key.clone(), now);
+            }
+        }
         let slot = self.slots.entry(key).or_insert_with(Slot::absent);
         if versioned && event.version <= slot.version {
+            return Ok(());
+        }
+        if discarded {
+            slot.version = slot.version.max(event.version);
             return Ok(());
         }
         // A panic is the handler's bug on this event: it dead-letters the event and parks
@@ -410,6 +479,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     /// Forgets every row (after a flush), so later events load from the store again.
     pub fn evict(&mut self) {
         self.slots.clear();
+        self.page = self.page.as_ref().map(|_| Map::default());
         self.assume_absent = false;
     }
 

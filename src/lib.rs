@@ -16,10 +16,12 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod upcast;
 
 pub use crypto::CryptoError;
 pub use dead_letter::{
-    DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, OnFailure, OperatorAction, Parked, ParkedSet,
+    DeadLetter, DeadLetterFilter, DeadLetterQueue, DeadLetterStatus, DiscardedEvent, Exclusions, OnFailure,
+    OperatorAction, Parked, ParkedSet,
 };
 pub use error::{ErrorClass, HandlerError, StoreError};
 pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partition};
@@ -28,7 +30,10 @@ pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowRea
 pub use retry::RetryPolicy;
 pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
 pub use state::{ProjectionState, Status};
+pub use store::keys::{
+    AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned, Shredded, SubjectKey, SubjectKeys,
+};
 pub use store::{
-    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, Lease,
-    ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
+    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, InFlight,
+    Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
 };

@@ -8,20 +8,22 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::dead_letter::{DeadLetter, DeadLetterStatus, OperatorAction, Parked};
-use crate::error::StoreError;
+use crate::dead_letter::{DeadLetter, DeadLetterStatus, DiscardedEvent, OperatorAction, Parked};
+use crate::error::{HandlerError, StoreError};
 use crate::event::{DomainEvent, EventFilter};
 use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
-use crate::store::{ReadBound, RepairSession, Repairs};
+use crate::store::{rules, EventStore, ReadBound, RepairSession, Repairs};
 
 /// What an operator asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RepairAction {
     /// Re-apply the parked sequence, starting with the dead-lettered event.
     Retry,
-    /// Drop the dead-lettered event and re-apply the rest of the sequence.
+    /// Drop the dead-lettered event and re-apply the rest of the sequence. For an event
+    /// dead-lettered because earlier versions are missing, accept the gap instead: the
+    /// event and the rest apply after it.
     Skip,
     /// Drop the whole parked sequence.
     Discard,
@@ -68,7 +70,7 @@ fn action(id: i64, actor: &str, what: RepairAction, outcome: String) -> Operator
 ///
 /// Safe to run twice, also concurrently: repairs of one letter take turns, and a second
 /// one finds the letter closed (an `InvalidInput` error saying so) or the sequence moved.
-pub async fn repair<H: ProjectionHandler, S: Repairs>(
+pub async fn repair<H: ProjectionHandler, S: Repairs + EventStore>(
     handler: &H,
     store: &S,
     filter: &EventFilter,
@@ -110,6 +112,17 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
             .into_iter()
             .filter(|e| filter.matches(e) && e.checkpoint() <= checkpoint)
             .collect();
+        // Events taken out by an earlier skip or discard stay out (the parking may be
+        // newer than that decision, e.g. made by a rebuild).
+        let taken_out: std::collections::HashSet<uuid::Uuid> =
+            session.discarded_events().await?.into_iter().map(|d| d.event_id).collect();
+        let decided = |e: &DomainEvent, decision| DiscardedEvent {
+            event_id: e.event_id,
+            aggregate_id: e.aggregate_id,
+            version: e.version,
+            dead_letter_id: id,
+            decision,
+        };
 
         if what == RepairAction::Discard {
             let mut fold = Fold::new(handler);
@@ -123,6 +136,12 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
             }
             session.write_rows(schema, fold.changes()).await?;
             dropped += events.len() as u64;
+            let discarded: Vec<DiscardedEvent> = events
+                .iter()
+                .filter(|e| !taken_out.contains(&e.event_id))
+                .map(|e| decided(e, DeadLetterStatus::Discarded))
+                .collect();
+            session.discard_events(&discarded).await?;
             session.set_parking(None).await?;
             let outcome = format!("discarded {} parked event(s)", events.len());
             session.close(DeadLetterStatus::Discarded, &action(id, actor, what, outcome)).await?;
@@ -132,10 +151,19 @@ pub async fn repair<H: ProjectionHandler, S: Repairs>(
 
         let more = events.len() > chunk;
         let part = &events[..events.len().min(chunk)];
-        let skip = |e: &DomainEvent| what == RepairAction::Skip && e.event_id == letter.event_id;
-        let (fold, failed) = apply_sequence(handler, &mut session, part, &filter, &skip).await?;
+        let skipped = |e: &DomainEvent| what == RepairAction::Skip && e.event_id == letter.event_id;
+        let taken = |e: &DomainEvent| taken_out.contains(&e.event_id);
+        let limit = store.max_payload_bytes();
+        let (fold, failed, skipped_ids) =
+            apply_sequence(handler, &mut session, part, &filter, &skipped, &taken, limit).await?;
         applied += fold.events_applied();
-        dropped += part.iter().filter(|e| skip(e)).count() as u64;
+        let now_skipped: Vec<DiscardedEvent> = part
+            .iter()
+            .filter(|e| skipped_ids.contains(&e.event_id))
+            .map(|e| decided(e, DeadLetterStatus::Skipped))
+            .collect();
+        dropped += now_skipped.len() as u64;
+        session.discard_events(&now_skipped).await?;
         session.write_rows(schema, fold.changes()).await?;
         let closing = if what == RepairAction::Skip { DeadLetterStatus::Skipped } else { DeadLetterStatus::Resolved };
         match failed {
@@ -198,32 +226,58 @@ fn row_error<H: ProjectionHandler>(handler: &H, e: crate::read_model::RowError) 
     RuntimeError::Row { projection: handler.name(), reason: e.to_string() }
 }
 
-/// Applies `events` (one aggregate, version order) up to the first failure. Returns the
-/// fold holding exactly the events before the failure, and the failure.
+/// Applies `events` (one aggregate, version order) up to the first failure, dropping
+/// the event `skip` names. An event with earlier versions missing from the store fails
+/// (as it did for the runner), unless it is the skipped one: skipping it accepts the gap,
+/// and it applies. Returns the fold holding exactly the events before the failure, the
+/// failure, and how many events were dropped.
 async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
     handler: &'h H,
     session: &mut R,
     events: &[DomainEvent],
     filter: &EventFilter,
-    skip: &impl Fn(&DomainEvent) -> bool,
-) -> Result<(Fold<'h, H>, Option<(DomainEvent, String)>), RuntimeError> {
+    skipped: &impl Fn(&DomainEvent) -> bool,
+    taken_out: &impl Fn(&DomainEvent) -> bool,
+    max_payload_bytes: usize,
+) -> Result<(Fold<'h, H>, Option<(DomainEvent, String)>, Vec<uuid::Uuid>), RuntimeError> {
     let schema = handler.schema();
     let keys = Fold::new(handler).keys_to_load(events);
     let rows = session.load_rows(schema, &keys).await?;
     let fresh = || -> Result<Fold<'h, H>, RuntimeError> {
-        let mut fold = Fold::new(handler);
+        let mut fold = Fold::new(handler).max_payload_bytes(max_payload_bytes);
         fold.insert_loaded(&keys, &rows).map_err(|e| row_error(handler, e))?;
         Ok(fold)
     };
     let mut fold = fresh()?;
     // Versions missing before the sequence (a version ordered after the checkpoint).
     let mut gap_events = Vec::new();
+    // Versions of the sequence with earlier versions missing: (version, first, last).
+    let mut unfilled: Vec<(i64, i64, i64)> = Vec::new();
     for gap in fold.gaps(events) {
         let found =
             session.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
+        if let Some((first, last)) = rules::missing_versions(gap.after, gap.upto, found.iter().map(|e| e.version)) {
+            unfilled.push((gap.upto.saturating_add(1), first, last));
+        }
         gap_events.extend(found.into_iter().filter(|e| filter.matches(e)));
     }
+    let missing_before = |e: &DomainEvent| unfilled.iter().find(|(v, ..)| *v == e.version).map(|(_, f, l)| (*f, *l));
+    // Skipping the event after a gap accepts the gap: the event itself applies.
+    let skipped_here = |e: &DomainEvent| skipped(e) && missing_before(e).is_none();
+    let skip = |e: &DomainEvent| skipped_here(e) || taken_out(e);
+    let dropped: Vec<uuid::Uuid> = events.iter().filter(|e| skipped_here(e)).map(|e| e.event_id).collect();
     for (i, event) in events.iter().enumerate() {
+        let missing = missing_before(event).filter(|_| !skipped(event) && !taken_out(event));
+        if let Some((first, last)) = missing {
+            let error = HandlerError::VersionsMissing {
+                event_id: event.event_id,
+                aggregate_id: event.aggregate_id,
+                version: event.version,
+                first,
+                last,
+            };
+            return Ok((fold, Some((event.clone(), error.to_string())), dropped));
+        }
         if skip(event) {
             if let Some(key) = handler.key(event) {
                 fold.consume_version(key, event.version);
@@ -248,8 +302,8 @@ async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
                     redo.apply(std::slice::from_ref(earlier), &gap_events)?;
                 }
             }
-            return Ok((redo, Some((failed, failure.error.to_string()))));
+            return Ok((redo, Some((failed, failure.error.to_string())), dropped));
         }
     }
-    Ok((fold, None))
+    Ok((fold, None, dropped))
 }

@@ -13,6 +13,10 @@ pub enum Status {
     Stopped,
     Failed,
     Rebuilding,
+    /// The read-model table is missing (or does not match the handler's schema) while
+    /// the checkpoint is past the start: no runner claims the projection's partitions
+    /// until `projector rebuild` fills the table anew.
+    NeedsRebuild,
 }
 
 impl Status {
@@ -23,6 +27,7 @@ impl Status {
             Status::Stopped => "stopped",
             Status::Failed => "failed",
             Status::Rebuilding => "rebuilding",
+            Status::NeedsRebuild => "needs-rebuild",
         }
     }
 
@@ -33,6 +38,7 @@ impl Status {
             "stopped" => Status::Stopped,
             "failed" => Status::Failed,
             "rebuilding" => Status::Rebuilding,
+            "needs-rebuild" => Status::NeedsRebuild,
             _ => return None,
         })
     }

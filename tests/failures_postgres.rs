@@ -1,5 +1,6 @@
 //! Failure handling on PostgreSQL: the shared suite (one test per check), concurrent
-//! repairs, and the local worker's backoff against a handler that never heals.
+//! repairs, the local worker's backoff against a handler that never heals, and its
+//! wait at a version gap.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,6 +86,8 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         owner: "backoff-test".into(),
         retry: policy,
         on_failure: OnFailure::Park,
+        gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
+        crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -157,6 +160,8 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         owner: "kill-test".into(),
         retry: RetryPolicy { max_retries: 3, base: Duration::from_millis(20), cap: Duration::from_millis(200) },
         on_failure: OnFailure::Park,
+        gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
+        crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -209,4 +214,69 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         "a lost connection dead-letters nothing"
     );
     assert!(metrics.counters(handler.name(), 0).is_some_and(|c| c.retries >= 3), "the retries were counted");
+}
+
+/// The worker waits at a version gap without failing, and dead-letters the event once
+/// `gap_timeout` has passed; the other aggregate then applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_waits_at_a_gap_then_dead_letters_it() {
+    let db = TestDb::new().await;
+    let store = db.store().await;
+    let handler = UserProfile;
+    store.register(handler.name(), handler.schema(), &handler.filter(), 1).await.unwrap();
+    let (a, b) = (user(6), user(7));
+    append(&store, a, "UserRegistered", json!({"email": "a@x.io"})).await;
+    store
+        .execute_script(&format!(
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version) \
+             VALUES (gen_random_uuid(), '{a}', 'user', 'UserRenamed', '{{\"name\": \"A5\"}}', 5)"
+        ))
+        .await
+        .unwrap();
+    append(&store, b, "UserRegistered", json!({"email": "b@x.io"})).await;
+    db.settle().await;
+
+    let settings = WorkerSettings {
+        projection: handler.name().to_owned(),
+        filter: EventFilter::all(),
+        partition: Partition::WHOLE,
+        batch_size: 100,
+        poll_interval: Duration::from_millis(20),
+        lease_ttl: Duration::from_secs(5),
+        owner: "gap-test".into(),
+        retry: RetryPolicy::default(),
+        on_failure: OnFailure::Park,
+        gap_timeout: Duration::from_millis(300),
+        crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let connector = PgConnector::new(db.url.clone());
+    let worker = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let metrics = projector_local::metrics::Metrics::new();
+        rt.block_on(run_partition(
+            &UserProfile,
+            &connector,
+            &settings,
+            &metrics,
+            Arc::new(tokio::sync::Notify::new()),
+            stop_rx,
+        ))
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while store.list(&DeadLetterFilter::default()).await.unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no dead letter within 20 s");
+        assert!(!worker.is_finished(), "the worker ended while waiting at the gap");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let letter = store.list(&DeadLetterFilter::default()).await.unwrap().remove(0);
+    assert_eq!((letter.aggregate_id, letter.version), (a, 5));
+    assert!(letter.error.contains("versions 2\u{2013}4 missing"), "{}", letter.error);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !projector_tests::contract::stored_profiles(&store, &[b]).await.contains_key(&b) {
+        assert!(std::time::Instant::now() < deadline, "the other aggregate was not applied within 20 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop_tx.send(true).unwrap();
+    assert_eq!(worker.join().unwrap(), WorkerExit::Stopped);
 }

@@ -103,6 +103,8 @@ async fn a_frozen_loop_is_unhealthy_within_the_interval_and_healthy_again_after(
         owner: "frozen-loop-test".into(),
         retry: RetryPolicy::default(),
         on_failure: OnFailure::Park,
+        gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
+        crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
     };
     let worker = {
         let (handler, metrics, connector) =

@@ -1,6 +1,8 @@
 //! Which store the CLI talks to: PostgreSQL when a database URL is set, else the
 //! embedded file store.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result};
 use projector::config::Config;
 use projector_embedded::EmbeddedStore;
@@ -12,6 +14,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The embedded store's path when it is the store in use and its file does not
+    /// exist yet.
+    pub fn missing_embedded_store(config: &Config, url: Option<&str>) -> Option<PathBuf> {
+        let url = url.map(str::to_owned).or_else(|| config.database.url(|name| std::env::var(name).ok()));
+        let path = &config.database.embedded_path;
+        (url.is_none() && !path.exists()).then(|| path.clone())
+    }
+
     pub fn open(config: &Config, url: Option<String>) -> Result<Backend> {
         match url.or_else(|| config.database.url(|name| std::env::var(name).ok())) {
             Some(url) => Ok(Backend::Postgres(PgConnector::new(url))),

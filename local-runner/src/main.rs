@@ -7,6 +7,7 @@ mod output;
 mod seed;
 mod table;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -59,6 +60,8 @@ fn main() -> std::process::ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Runtime::new() {
@@ -79,6 +82,13 @@ fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     let config = load_config(cli.config.as_ref())?;
+    if let Some(missing) = Backend::missing_embedded_store(&config, cli.database_url.as_deref()) {
+        // Opening the embedded store creates its file; a command that only reads says
+        // there is nothing yet instead.
+        if let Some(answer) = cli.command.without_store(&missing) {
+            return answer;
+        }
+    }
     let backend = Backend::open(&config, cli.database_url.clone()).context("choosing the store")?;
     with_backend!(backend, |c| cli.command.execute(config, c).await)
 }

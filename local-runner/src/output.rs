@@ -1,5 +1,5 @@
 //! Standard output that tolerates a closed pipe (`projector status | head -3`): the
-//! command stops quietly instead of panicking.
+//! command stops quietly instead of panicking; and how rates read.
 
 use std::io::Write;
 
@@ -20,4 +20,26 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 macro_rules! say {
     () => { $crate::output::line(format_args!("")) };
     ($($arg:tt)*) => { $crate::output::line(format_args!($($arg)*)) };
+}
+
+/// A rate as people read it: whole events per second (`1235 events/s`, not `1234.5678/s`).
+pub fn rate(per_second: f64) -> String {
+    format!("{:.0} events/s", per_second.max(0.0))
+}
+
+/// `{rate}` in a progress template: [`rate`] of the bar's current speed.
+pub fn rate_key(state: &indicatif::ProgressState, out: &mut dyn std::fmt::Write) {
+    let _ = out.write_str(&rate(state.per_sec()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_is_a_whole_number_of_events_per_second() {
+        assert_eq!(rate(1234.5678), "1235 events/s");
+        assert_eq!(rate(0.4), "0 events/s");
+        assert_eq!(rate(f64::NAN.max(0.0)), "0 events/s");
+    }
 }

@@ -16,6 +16,7 @@ fn append_line(id: Uuid, event_type: &str, data: serde_json::Value, timestamp: &
     serde_json::json!({
         "aggregate_id": id,
         "aggregate_type": "user",
+        "expected_version": "any",
         "event_type": event_type,
         "event_data": data,
         "timestamp": timestamp,
@@ -47,7 +48,7 @@ fn state_time_travel() {
         append_line(id, "UserRenamed", serde_json::json!({"name": "Ada Lovelace"}), "2026-01-03T00:00:00Z"),
     ];
     let file = ws.write("events.jsonl", &(lines.join("\n") + "\n"));
-    let out = ws.run(&["append", file.to_str().expect("utf-8 path")], QUICK);
+    let out = ws.run(&["append", "--keep-timestamps", file.to_str().expect("utf-8 path")], QUICK);
     out.assert_success("projector append");
     assert!(out.stdout.contains("appended 3 event(s)"), "{}", out.describe());
 
@@ -110,7 +111,7 @@ fn state_of_daily_activity_sees_every_committed_event() {
         append_line(id, "UserEmailChanged", serde_json::json!({"email": "b@x.io"}), "2026-01-02T00:00:00Z"),
     ];
     ws.write("events.jsonl", &(lines.join("\n") + "\n"));
-    ws.run(&["append", "events.jsonl"], QUICK).assert_success("projector append");
+    ws.run(&["append", "--keep-timestamps", "events.jsonl"], QUICK).assert_success("projector append");
 
     // The per-aggregate view sees both committed events...
     let out = ws.run(&["state", "user-profile", &id.to_string()], QUICK);
@@ -227,7 +228,7 @@ fn append_line_with_bad_json_names_the_line_number() {
     ]
     .join("\n");
     ws.write("events.jsonl", &text);
-    let out = ws.run(&["append", "events.jsonl"], QUICK);
+    let out = ws.run(&["append", "--keep-timestamps", "events.jsonl"], QUICK);
     out.assert_failure_mentioning("append with a bad line", "events.jsonl:4:");
     assert!(out.stderr.contains("not a valid append line"), "{}", out.describe());
     // Lines before the bad one were appended, as the message says; none after it.
@@ -237,7 +238,8 @@ fn append_line_with_bad_json_names_the_line_number() {
     // A valid JSON line that is not an append is named too.
     ws.write(
         "other.jsonl",
-        "{\"aggregate_id\": \"00000000-0000-0000-0000-000000000001\", \"aggregate_type\": \"user\"}\n",
+        "{\"aggregate_id\": \"00000000-0000-0000-0000-000000000001\", \"aggregate_type\": \"user\", \
+         \"expected_version\": 0}\n",
     );
     let out = ws.run(&["append", "other.jsonl"], QUICK);
     out.assert_failure_mentioning("append without an event", "other.jsonl:1:");
@@ -254,7 +256,7 @@ fn seed_with_bad_event(pg: &Pg, ws: &Workspace) -> (Uuid, Uuid, i64) {
     let bad = serde_json::json!({
         "aggregate_id": id, "aggregate_type": "user", "event_id": bad_event,
         "event_type": "UserEmailChanged", "event_data": {"email": 42},
-        "timestamp": "2026-02-01T00:00:01Z",
+        "timestamp": "2026-02-01T00:00:01Z", "expected_version": "any",
     });
     let lines = [
         append_line(
@@ -267,7 +269,8 @@ fn seed_with_bad_event(pg: &Pg, ws: &Workspace) -> (Uuid, Uuid, i64) {
         append_line(id, "UserRenamed", serde_json::json!({"name": "F"}), "2026-02-01T00:00:02Z"),
     ];
     ws.write("bad.jsonl", &(lines.join("\n") + "\n"));
-    ws.run(&["append", "bad.jsonl"], QUICK).assert_success("append an event the handler cannot read");
+    ws.run(&["append", "--keep-timestamps", "bad.jsonl"], QUICK)
+        .assert_success("append an event the handler cannot read");
     pg.seed("pf-", 100, 1_000, 2_000);
     let position = pg.scalar(&format!("SELECT position FROM events WHERE event_id = '{bad_event}'"));
     (id, bad_event, position)

@@ -3,36 +3,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
-use support::{show, test_config, Pg, Workspace};
+use support::{free_port, get, show, test_config, Pg, Workspace};
 
 const A: &str = "00000000-0000-4000-8000-00000000000a";
 const B: &str = "00000000-0000-4000-8000-00000000000b";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
-}
-
-/// One plain HTTP/1.0 GET: (status code, body).
-fn get(port: u16, path: &str) -> (u16, String) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) {
-            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
-            let mut response = String::new();
-            stream.read_to_string(&mut response).expect("response");
-            let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-            let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-            return (status, body);
-        }
-        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The value of one sample line `name{labels} value` of a Prometheus text page.
 fn sample(page: &str, name_and_labels: &str) -> f64 {

@@ -5,8 +5,9 @@ mod support;
 
 use std::time::Duration;
 
+use projector::Status;
 use support::{
-    show, test_config, Pg, Workspace, DAILY_ACTIVITY_MODEL, DAILY_ACTIVITY_ORACLE, USER_PROFILE_MODEL,
+    free_port, get, show, test_config, Pg, Workspace, DAILY_ACTIVITY_MODEL, DAILY_ACTIVITY_ORACLE, USER_PROFILE_MODEL,
     USER_PROFILE_ORACLE,
 };
 
@@ -117,5 +118,132 @@ fn rebuild_and_rebuild_from_version_match_the_live_run() {
     let mut runner = ws.spawn_runner(&[]);
     ws.wait_caught_up(2 * PARTITIONS, Duration::from_secs(60), || runner.logs());
     pg.assert_read_models_match_oracle("live run after the rebuilds");
+    runner.stop_cleanly(Duration::from_secs(10));
+}
+
+const A: &str = "00000000-0000-4000-8000-00000000000a";
+const B: &str = "00000000-0000-4000-8000-00000000000b";
+const C: &str = "00000000-0000-4000-8000-00000000000c";
+
+/// The id of the open dead letter of `aggregate`.
+fn letter_of(ws: &Workspace, aggregate: &str) -> String {
+    let list = ws.run(&["dlq", "list", "--json", "--aggregate", aggregate], Duration::from_secs(30));
+    list.assert_success("dlq list");
+    let letters: serde_json::Value = serde_json::from_str(&list.stdout).expect("dlq list --json");
+    letters[0]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("an open letter for {aggregate}\n{}", list.describe()))
+        .to_string()
+}
+
+/// Poison in the history: a payload the handler refuses parks A, C's is skipped. A
+/// rebuild, full or from a position, gives the rows the live run gave; a poison event
+/// the runner never saw is dead-lettered by the rebuild; time travel works for C.
+#[test]
+fn rebuild_with_poison_and_skipped_events_matches_the_live_run() {
+    let pg = Pg::new();
+    pg.execute(&format!(
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version) VALUES
+           (gen_random_uuid(), '{A}', 'user', 'UserRegistered', '{{\"email\":\"a@x.io\",\"name\":\"A\",\"plan\":\"free\"}}', 1),
+           (gen_random_uuid(), '{B}', 'user', 'UserRegistered', '{{\"email\":\"b@x.io\",\"name\":\"B\",\"plan\":\"free\"}}', 1),
+           (gen_random_uuid(), '{C}', 'user', 'UserRegistered', '{{\"email\":\"c@x.io\",\"name\":\"C\",\"plan\":\"free\"}}', 1),
+           (gen_random_uuid(), '{A}', 'user', 'UserEmailChanged', '{{\"email\":42}}', 2),
+           (gen_random_uuid(), '{C}', 'user', 'UserEmailChanged', '{{\"email\":43}}', 2),
+           (gen_random_uuid(), '{B}', 'user', 'UserRenamed', '{{\"name\":\"B2\"}}', 2),
+           (gen_random_uuid(), '{A}', 'user', 'UserRenamed', '{{\"name\":\"A3\"}}', 3),
+           (gen_random_uuid(), '{C}', 'user', 'UserRenamed', '{{\"name\":\"C3\"}}', 3)"
+    ));
+    let ws = Workspace::with_config(Some(pg.url()), &test_config(1));
+    let mut runner = ws.spawn_runner(&[]);
+    ws.wait_status(
+        "A and C parked, nothing lagging",
+        Duration::from_secs(30),
+        |s| s.len() == 2 && s.iter().all(|s| s.lag_events == 0) && s.iter().any(|s| s.parked_aggregates == 2),
+        || runner.logs(),
+    );
+    runner.stop_cleanly(Duration::from_secs(10));
+    drop(runner);
+    ws.run(&["dlq", "skip", &letter_of(&ws, C), "--actor", "ops"], Duration::from_secs(30)).assert_success("dlq skip");
+    pg.execute("CREATE TABLE live_user_profile AS SELECT * FROM user_profile");
+    let live_user = "SELECT user_id, email, name, plan, active, version FROM live_user_profile";
+    assert_eq!(pg.scalar(&format!("SELECT version FROM user_profile WHERE user_id = '{C}'")), 3, "C after the skip");
+
+    pg.execute("UPDATE user_profile SET email = 'tampered'");
+    rebuild(&ws, &["user-profile"]);
+    pg.assert_same_rows("rebuild with poison: user_profile vs live run", live_user, USER_PROFILE_MODEL);
+    rebuild(&ws, &["user-profile", "--from-version", "1"]);
+    pg.assert_same_rows("rebuild --from-version with poison: user_profile vs live run", live_user, USER_PROFILE_MODEL);
+    let states = ws.status();
+    let profile = states.iter().find(|s| s.projection == "user-profile").expect("user-profile");
+    assert_eq!((profile.dead_letters, profile.parked_aggregates), (1, 1), "A stays parked: {}", show(&states));
+
+    // Time travel for C, whose skipped event is in its history.
+    let state = ws.run(&["state", "user-profile", C], Duration::from_secs(30));
+    state.assert_success("state of C");
+    let row: serde_json::Value = serde_json::from_str(&state.stdout).expect("state prints JSON");
+    assert_eq!(
+        (row["name"].as_str(), row["email"].as_str(), row["version"].as_i64()),
+        (Some("C3"), Some("c@x.io"), Some(3))
+    );
+    let state = ws.run(&["state", "user-profile", A], Duration::from_secs(30));
+    state.assert_success("state of the parked A");
+    let row: serde_json::Value = serde_json::from_str(&state.stdout).expect("state prints JSON");
+    assert_eq!(row["version"].as_i64(), Some(1), "A at its last good version\n{}", state.describe());
+
+    // A poison event no runner saw: the rebuild dead-letters it and completes for the rest.
+    pg.execute(&format!(
+        "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version) VALUES
+           (gen_random_uuid(), '{B}', 'user', 'UserEmailChanged', '{{\"email\":44}}', 3)"
+    ));
+    let out = ws.run(&["rebuild", "user-profile"], Duration::from_secs(60));
+    out.assert_success("rebuild with a new poison event");
+    assert!(out.stdout.contains("1 event(s) failed and were dead-lettered"), "{}", out.describe());
+    pg.assert_same_rows("rebuild with a new poison event", live_user, USER_PROFILE_MODEL);
+    let states = ws.status();
+    let profile = states.iter().find(|s| s.projection == "user-profile").expect("user-profile");
+    assert_eq!((profile.dead_letters, profile.parked_aggregates, profile.lag_events), (2, 2, 0), "{}", show(&states));
+}
+
+/// A dropped read-model table is not "caught up": after a restart the projection waits
+/// for a rebuild (`status --json`, `/health` 503), no runner recreates the table empty,
+/// and `projector rebuild` brings it back equal to a replay.
+#[test]
+fn a_dropped_read_model_table_waits_for_a_rebuild() {
+    let pg = Pg::new();
+    pg.seed("dt-", 50, 0, 1_000);
+    let port = free_port();
+    let config = test_config(2).replace("  listen: off", &format!("  listen: 127.0.0.1:{port}\n  health_interval: 2s"));
+    let ws = Workspace::with_config(Some(pg.url()), &config);
+    let mut runner = ws.spawn_runner(&[]);
+    ws.wait_caught_up(4, Duration::from_secs(60), || runner.logs());
+    runner.stop_cleanly(Duration::from_secs(10));
+    drop(runner);
+
+    pg.execute("DROP TABLE user_profile");
+    let mut runner = ws.spawn_runner(&[]);
+    let waiting = |s: &[projector::ProjectionState]| {
+        s.iter().filter(|s| s.projection == "user-profile").all(|s| s.status == Status::NeedsRebuild)
+    };
+    let states = ws.wait_status("user-profile waits for a rebuild", Duration::from_secs(30), waiting, || runner.logs());
+    let profile: Vec<_> = states.iter().filter(|s| s.projection == "user-profile").collect();
+    assert_eq!(profile.len(), 2, "{}", show(&states));
+    assert!(
+        profile.iter().all(|s| s.last_error.as_deref().is_some_and(|e| e.contains("user_profile is missing"))),
+        "{}",
+        show(&states)
+    );
+    let json = ws.run(&["status", "--json"], Duration::from_secs(30));
+    assert!(json.stdout.contains("\"needs-rebuild\""), "{}", json.describe());
+    let (code, health) = get(port, "/health");
+    assert_eq!(code, 503, "{health}");
+    assert!(health.contains("needs-rebuild"), "{health}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(pg.scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'user_profile'"), 0, "not recreated empty");
+
+    rebuild(&ws, &["user-profile"]);
+    ws.wait_caught_up(4, Duration::from_secs(60), || runner.logs());
+    pg.assert_read_models_match_oracle("after the rebuild of a dropped table");
+    let (code, health) = get(port, "/health");
+    assert_eq!(code, 200, "{health}");
     runner.stop_cleanly(Duration::from_secs(10));
 }

@@ -30,6 +30,12 @@
 //!       base: 100ms                  #   first backoff ceiling (default 100ms)
 //!       cap: 10s                     #   largest backoff (default 10s), >= base
 //!     on_failure: park               # optional: park | stop (default park)
+//!     gap_timeout: 30s               # optional: how long an event waits for missing
+//!                                    #   versions of its aggregate before it is
+//!                                    #   dead-lettered (default 30s)
+//!     crash_limit: 3                 # optional, 1..=100: crashes of the runner process
+//!                                    #   in a row on one batch before the event that
+//!                                    #   crashes it is searched for and dead-lettered
 //! alerts:                            # optional; absent = no alerting
 //!   webhook: http://127.0.0.1:9000/hooks/projector   # optional http(s) URL; absent = log only
 //!   interval: 5s                     # evaluation period (default 5s)
@@ -99,6 +105,12 @@ pub const MAX_RETRIES_LIMIT: u32 = 20;
 /// Default for [`ProjectionConfig::retry`].
 pub const DEFAULT_RETRY: RetryPolicy =
     RetryPolicy { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_secs(10) };
+/// Default for [`ProjectionConfig::gap_timeout`].
+pub const DEFAULT_GAP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for [`ProjectionConfig::crash_limit`].
+pub const DEFAULT_CRASH_LIMIT: u32 = 3;
+/// Largest accepted [`ProjectionConfig::crash_limit`].
+pub const MAX_CRASH_LIMIT: u32 = 100;
 /// Default for [`ProjectionConfig::on_failure`].
 pub const DEFAULT_ON_FAILURE: OnFailure = OnFailure::Park;
 /// Default for [`AlertsConfig::interval`].
@@ -162,6 +174,12 @@ pub struct ProjectionConfig {
     pub retry: RetryPolicy,
     /// What happens to an event that still fails after its retries.
     pub on_failure: OnFailure,
+    /// How long an event waits for missing earlier versions of its aggregate (they may
+    /// still be committing) before it is dead-lettered and its aggregate parked.
+    pub gap_timeout: Duration,
+    /// Crashes of the runner process in a row with the same batch in flight (1..=100)
+    /// before the batch is halved to find the event that crashes it.
+    pub crash_limit: u32,
 }
 
 /// The optional `alerts:` section: when to raise an incident, and where to send it.

@@ -43,6 +43,8 @@ pub(super) struct RawProjection {
     pub(super) lease_ttl: Option<Spanned<String>>,
     pub(super) retry: Option<RawRetry>,
     pub(super) on_failure: Option<Spanned<String>>,
+    pub(super) gap_timeout: Option<Spanned<String>>,
+    pub(super) crash_limit: Option<Spanned<RawInt>>,
 }
 
 #[derive(Deserialize)]

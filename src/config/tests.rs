@@ -354,6 +354,8 @@ fn retry_alerts_and_observability_defaults() {
     assert_eq!(p.retry, RetryPolicy::default());
     assert_eq!(p.retry, DEFAULT_RETRY);
     assert_eq!(p.on_failure, OnFailure::Park);
+    assert_eq!(p.gap_timeout, DEFAULT_GAP_TIMEOUT);
+    assert_eq!(p.crash_limit, DEFAULT_CRASH_LIMIT);
     assert_eq!(config.alerts, None);
     assert_eq!(
         config.observability,
@@ -366,12 +368,13 @@ fn retry_alerts_and_observability_defaults() {
     let config = Config::from_yaml_str(
         "projections:\n  p:\n    handler: daily-activity\n    provider: local\n    \
          config: { memory: 64MiB, timeout: 5m, concurrency: 2 }\n    \
-         retry: { cap: 1m }\nalerts:\nobservability:\n",
+         retry: { cap: 1m }\n    gap_timeout: 200ms\n    crash_limit: 5\nalerts:\nobservability:\n",
         "test.yaml",
         KNOWN,
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
     let p = &config.projections["p"];
+    assert_eq!((p.gap_timeout, p.crash_limit), (Duration::from_millis(200), 5));
     assert_eq!(p.retry, RetryPolicy { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_secs(60) });
     // `alerts:` with nothing under it is "absent"; so is `observability:`.
     assert_eq!(config.alerts, None);

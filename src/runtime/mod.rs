@@ -5,6 +5,8 @@
 //! decides when to call [`BatchRunner::step`] and how long to sleep in between.
 
 mod align;
+mod crashes;
+mod gaps;
 mod rebuild;
 mod time_travel;
 
@@ -26,7 +28,7 @@ use crate::fold::{ApplyError, Fold, Halt};
 use crate::handler::ProjectionHandler;
 
 use crate::retry::{Failure, RetryAction, RetryPolicy};
-use crate::store::{BatchCommit, EventStore, Lease, ProjectionStore, ReadBound};
+use crate::store::{rules, BatchCommit, EventStore, Lease, ProjectionStore};
 
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +47,11 @@ pub enum RuntimeError {
     /// `on_failure: stop`: the partition stops at this event; nothing was written.
     #[error("stopped at event {}: {}", .0.event_id, .0)]
     Stopped(Box<ApplyError>),
+    /// The next event has versions of its aggregate missing before it, and the gap
+    /// timeout has not passed: step again later (the missing versions may still be
+    /// committing). Nothing was written.
+    #[error("waiting for missing versions: {0}")]
+    GapWait(Box<ApplyError>),
 }
 
 impl RuntimeError {
@@ -53,7 +60,7 @@ impl RuntimeError {
             RuntimeError::Store(e) => e.class(),
             RuntimeError::Apply(e) => e.error.class(),
             RuntimeError::Row { .. } | RuntimeError::Stopped(_) => ErrorClass::Permanent,
-            RuntimeError::RetryLater { .. } => ErrorClass::Transient,
+            RuntimeError::RetryLater { .. } | RuntimeError::GapWait(_) => ErrorClass::Transient,
         }
     }
 }
@@ -84,6 +91,19 @@ pub struct BatchRunner<'a, H, S> {
     until: Option<Checkpoint>,
     /// An event that failed transiently and is being retried.
     retrying: Option<Uuid>,
+    /// How long an event waits for missing versions before it is dead-lettered.
+    gap_timeout: Duration,
+    /// An event waiting for missing versions (its wait is in the attempt history).
+    gap_waiting: Option<Uuid>,
+    /// Consecutive crashes with the same batch in flight before it is searched for the
+    /// event that crashes the runner.
+    crash_limit: u32,
+    /// Consecutive crashes as of the claim (see [`rules::crashes_at_claim`]).
+    crashes: u32,
+    /// Decided at the first step, from the lease.
+    crash_plan: Option<rules::CrashPlan>,
+    /// A batch is recorded in flight and not yet committed.
+    in_flight_marked: bool,
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -104,7 +124,28 @@ where
             on_failure: OnFailure::Park,
             until: None,
             retrying: None,
+            gap_timeout: crate::config::DEFAULT_GAP_TIMEOUT,
+            gap_waiting: None,
+            crash_limit: crate::config::DEFAULT_CRASH_LIMIT,
+            crashes: 0,
+            crash_plan: None,
+            in_flight_marked: false,
         }
+    }
+
+    /// After this many consecutive crashes of the runner process with the same batch in
+    /// flight, the batch is halved until the event that crashes it is isolated; that
+    /// event is dead-lettered unapplied and its aggregate parked.
+    pub fn crash_limit(mut self, crashes: u32) -> Self {
+        self.crash_limit = crashes.max(1);
+        self
+    }
+
+    /// How long an event whose aggregate has versions missing before it waits for them
+    /// (they may still be committing) before it is dead-lettered and its aggregate parked.
+    pub fn gap_timeout(mut self, timeout: Duration) -> Self {
+        self.gap_timeout = timeout;
+        self
     }
 
     /// Retries for transient handler failures before an event is dead-lettered.
@@ -146,8 +187,25 @@ where
     /// Reads and applies one batch. Rows and checkpoint commit in one transaction; on
     /// any error nothing is written and the checkpoint stays where it was.
     pub async fn step(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let result = self.step_once().await;
+        if std::mem::take(&mut self.in_flight_marked) && result.is_err() {
+            // Not a crash: the next claim must not count one. Should this fail too, the
+            // next claim counts a crash that was none, which takes `crash_limit` in a row
+            // to matter.
+            let _ = self.store.set_in_flight(&self.lease, None, self.crashes).await;
+        }
+        result
+    }
+
+    async fn step_once(&mut self) -> Result<StepOutcome, RuntimeError> {
+        let plan = self.plan_for_crashes();
+        let limit = match plan {
+            rules::CrashPlan::Normal => self.batch_size,
+            rules::CrashPlan::Probe { limit, .. } => limit.clamp(1, self.batch_size),
+            rules::CrashPlan::Isolated => 1,
+        };
         let from = self.lease.checkpoint;
-        let mut events = self.store.read_all(from, &self.filter, self.lease.partition, self.batch_size).await?;
+        let mut events = self.store.read_all(from, &self.filter, self.lease.partition, limit).await?;
         if let Some(cap) = self.until {
             events.retain(|e| e.checkpoint() <= cap);
             if events.is_empty() && from < cap {
@@ -156,21 +214,28 @@ where
                 return self.advance_to(cap).await;
             }
         }
-        let Some(last) = events.last() else {
+        if events.is_empty() {
             return Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() });
-        };
-        let to = last.checkpoint();
+        }
+        if plan == rules::CrashPlan::Isolated && !self.lease.parked.holds(&events[0]) {
+            return self.dead_letter_crasher(events.swap_remove(0)).await;
+        }
         let schema = self.handler.schema();
 
         let keys = Fold::new(self.handler).keys_to_load(&events);
         let rows = if keys.is_empty() { Vec::new() } else { self.store.load_rows(schema, &keys).await? };
-        let parked = &self.lease.parked;
         // Aggregates parked by failures in this batch: from which version on.
         let mut parked_now: BTreeMap<Uuid, i64> = BTreeMap::new();
         let mut letters: Vec<DeadLetter> = Vec::new();
-        let mut fold = Fold::new(self.handler);
+        let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
         fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
-        let gap_events = read_gaps(self.store, &fold, &events, &self.filter, |e| parked.holds(e)).await?;
+        let reads = gaps::read_gaps(self.store, &fold, &events, &self.filter, |e| self.lease.parked.holds(e)).await?;
+        self.settle_gaps(&reads.unfilled, &mut events, &mut letters, &mut parked_now).await?;
+        let gap_events = reads.events;
+        let last = events.last().expect("a batch cut at a gap keeps at least one event");
+        let to = last.checkpoint();
+        self.mark_in_flight(to, events.len()).await?;
+        let parked = &self.lease.parked;
         // The batch is folded once: after a failure, only the rows the parked versions
         // reached are replayed, and applying goes on where it stopped.
         let mut start = 0;
@@ -233,7 +298,9 @@ where
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
-        if let Some(event_id) = self.retrying.take() {
+        self.in_flight_marked = false;
+        self.committed_after_crashes(plan, to).await?;
+        for event_id in [self.retrying.take(), self.gap_waiting.take()].into_iter().flatten() {
             if events.iter().any(|e| e.event_id == event_id) && !letters_sent.contains(&event_id) {
                 self.store.clear_failure(self.handler.name(), event_id).await?;
             }
@@ -288,23 +355,52 @@ where
         Ok(StepOutcome { checkpoint: cap, ..StepOutcome::default() })
     }
 
+    /// Decides for each event of the batch whose missing versions the direct read did
+    /// not find: past the gap timeout it becomes a dead letter parking its aggregate
+    /// (added to `letters` and `parked_now`); before it, the batch is cut just before
+    /// it, and when nothing is left before it the step waits (`GapWait`).
+    async fn settle_gaps(
+        &mut self,
+        unfilled: &[gaps::Unfilled],
+        events: &mut Vec<DomainEvent>,
+        letters: &mut Vec<DeadLetter>,
+        parked_now: &mut BTreeMap<Uuid, i64>,
+    ) -> Result<(), RuntimeError> {
+        for hole in unfilled {
+            let Some(index) =
+                events.iter().position(|e| e.aggregate_id == hole.aggregate_id && e.version == hole.version)
+            else {
+                continue;
+            };
+            let event = &events[index];
+            let failure = hole.failure(self.handler.name(), event);
+            let message = failure.to_string();
+            let record = self.store.record_failure(self.handler.name(), event, &message).await?;
+            if !rules::gap_waited_out(&record, self.gap_timeout) {
+                self.gap_waiting = Some(event.event_id);
+                events.truncate(index);
+                if events.is_empty() {
+                    return Err(RuntimeError::GapWait(failure));
+                }
+                return Ok(());
+            }
+            if self.on_failure == OnFailure::Stop {
+                return Err(RuntimeError::Stopped(failure));
+            }
+            letters.push(DeadLetter::new(
+                self.handler.name(),
+                event,
+                &message,
+                ErrorClass::Permanent,
+                record.attempts,
+                DateTime::<Utc>::MIN_UTC,
+            ));
+            parked_now.insert(event.aggregate_id, event.version);
+        }
+        Ok(())
+    }
+
     fn row_error(&self, e: crate::read_model::RowError) -> RuntimeError {
         RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() }
     }
-}
-
-async fn read_gaps<H: ProjectionHandler, S: EventStore>(
-    store: &S,
-    fold: &Fold<'_, H>,
-    events: &[DomainEvent],
-    filter: &EventFilter,
-    held: impl Fn(&DomainEvent) -> bool,
-) -> Result<Vec<DomainEvent>, StoreError> {
-    let mut out = Vec::new();
-    for gap in fold.gaps_except(events, held) {
-        let found =
-            store.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
-        out.extend(found.into_iter().filter(|e| filter.matches(e)));
-    }
-    Ok(out)
 }

@@ -3,8 +3,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::dead_letter::{DeadLetter, Exclusions, OnFailure};
+use crate::error::StoreError;
 use crate::event::{Checkpoint, DomainEvent, EventFilter};
-use crate::fold::{ApplyError, Fold};
+use crate::fold::{Fold, Halt};
 use crate::handler::ProjectionHandler;
 use crate::read_model::{RowKey, Value};
 use crate::runtime::RuntimeError;
@@ -17,6 +19,8 @@ pub struct RebuildOutcome {
     pub events_applied: u64,
     pub rows_written: u64,
     pub checkpoint: Checkpoint,
+    /// Events that failed in the rebuild: each was dead-lettered and parks its aggregate.
+    pub dead_lettered: u64,
 }
 
 /// Progress callback: events read so far.
@@ -35,6 +39,12 @@ impl<F: FnMut(u64, Checkpoint)> Progress for F {
 /// With `from_position`, only the rows touched by events at or after that global
 /// position are recomputed (from their whole history); all other rows are kept.
 /// Rows are held in memory and flushed in bulk every `flush_rows` rows.
+///
+/// A rebuild gives the rows live processing gives: events operators skipped or
+/// discarded stay out, aggregates parked behind an open dead letter stay parked (their
+/// rows at the last good version), and an event the handler fails on is dead-lettered
+/// and parks its aggregate while every other row is rebuilt. With `on_failure: stop` a
+/// failing event fails the rebuild instead, and nothing changes.
 #[derive(Debug)]
 pub struct Rebuild<'a, H> {
     handler: &'a H,
@@ -42,6 +52,7 @@ pub struct Rebuild<'a, H> {
     read_size: usize,
     flush_rows: usize,
     from_position: Option<i64>,
+    on_failure: OnFailure,
 }
 
 impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
@@ -52,7 +63,13 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             read_size: 5_000,
             flush_rows: 250_000,
             from_position: None,
+            on_failure: OnFailure::Park,
         }
+    }
+
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.on_failure = on_failure;
+        self
     }
 
     pub fn from_position(mut self, position: Option<i64>) -> Self {
@@ -77,6 +94,15 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
     ) -> Result<RebuildOutcome, RuntimeError> {
         let table = self.handler.schema();
         let mut session = store.begin_rebuild(self.handler.name(), table).await?;
+        if self.from_position.is_some() && session.needs_full() {
+            return Err(StoreError::InvalidInput(format!(
+                "projection {}: read-model table {} must be rebuilt in full (it was missing, did not match the \
+                 schema, or waits for a rebuild); a rebuild from a position cannot fill it",
+                self.handler.name(),
+                table.name
+            ))
+            .into());
+        }
 
         // Rows a partial rebuild redoes: those touched by events since `from_position`.
         let only: Option<std::collections::HashSet<H::Key>> = match self.from_position {
@@ -99,7 +125,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             }
         };
 
-        let mut fold = Fold::new(self.handler).assume_absent(true);
+        let mut exclusions = session.exclusions().await?;
+        let mut fold = Fold::new(self.handler).assume_absent(true).discarding(exclusions.discarded.iter().copied());
+        let mut letters: Vec<DeadLetter> = Vec::new();
         let mut checkpoint = Checkpoint::START;
         let mut events_read = 0u64;
         let mut events_applied = 0u64;
@@ -121,7 +149,7 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
                     .map_err(|e| RuntimeError::Row { projection: self.handler.name(), reason: e.to_string() })?;
             }
             let mut gap_events = Vec::new();
-            for gap in fold.gaps(&events) {
+            for gap in fold.gaps_except(&events, |e| exclusions.holds(e)) {
                 let found = session
                     .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
                     .await?;
@@ -130,10 +158,10 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             // Fold this page while the server produces the next one.
             let (read, folded) = futures_util::future::join(
                 session.read_all(checkpoint, &self.filter, self.read_size),
-                fold_in_steps(&mut fold, &events, &gap_events),
+                self.fold_page(&mut fold, &events, &gap_events, &mut exclusions),
             )
             .await;
-            folded?;
+            letters.extend(folded?);
             next = read?;
             progress.advanced(events_read, checkpoint);
             if fold.len() >= self.flush_rows {
@@ -153,8 +181,61 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         }
         events_applied += fold.events_applied();
         last_event_at = last_event_at.max(fold.last_event_at());
+        if !letters.is_empty() {
+            session.dead_letter(&letters).await?;
+        }
         session.finish(checkpoint, events_applied, last_event_at).await?;
-        Ok(RebuildOutcome { events_read, events_applied, rows_written, checkpoint })
+        let dead_lettered = letters.len() as u64;
+        Ok(RebuildOutcome { events_read, events_applied, rows_written, checkpoint, dead_lettered })
+    }
+
+    /// Applies one page in steps (yielding between them, so that a read joined with this
+    /// future makes progress meanwhile). An event that fails is dead-lettered and parks
+    /// its aggregate, as in live processing: the rows its parked versions reached go back
+    /// to where the page found them and the page goes on without them. Returns the
+    /// page's letters.
+    async fn fold_page(
+        &self,
+        fold: &mut Fold<'_, H>,
+        events: &[DomainEvent],
+        gap_events: &[DomainEvent],
+        exclusions: &mut Exclusions,
+    ) -> Result<Vec<DeadLetter>, RuntimeError> {
+        const STEP: usize = 512;
+        fold.begin_page();
+        let mut letters = Vec::new();
+        let mut start = 0;
+        while start < events.len() {
+            let end = (start + STEP).min(events.len());
+            let halted = fold.apply_from(&events[..end], gap_events, start, |e| exclusions.holds(e));
+            let Err(Halt { index, failure }) = halted else {
+                start = end;
+                YieldNow(false).await;
+                continue;
+            };
+            if self.on_failure == OnFailure::Stop {
+                return Err(RuntimeError::Stopped(failure));
+            }
+            let event = events
+                .iter()
+                .chain(gap_events)
+                .find(|e| e.event_id == failure.event_id)
+                .expect("the failing event is one of the page's")
+                .clone();
+            let class = failure.error.class();
+            letters.push(DeadLetter::new(
+                self.handler.name(),
+                &event,
+                &failure.to_string(),
+                class,
+                1,
+                DateTime::<Utc>::MIN_UTC,
+            ));
+            exclusions.park(&event);
+            fold.take_out(events, gap_events, index, &event, |e| exclusions.holds(e))?;
+            start = index;
+        }
+        Ok(letters)
     }
 
     async fn touched_keys<R: RebuildSession>(
@@ -176,20 +257,6 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
 
 /// Rows per write statement when a rebuild flushes.
 const WRITE_CHUNK: usize = 10_000;
-
-/// Applies `events` in steps, yielding between them so that a read joined with this
-/// future (the next page) makes progress meanwhile.
-async fn fold_in_steps<H: ProjectionHandler>(
-    fold: &mut Fold<'_, H>,
-    events: &[DomainEvent],
-    gap_events: &[DomainEvent],
-) -> Result<(), Box<ApplyError>> {
-    for step in events.chunks(512) {
-        fold.apply(step, gap_events)?;
-        YieldNow(false).await;
-    }
-    Ok(())
-}
 
 /// Returns `Pending` once (waking itself at once), so other futures of the task run.
 struct YieldNow(bool);

@@ -7,9 +7,13 @@ use crate::event::EventFilter;
 use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
-use crate::store::{EventStore, ReadBound};
+use crate::store::{EventStore, ProjectionStore, ReadBound};
 
 /// A row as it was at an instant: replays the events that feed `key` up to `at`.
+///
+/// The replay leaves out what live processing left out ([`ProjectionStore::exclusions`]):
+/// events operators skipped or discarded, and the versions of a parked aggregate from
+/// its dead letter on.
 ///
 /// For aggregate-version projections keyed by aggregate id this reads one aggregate;
 /// otherwise it scans the projection's events in commit order.
@@ -23,14 +27,15 @@ pub async fn state_at<H, S>(
 ) -> Result<Option<(H::Row, i64)>, RuntimeError>
 where
     H: ProjectionHandler,
-    S: EventStore,
+    S: EventStore + ProjectionStore,
 {
     let filter = handler.filter().and(filter);
-    let mut fold = Fold::new(handler).assume_absent(true);
+    let exclusions = store.exclusions(handler.name()).await?;
+    let mut fold = Fold::new(handler).assume_absent(true).discarding(exclusions.discarded.iter().copied());
     if let Some(id) = aggregate_id {
         let bound = at.map_or(ReadBound::All, ReadBound::At);
         let events = store.read_aggregate(id, bound).await?;
-        for e in events.iter().filter(|e| filter.matches(e)) {
+        for e in events.iter().filter(|e| filter.matches(e) && !exclusions.holds(e)) {
             if handler.key(e).as_ref() == Some(key) {
                 fold.apply_one(e)?;
             }
@@ -44,7 +49,7 @@ where
             let Some(last) = events.last() else { break };
             after = last.position;
             for e in &events {
-                if at.is_some_and(|at| e.timestamp > at) {
+                if at.is_some_and(|at| e.timestamp > at) || exclusions.holds(e) {
                     continue;
                 }
                 if handler.key(e).as_ref() == Some(key) {

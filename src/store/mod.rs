@@ -5,6 +5,7 @@
 //! Worker (single-threaded wasm) and natively.
 #![allow(async_fn_in_trait)]
 
+pub mod keys;
 pub mod rules;
 
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::dead_letter::{DeadLetter, OperatorAction, Parked, ParkedSet};
+use crate::dead_letter::{DeadLetter, DiscardedEvent, Exclusions, OperatorAction, Parked, ParkedSet};
 use crate::error::Result;
 use crate::event::{Checkpoint, DomainEvent, EventFilter, NewEvent, Partition};
 use crate::read_model::{TableSchema, Value};
@@ -91,6 +92,12 @@ pub trait EventStore {
     async fn read_committed(&self, after: i64, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>> {
         self.read_all(Checkpoint { transaction_id: 0, position: after }, filter, Partition::WHOLE, limit).await
     }
+
+    /// The largest `event_data` an append accepts, in bytes of compact JSON. The runtime
+    /// dead-letters a stored event over it (a row written around the store) unfolded.
+    fn max_payload_bytes(&self) -> usize {
+        rules::DEFAULT_MAX_PAYLOAD_BYTES
+    }
 }
 
 /// A claimed partition: the caller owns it until the lease expires unrenewed.
@@ -102,6 +109,19 @@ pub struct Lease {
     pub checkpoint: Checkpoint,
     /// Aggregates of this partition waiting behind dead letters, and their epoch.
     pub parked: ParkedSet,
+    /// The batch a runner recorded before applying it and never committed: it died
+    /// applying it (or is applying it still, under a lease that expired).
+    pub in_flight: Option<InFlight>,
+    /// Consecutive crashes recorded so far (see [`ProjectionStore::set_in_flight`]).
+    pub crashes: u32,
+}
+
+/// A batch being applied: from the partition's checkpoint to `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub to: Checkpoint,
+    /// How many events it holds.
+    pub events: u32,
 }
 
 /// Read-model rows a batch changes.
@@ -159,12 +179,16 @@ pub struct FailureRecord {
     /// Failed attempts so far, this one included.
     pub attempts: u32,
     pub first_failed_at: DateTime<Utc>,
+    /// This attempt, by the same clock: how long an event has been failing.
+    pub last_failed_at: DateTime<Utc>,
 }
 
 /// Projection bookkeeping and read-model writes.
 pub trait ProjectionStore {
     /// Creates or updates the read-model table and the projection's partition rows.
-    /// `filter` is what the projection reads; the store uses it to measure lag.
+    /// `filter` is what the projection reads; the store uses it to measure lag. A
+    /// projection registered already keeps its partition count: asking for another is
+    /// refused ([`rules::check_registered_partitions`]); see [`ProjectionStore::repartition`].
     async fn register(
         &self,
         projection: &str,
@@ -172,6 +196,15 @@ pub trait ProjectionStore {
         filter: &EventFilter,
         partitions: u32,
     ) -> Result<()>;
+
+    /// The partition count `projection` is split into in the store (`None`: it is not
+    /// registered).
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>>;
+
+    /// Re-splits a registered projection into `partitions` partitions, all starting at
+    /// the checkpoint every partition stands at ([`rules::rescale`]); the only way the
+    /// stored count changes.
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<()>;
 
     /// Takes (or renews) the lease on a partition if it is free, expired or already ours.
     /// Returns `None` while another owner holds it.
@@ -196,6 +229,13 @@ pub trait ProjectionStore {
     /// (a rebuild, a repair) starts with the full retry budget.
     async fn clear_failure(&self, projection: &str, event_id: Uuid) -> Result<()>;
 
+    /// Records the batch the lease holder is about to apply (`None`: none) and the
+    /// partition's count of consecutive crashes, so that the next claim finds a batch a
+    /// runner died applying (an abort, running out of memory, a stack overflow: what
+    /// cannot be caught). A batch commit clears the batch, not the count. Fails with
+    /// `LeaseLost` when the caller no longer holds the lease.
+    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<()>;
+
     /// Records a status change and (for failures) the error text.
     async fn set_status(
         &self,
@@ -208,6 +248,10 @@ pub trait ProjectionStore {
     /// State of every partition of every projection, lag included.
     async fn states(&self) -> Result<Vec<ProjectionState>>;
 
+    /// What replays of `projection` leave out: the events operators skipped or discarded,
+    /// and the aggregates parked behind open dead letters (every partition's).
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions>;
+
     /// Who holds the global read horizon back, when committed events wait behind an open
     /// transaction (stores whose commits are serial never report one).
     async fn horizon_hold(&self) -> Result<Option<HorizonHold>> {
@@ -218,6 +262,11 @@ pub trait ProjectionStore {
 /// A rebuild in progress: one transaction that replaces a projection's rows and resets
 /// its checkpoints; nothing of it is visible until [`RebuildSession::finish`].
 pub trait RebuildSession {
+    /// The projection's rows are all gone: its read-model table was missing or did not
+    /// match the schema (the session lays it out anew), or the projection waits for a
+    /// rebuild. Only a full rebuild can fill it.
+    fn needs_full(&self) -> bool;
+
     /// Reads events in commit-safe order inside the rebuild's transaction.
     async fn read_all(&mut self, after: Checkpoint, filter: &EventFilter, limit: usize) -> Result<Vec<DomainEvent>>;
 
@@ -239,7 +288,16 @@ pub trait RebuildSession {
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<()>;
 
-    /// Sets every partition's checkpoint to `to`, marks the projection caught up and commits.
+    /// What this replay leaves out (see [`ProjectionStore::exclusions`]), read inside the
+    /// rebuild.
+    async fn exclusions(&mut self) -> Result<Exclusions>;
+
+    /// Stores letters for events that failed in this rebuild and parks their aggregates
+    /// from their versions on, as a batch commit does; visible when the rebuild finishes.
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<()>;
+
+    /// Sets every partition's checkpoint to `to`, marks the projection caught up, moves
+    /// every partition's parking epoch (runners re-read their parked sets) and commits.
     async fn finish(self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<()>;
 }
 
@@ -287,6 +345,14 @@ pub trait RepairSession {
     /// Moves the parking to a later version (`Some`) or lifts it (`None`); bumps the
     /// partition's parking epoch either way.
     async fn set_parking(&mut self, parked: Option<Parked>) -> Result<()>;
+
+    /// The events of the letter's aggregate that operators took out of the projection
+    /// before, which a repair leaves out as well.
+    async fn discarded_events(&mut self) -> Result<Vec<DiscardedEvent>>;
+
+    /// Records events this repair takes out of the projection (a skip or a discard), so
+    /// that rebuilds and time travel leave them out too.
+    async fn discard_events(&mut self, events: &[DiscardedEvent]) -> Result<()>;
 
     /// Updates the open letter after another failed attempt.
     async fn failed_again(&mut self, error: &str) -> Result<()>;

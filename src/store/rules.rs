@@ -1,10 +1,12 @@
 //! The rules every store applies, written once: input checks, the idempotency decision,
 //! the rescale rule, why a batch commit was refused, status from lag, how a rebuild
-//! counts, and the parked set from stored rows.
+//! counts, the parked set from stored rows; and (in `stored`) the limits on stored
+//! events and the batch a crashed runner left in flight.
 //!
 //! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
 //! translates the answer to its own SQL. None of this does I/O.
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::dead_letter::{Parked, ParkedSet};
@@ -13,6 +15,9 @@ use crate::event::{Checkpoint, Partition};
 use crate::read_model::TableSchema;
 use crate::state::Status;
 use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion};
+
+mod stored;
+pub use stored::*;
 
 /// The store's own tables: no read model may take one of these names.
 pub const RESERVED_TABLES: &[&str] = &[
@@ -25,6 +30,10 @@ pub const RESERVED_TABLES: &[&str] = &[
     "dead_letters",
     "parked_aggregates",
     "dead_letter_actions",
+    "subject_keys",
+    "erased_subjects",
+    "crypto_audit",
+    "discarded_events",
 ];
 
 /// Name prefixes that belong to a database engine or to the store.
@@ -92,6 +101,11 @@ pub fn check_table(table: &TableSchema) -> Result<()> {
 pub fn check_registration(projection: &str, table: &TableSchema, partitions: u32) -> Result<()> {
     check_projection_name(projection)?;
     check_table(table)?;
+    check_partitions(projection, partitions)
+}
+
+/// A partition count the tables can keep.
+pub fn check_partitions(projection: &str, partitions: u32) -> Result<()> {
     if partitions == 0 || partitions > i32::MAX as u32 {
         return Err(invalid(format!("projection {projection}: partitions must be between 1 and {}", i32::MAX)));
     }
@@ -386,6 +400,82 @@ pub struct PartitionRow {
     pub checkpoint: Checkpoint,
 }
 
+/// The partition count lives in the store: registering keeps it, and a registration
+/// that asks for another count (a runner configured for it) is refused, naming both and
+/// the command that changes it. Only [`rescale`] (by `projector scale`) changes it.
+pub fn check_registered_partitions(projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<()> {
+    let Some(stored) = existing.first().map(|row| row.count) else {
+        return Ok(());
+    };
+    if existing.iter().all(|row| row.count == partitions) {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "projection {projection} is split into {stored} partitions in the store, but {partitions} were asked \
+         for; set `partitions: {stored}` in projections.yaml, or change the count with \
+         `projector scale {projection} {partitions}` (its runners stopped)"
+    )))
+}
+
+/// How a read-model table a registration finds compares with the handler's schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableFit {
+    /// The table is there with every column the schema needs (nullable columns it lacks
+    /// are added).
+    Fits,
+    /// The table does not exist.
+    Missing,
+    /// The table lacks columns it cannot be given: key or non-nullable ones.
+    Lacks(Vec<String>),
+}
+
+/// How the stored table (its column names; none when it does not exist) fits `table`.
+pub fn table_fit(table: &TableSchema, existing_columns: &[String]) -> TableFit {
+    if existing_columns.is_empty() {
+        return TableFit::Missing;
+    }
+    let lacking: Vec<String> = table
+        .all_columns()
+        .filter(|c| !c.nullable || table.key.contains(c))
+        .filter(|c| !existing_columns.iter().any(|name| name.eq_ignore_ascii_case(c.name)))
+        .map(|c| c.name.to_owned())
+        .collect();
+    if lacking.is_empty() {
+        TableFit::Fits
+    } else {
+        TableFit::Lacks(lacking)
+    }
+}
+
+/// A projection whose rows are gone (its table missing, or not matching the schema)
+/// while a checkpoint is past the start needs a rebuild: an empty table created under
+/// that checkpoint would look caught up while it holds nothing. Returns why, for the
+/// partitions' `last_error`; `None` when the table can be (created and) used.
+pub fn needs_rebuild(table: &TableSchema, fit: &TableFit, existing: &[PartitionRow]) -> Option<String> {
+    let past_start = existing.iter().any(|row| row.checkpoint > Checkpoint::START);
+    let why = match fit {
+        TableFit::Fits => return None,
+        _ if !past_start => return None,
+        TableFit::Missing => format!("read-model table {} is missing", table.name),
+        TableFit::Lacks(columns) => {
+            format!("read-model table {} lacks the column(s) {}", table.name, columns.join(", "))
+        }
+    };
+    Some(format!("{why} while the checkpoint is past the start; run `projector rebuild`"))
+}
+
+/// A projection that waits for a rebuild is not re-split: the new partition rows would
+/// start as running over a table that is gone.
+pub fn check_repartition(projection: &str, waits_for_rebuild: bool) -> Result<()> {
+    if waits_for_rebuild {
+        return Err(invalid(format!(
+            "projection {projection} waits for a rebuild (its read-model table is gone or does not match); run \
+             `projector rebuild {projection}` before changing its partitions"
+        )));
+    }
+    Ok(())
+}
+
 /// Changing the partition count re-splits the aggregates, which is only safe when every
 /// partition stands at the same checkpoint (`projector scale` aligns them first).
 pub fn rescale(projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<Rescale> {
@@ -410,6 +500,13 @@ pub fn rescale(projection: &str, existing: &[PartitionRow], partitions: u32) -> 
     Ok(Rescale::Reset { start: first.checkpoint })
 }
 
+/// How long the oldest unapplied event has waited, in seconds: from when the store
+/// recorded it (its own clock) to `now`. Never negative: a clock step backwards, or a
+/// write recorded a moment after `now` was read, is no lag.
+pub fn lag_seconds(now: DateTime<Utc>, oldest_recorded_at: Option<DateTime<Utc>>) -> f64 {
+    oldest_recorded_at.map_or(0.0, |t| ((now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0))
+}
+
 impl Status {
     /// The status to report for a stored status and the lag just measured: running and
     /// caught up differ only by lag, which changes with every append.
@@ -419,6 +516,13 @@ impl Status {
             Status::Running | Status::CaughtUp => Status::Running,
             other => other,
         }
+    }
+
+    /// Whether recording this status without an error text clears the stored one: a
+    /// partition that runs again has recovered, and `last_error` speaks of a current
+    /// problem only. A text given with the status is always recorded.
+    pub fn clears_last_error(self) -> bool {
+        matches!(self, Status::Running | Status::CaughtUp)
     }
 
     /// Whether recording this status (with this error text) counts one more error.

@@ -359,3 +359,31 @@ pub async fn an_append_that_is_not_a_well_formed_event_is_refused<S: ContractSto
     assert!(events_of(store, a).await.is_empty(), "nothing was written");
     assert!(events_of(store, Uuid::nil()).await.is_empty(), "nothing was written for the nil id");
 }
+
+/// The partition count lives in the store: registering with another count is refused,
+/// naming both counts and `projector scale`, and changes nothing; `repartition` changes
+/// it, and `partition_count` says what it is.
+pub async fn registering_with_another_partition_count_is_refused<S: ContractStore>(store: &S) {
+    let p = "contract-partition-count";
+    assert_eq!(ok(store.partition_count(p).await, "partition_count"), None, "not registered yet");
+    ok(store.register(p, &PROBE, &EventFilter::all(), 2).await, "register with 2 partitions");
+    assert_eq!(ok(store.partition_count(p).await, "partition_count"), Some(2));
+    match store.register(p, &PROBE, &EventFilter::all(), 3).await {
+        Err(StoreError::InvalidInput(m)) => {
+            for needle in ["2 partitions", "3", "projector scale contract-partition-count 3"] {
+                assert!(m.contains(needle), "the refusal names {needle:?}: {m}");
+            }
+        }
+        other => panic!("register with 3 partitions over 2: want InvalidInput, got {other:?}"),
+    }
+    let states = ok(store.states().await, "states");
+    assert_eq!(states.iter().filter(|s| s.projection == p && s.partitions == 2).count(), 2, "nothing changed");
+    ok(store.register(p, &PROBE, &EventFilter::all(), 2).await, "registering again with the stored count");
+    ok(store.repartition(p, 3).await, "repartition 2 -> 3");
+    assert_eq!(ok(store.partition_count(p).await, "partition_count"), Some(3));
+    ok(store.register(p, &PROBE, &EventFilter::all(), 3).await, "register with the new count");
+    match store.repartition("contract-no-such-projection", 2).await {
+        Err(StoreError::UnknownProjection(name)) => assert_eq!(name, "contract-no-such-projection"),
+        other => panic!("repartition of an unknown projection: want UnknownProjection, got {other:?}"),
+    }
+}

@@ -43,12 +43,12 @@ pub async fn append<S: EventStore>(store: &S, id: Uuid, event_type: &str, data: 
         .expect("append")
 }
 
-async fn register<H: ProjectionHandler, S: FailureStore>(store: &S, handler: &H) {
+pub(crate) async fn register<H: ProjectionHandler, S: FailureStore>(store: &S, handler: &H) {
     store.register(handler.name(), handler.schema(), &handler.filter(), 1).await.expect("register");
 }
 
 /// Runs one partition to caught-up; returns events dead-lettered.
-async fn run<H: ProjectionHandler, S: FailureStore>(store: &S, handler: &H, owner: &str) -> u64 {
+pub(crate) async fn run<H: ProjectionHandler, S: FailureStore>(store: &S, handler: &H, owner: &str) -> u64 {
     let lease = store
         .claim(handler.name(), Partition::WHOLE, owner, Duration::from_secs(30))
         .await
@@ -61,7 +61,7 @@ async fn run<H: ProjectionHandler, S: FailureStore>(store: &S, handler: &H, owne
 }
 
 /// Two users with interleaved events; user A's second event is poison.
-async fn poisoned_history<S: FailureStore>(store: &S) -> (Uuid, Uuid, AppendOutcome) {
+pub(crate) async fn poisoned_history<S: FailureStore>(store: &S) -> (Uuid, Uuid, AppendOutcome) {
     let (a, b) = (user(1), user(2));
     append(store, a, "UserRegistered", json!({"email": "a@x.io", "name": "A", "plan": "free"})).await;
     append(store, b, "UserRegistered", json!({"email": "b@x.io", "name": "B", "plan": "free"})).await;

@@ -1,14 +1,20 @@
 //! Shared test support.
 
 pub mod contract;
+pub mod crashes;
 pub mod drift;
 pub mod failures;
+pub mod keys;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
+pub mod reporting;
+pub mod replays;
+pub mod tables;
+pub mod stored_events;
 
-/// One `#[tokio::test]` per check of the store conformance suite ([`contract`] and
-/// [`drift`]), named after the check, each on a fresh store: a failing check hides no
+/// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
+/// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
 /// other.
 ///
 /// The argument makes the fresh store: `let` statements first, for whatever must outlive
@@ -54,6 +60,14 @@ macro_rules! contract_tests {
             an_expected_version_below_zero_is_refused,
             an_append_without_events_is_refused,
             an_append_that_is_not_a_well_formed_event_is_refused,
+            registering_with_another_partition_count_is_refused,
+        );
+        $crate::__store_tests!($attr $fresh tables:
+            a_missing_read_model_table_needs_a_rebuild,
+        );
+        $crate::__store_tests!($attr $fresh reporting:
+            lag_is_measured_from_when_the_store_recorded_the_events,
+            a_recovered_partition_clears_its_last_error,
         );
     };
     ($($fresh:tt)+) => {
@@ -61,7 +75,8 @@ macro_rules! contract_tests {
     };
 }
 
-/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`]); the
+/// One `#[tokio::test]` per check of the failure-handling suite ([`failures`],
+/// [`replays`], [`stored_events`] and [`crashes`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -85,9 +100,46 @@ macro_rules! failure_tests {
             begin_repair_finds_the_letter_its_parking_and_its_partition,
             a_repair_session_commits_everything_or_nothing,
         );
+        $crate::__store_tests!($attr $fresh replays:
+            a_rebuild_with_a_poison_event_equals_the_live_read_model,
+            a_rebuild_keeps_skipped_and_discarded_events_out,
+            a_rebuild_takes_out_what_a_failing_event_touched,
+            time_travel_leaves_out_a_skipped_event,
+        );
+        $crate::__store_tests!($attr $fresh stored_events:
+            a_version_gap_is_dead_lettered_after_its_timeout_and_skip_accepts_it,
+            a_gap_filled_within_its_timeout_applies_everything_in_order,
+            a_version_at_the_largest_bigint_is_a_gap_and_refuses_appends,
+            an_oversized_stored_event_is_dead_lettered_with_its_size,
+        );
+        $crate::__store_tests!($attr $fresh crashes:
+            a_claim_returns_the_batch_left_in_flight_and_a_commit_clears_it,
+            one_event_in_flight_at_the_crash_limit_is_dead_lettered,
+            a_batch_in_flight_at_the_crash_limit_is_halved,
+        );
     };
     ($($fresh:tt)+) => {
         $crate::failure_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
+}
+
+/// One `#[tokio::test]` per check of the subject-key suite ([`keys`]); the argument is as
+/// for [`contract_tests!`].
+#[macro_export]
+macro_rules! keys_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::keys_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh keys:
+            provisioning_stores_one_key_and_returns_it_after,
+            shredding_deletes_keys_and_fences_the_subject,
+            rewrap_walks_every_key_once_and_compares_before_replacing,
+            audit_rows_round_trip_and_bad_input_is_refused,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::keys_tests!(@tests [tokio::test] { $($fresh)+ });
     };
 }
 

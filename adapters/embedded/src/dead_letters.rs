@@ -136,17 +136,19 @@ pub(crate) fn record_failure(
     error: &str,
 ) -> Result<FailureRecord, StoreError> {
     let context = || format!("record a failed attempt of event {} for {projection}", event.event_id);
-    let (attempts, first): (i64, String) = conn
+    let (attempts, first, last): (i64, String, String) = conn
         .prepare_cached(RECORD_FAILURE)
         .and_then(|mut s| {
             s.query_row(params![projection, format_uuid(&event.event_id), format_ts(Utc::now()), error], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
         })
         .context(context)?;
+    let time = |text: &str| parse_ts(text).map_err(|e| StoreError::Database(format!("{}: {e}", context())));
     Ok(FailureRecord {
         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-        first_failed_at: parse_ts(&first).map_err(|e| StoreError::Database(format!("{}: {e}", context())))?,
+        first_failed_at: time(&first)?,
+        last_failed_at: time(&last)?,
     })
 }
 

@@ -44,6 +44,10 @@ impl EventStore for EmbeddedStore {
     ) -> Result<Vec<DomainEvent>, StoreError> {
         read_all(&self.lock(), after, filter, partition, limit)
     }
+
+    fn max_payload_bytes(&self) -> usize {
+        EmbeddedStore::max_payload_bytes(self)
+    }
 }
 
 /// Registers [`BUCKET_FUNCTION`] on a connection. Text that is not a uuid lands in
@@ -77,7 +81,6 @@ fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i6
 
 fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
     let aggregate = request.aggregate_id;
-    let now = Utc::now();
     for e in &request.events {
         if let Some(t) = e.timestamp {
             check_ts_range(t, &format!("event {} timestamp", e.event_type))?;
@@ -87,6 +90,10 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
     let aggregate_text = format_uuid(&aggregate);
 
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
+    // The store's clock, read inside the write lock so recording order follows position
+    // order: when each event is recorded, and its timestamp unless the request gives one.
+    let now = Utc::now();
+    let recorded_at = format_ts(now);
     if let Some(key) = &request.idempotency_key {
         if let Some(stored) = find_key(&tx, key, aggregate)? {
             return rules::replay_idempotent(key, stored, &request);
@@ -100,10 +107,11 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
         }
     }
 
+    let last_version = rules::last_appended_version(aggregate, current, request.events.len())?;
     let mut outcome = AppendOutcome {
         aggregate_id: aggregate,
         first_version: current + 1,
-        last_version: current + request.events.len() as i64,
+        last_version,
         event_ids: Vec::with_capacity(request.events.len()),
         positions: Vec::with_capacity(request.events.len()),
         deduplicated: false,
@@ -129,6 +137,7 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
                     version,
                     format_ts(event.timestamp.unwrap_or(now)),
                     encrypted,
+                    recorded_at,
                 ],
                 |r| r.get::<_, i64>(0),
             );

@@ -35,8 +35,9 @@
 //!
 //! Layout: `migrate` applies the schema (`sql/migrations/`); every fixed statement is a
 //! file in `sql/`; `events`, `projections`, `dead_letters`, `rebuild` and `repair` each
-//! implement one of the store traits; `rows` is the only place that writes SQL from a
-//! read model's [`TableSchema`](projector::TableSchema).
+//! implement one of the store traits (`discarded` keeps what operators took out of a
+//! projection, for rebuilds, time travel and repairs); `rows` is the only place that
+//! writes SQL from a read model's [`TableSchema`](projector::TableSchema).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,8 +49,10 @@ use rusqlite::{Connection, OpenFlags};
 
 mod codec;
 mod dead_letters;
+mod discarded;
 mod error;
 mod events;
+mod keys;
 mod migrate;
 mod projections;
 mod rebuild;
@@ -167,6 +170,12 @@ impl EmbeddedStore {
     pub fn schema_version(&self) -> Result<i64, StoreError> {
         migrate::schema_version(&self.lock())
             .context(|| format!("read the schema version of embedded store {}", self.describe()))
+    }
+
+    /// Runs SQL text as-is (several statements allowed). For administration and tests;
+    /// projection work goes through the traits.
+    pub fn execute_script(&self, sql: &str) -> Result<(), StoreError> {
+        self.lock().execute_batch(sql).context(|| format!("run a script on embedded store {}", self.describe()))
     }
 
     fn describe(&self) -> String {

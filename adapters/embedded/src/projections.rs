@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, Lease, Partition, ProjectionState,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, InFlight, Lease, Partition, ProjectionState,
     ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::codec::{format_ts, max_ts, parse_ts, tx_id};
 use crate::error::Context;
-use crate::{dead_letters, events, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, rows, EmbeddedStore};
 
 const FIND_TABLE_OWNER: &str = include_str!("../sql/find_table_owner.sql");
 const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql");
@@ -24,11 +24,15 @@ const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const INSERT_PARTITION: &str = include_str!("../sql/insert_partition.sql");
 const FIND_PROJECTION: &str = include_str!("../sql/find_projection.sql");
 const PARTITION_COUNT: &str = include_str!("../sql/partition_count.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
+const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
+const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const PARTITION_OWNER: &str = include_str!("../sql/partition_owner.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
+const SET_IN_FLIGHT: &str = include_str!("../sql/set_in_flight.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 
 impl ProjectionStore for EmbeddedStore {
@@ -40,6 +44,15 @@ impl ProjectionStore for EmbeddedStore {
         partitions: u32,
     ) -> Result<(), StoreError> {
         register(&mut self.lock(), projection, table, filter, partitions)
+    }
+
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let rows = partition_rows(&self.lock(), projection).context(|| format!("look up projection {projection}"))?;
+        Ok(rows.first().map(|row| row.count))
+    }
+
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<(), StoreError> {
+        repartition(&mut self.lock(), projection, partitions)
     }
 
     async fn claim(
@@ -77,6 +90,28 @@ impl ProjectionStore for EmbeddedStore {
         dead_letters::clear_failure(&self.lock(), projection, event_id)
     }
 
+    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<(), StoreError> {
+        let changed = self
+            .lock()
+            .prepare_cached(SET_IN_FLIGHT)
+            .and_then(|mut s| {
+                s.execute(params![
+                    lease.projection,
+                    lease.partition.index,
+                    lease.owner,
+                    batch.map(|b| i64::try_from(b.to.transaction_id).unwrap_or(i64::MAX)),
+                    batch.map(|b| b.to.position),
+                    batch.map(|b| i64::from(b.events)),
+                    i64::from(crashes),
+                ])
+            })
+            .context(|| format!("record the batch in flight of {} partition {}", lease.projection, lease.partition))?;
+        if changed == 0 {
+            return Err(rules::in_flight_refused(lease));
+        }
+        Ok(())
+    }
+
     async fn set_status(
         &self,
         projection: &str,
@@ -89,6 +124,10 @@ impl ProjectionStore for EmbeddedStore {
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
         states(&self.lock())
+    }
+
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.lock(), projection)
     }
 }
 
@@ -107,7 +146,6 @@ fn register(
 ) -> Result<(), StoreError> {
     rules::check_registration(projection, table, partitions)?;
     let context = || format!("register projection {projection}");
-    let now = format_ts(Utc::now());
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
 
     let other: Option<String> =
@@ -118,19 +156,50 @@ fn register(
             table.name
         )));
     }
-    rows::ensure_table(&tx, table)?;
+    let existing = partition_rows(&tx, projection).context(context)?;
+    rules::check_registered_partitions(projection, &existing, partitions)?;
+    let fit = rules::table_fit(table, &rows::table_columns(&tx, table)?);
+    let needs_rebuild = rules::needs_rebuild(table, &fit, &existing);
+    if needs_rebuild.is_none() {
+        rows::ensure_table(&tx, table)?;
+    }
     let filter_json = serde_json::to_string(filter)
         .map_err(|e| StoreError::InvalidInput(format!("projection {projection}: filter does not serialize: {e}")))?;
     tx.execute(REGISTER_PROJECTION, params![projection, table.name, filter_json, partitions]).context(context)?;
+    split(&tx, projection, &existing, partitions)?;
+    if let Some(why) = needs_rebuild {
+        // Never an empty table under a checkpoint past the start: the rebuild makes it.
+        tx.execute(MARK_NEEDS_REBUILD, params![projection, why, format_ts(Utc::now())]).context(context)?;
+    }
+    tx.commit().context(context)?;
+    Ok(())
+}
 
-    let existing = partition_rows(&tx, projection).context(context)?;
-    if let Rescale::Reset { start } = rules::rescale(projection, &existing, partitions)? {
-        tx.execute(DELETE_PARTITIONS, [projection]).context(context)?;
+/// Lays out the partition rows as the rescale rule says.
+fn split(conn: &Connection, projection: &str, existing: &[PartitionRow], partitions: u32) -> Result<(), StoreError> {
+    let context = || format!("split projection {projection} into {partitions} partitions");
+    if let Rescale::Reset { start } = rules::rescale(projection, existing, partitions)? {
+        let now = format_ts(Utc::now());
+        conn.execute(DELETE_PARTITIONS, [projection]).context(context)?;
         for index in 0..partitions {
-            tx.execute(INSERT_PARTITION, params![projection, index, partitions, tx_id(start)?, start.position, now])
+            conn.execute(INSERT_PARTITION, params![projection, index, partitions, tx_id(start)?, start.position, now])
                 .context(context)?;
         }
     }
+    Ok(())
+}
+
+fn repartition(conn: &mut Connection, projection: &str, partitions: u32) -> Result<(), StoreError> {
+    rules::check_partitions(projection, partitions)?;
+    let context = || format!("repartition projection {projection}");
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(context)?;
+    let existing = partition_rows(&tx, projection).context(context)?;
+    let waits: bool = tx.query_row(NEEDS_REBUILD, [projection], |r| r.get(0)).context(context)?;
+    rules::check_repartition(projection, waits)?;
+    if tx.execute(SET_PARTITION_COUNT, params![projection, partitions]).context(context)? == 0 {
+        return Err(StoreError::UnknownProjection(projection.to_owned()));
+    }
+    split(&tx, projection, &existing, partitions)?;
     tx.commit().context(context)?;
     Ok(())
 }
@@ -175,15 +244,25 @@ fn claim(
         None => return Err(rules::missing_partition(projection, registered_partitions(&tx, projection)?, partition)),
         Some(stored) => rules::check_partition_count(projection, stored, partition)?,
     }
-    let taken: Option<(i64, i64, i64)> = tx
+    type Claimed = (i64, i64, i64, Option<InFlight>, i64);
+    let taken: Option<Claimed> = tx
         .query_row(
             CLAIM_PARTITION,
             params![owner, format_ts(expiry(now, ttl)), format_ts(now), projection, partition.index],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                let in_flight = match (r.get::<_, Option<i64>>(3)?, r.get::<_, Option<i64>>(4)?) {
+                    (Some(transaction_id), Some(position)) => Some(InFlight {
+                        to: Checkpoint { transaction_id: transaction_id.max(0) as u64, position },
+                        events: r.get::<_, Option<i64>>(5)?.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                    }),
+                    _ => None,
+                };
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, in_flight, r.get(6)?))
+            },
         )
         .optional()
         .context(context)?;
-    let Some((transaction_id, position, epoch)) = taken else {
+    let Some((transaction_id, position, epoch, in_flight, crashes)) = taken else {
         tx.commit().context(context)?;
         return Ok(None);
     };
@@ -196,6 +275,8 @@ fn claim(
         owner: owner.to_owned(),
         checkpoint: Checkpoint { transaction_id: transaction_id.max(0) as u64, position },
         parked,
+        in_flight,
+        crashes: crashes.clamp(0, i64::from(u32::MAX)) as u32,
     }))
 }
 
@@ -287,7 +368,8 @@ fn set_status(
                 i64::from(status.counts_as_error(error)),
                 error,
                 projection,
-                partition.index
+                partition.index,
+                i64::from(status.clears_last_error())
             ],
         )
         .context(|| format!("set status of {projection} partition {partition} to {status}"))?;
@@ -363,8 +445,7 @@ fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
         let (lag_events, oldest) = events::lag(conn, state.checkpoint, &filter, partition)?;
         state.lag_events = lag_events;
         state.status = state.status.with_lag(lag_events);
-        state.lag_seconds =
-            oldest.map_or(0.0, |t| ((now - t).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6).max(0.0));
+        state.lag_seconds = rules::lag_seconds(now, oldest);
         let failures = dead_letters::partition_failures(conn, &state.projection, partition, state.checkpoint)?;
         state.dead_letters = failures.dead_letters;
         state.oldest_dead_letter_at = failures.oldest_dead_letter_at;

@@ -6,17 +6,18 @@ use std::sync::MutexGuard;
 use chrono::{DateTime, Utc};
 use projector::store::rules;
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
-    TableSchema, Value,
+    Checkpoint, DeadLetter, DomainEvent, EventFilter, Exclusions, Partition, ReadBound, RebuildSession, Rebuilds,
+    RowChanges, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection};
 use uuid::Uuid;
 
 use crate::codec::{format_ts, max_ts, tx_id};
 use crate::error::Context;
-use crate::{events, projections, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, projections, rows, EmbeddedStore};
 
 const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 
 impl Rebuilds for EmbeddedStore {
     type Session<'a> = EmbeddedRebuild<'a>;
@@ -43,6 +44,8 @@ pub struct EmbeddedRebuild<'a> {
     conn: MutexGuard<'a, Connection>,
     projection: String,
     table: &'static TableSchema,
+    /// The table was missing, did not fit, or the projection waits for a rebuild.
+    needs_full: bool,
     open: bool,
 }
 
@@ -63,7 +66,7 @@ impl<'a> EmbeddedRebuild<'a> {
         table: &'static TableSchema,
     ) -> Result<Self, StoreError> {
         conn.execute_batch("BEGIN IMMEDIATE").context(|| format!("begin the rebuild of {projection}"))?;
-        let session = Self { conn, projection: projection.to_owned(), table, open: true };
+        let mut session = Self { conn, projection: projection.to_owned(), table, needs_full: false, open: true };
         let table_name = projections::registered_table(&session.conn, projection)?;
         if table_name != table.name {
             return Err(StoreError::InvalidInput(format!(
@@ -71,6 +74,16 @@ impl<'a> EmbeddedRebuild<'a> {
                 table.name
             )));
         }
+        let waiting: bool = session
+            .conn
+            .query_row(NEEDS_REBUILD, [projection], |r| r.get(0))
+            .context(|| format!("begin the rebuild of {projection}"))?;
+        let fit = rules::table_fit(table, &rows::table_columns(&session.conn, table)?);
+        if let rules::TableFit::Lacks(_) = fit {
+            rows::drop_table(&session.conn, table)?;
+        }
+        rows::ensure_table(&session.conn, table)?;
+        session.needs_full = waiting || fit != rules::TableFit::Fits;
         Ok(session)
     }
 }
@@ -85,6 +98,10 @@ impl Drop for EmbeddedRebuild<'_> {
 }
 
 impl RebuildSession for EmbeddedRebuild<'_> {
+    fn needs_full(&self) -> bool {
+        self.needs_full
+    }
+
     async fn read_all(
         &mut self,
         after: Checkpoint,
@@ -118,6 +135,14 @@ impl RebuildSession for EmbeddedRebuild<'_> {
 
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
         rows::write_rows(&self.conn, self.table, &changes)
+    }
+
+    async fn exclusions(&mut self) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.conn, &self.projection)
+    }
+
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        dead_letters::dead_letter_batch(&self.conn, &self.projection, letters)
     }
 
     async fn finish(

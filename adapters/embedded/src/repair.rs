@@ -5,15 +5,15 @@ use std::sync::MutexGuard;
 
 use chrono::Utc;
 use projector::{
-    Checkpoint, DeadLetter, DeadLetterStatus, DomainEvent, OperatorAction, Parked, ReadBound, RepairSession, Repairs,
-    RowChanges, StoreError, TableSchema, Value,
+    Checkpoint, DeadLetter, DeadLetterStatus, DiscardedEvent, DomainEvent, OperatorAction, Parked, ReadBound,
+    RepairSession, Repairs, RowChanges, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use crate::codec::{format_ts, format_uuid};
 use crate::error::Context;
-use crate::{dead_letters, events, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, rows, EmbeddedStore};
 
 const PARTITION_OF_AGGREGATE: &str = include_str!("../sql/partition_of_aggregate.sql");
 const PARKED_AGGREGATE: &str = include_str!("../sql/parked_aggregate.sql");
@@ -184,6 +184,14 @@ impl RepairSession for EmbeddedRepair<'_> {
             .and_then(|mut s| s.execute(params![projection, self.partition, now]))
             .context(|| format!("move the parking epoch of {projection} partition {}", self.partition))?;
         Ok(())
+    }
+
+    async fn discarded_events(&mut self) -> Result<Vec<DiscardedEvent>, StoreError> {
+        discarded::discarded_events(&self.conn, &self.letter.projection, Some(self.letter.aggregate_id))
+    }
+
+    async fn discard_events(&mut self, events: &[DiscardedEvent]) -> Result<(), StoreError> {
+        discarded::discard_events(&self.conn, &self.letter.projection, events)
     }
 
     async fn failed_again(&mut self, error: &str) -> Result<(), StoreError> {

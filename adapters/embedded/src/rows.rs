@@ -11,6 +11,19 @@ use crate::error::Context;
 
 const TABLE_COLUMNS: &str = include_str!("../sql/table_columns.sql");
 
+/// The names of the table's columns (none when it does not exist).
+pub(crate) fn table_columns(conn: &Connection, table: &TableSchema) -> Result<Vec<String>, StoreError> {
+    conn.prepare_cached(TABLE_COLUMNS)
+        .and_then(|mut s| s.query_map([table.name], |r| r.get(0))?.collect())
+        .context(|| format!("read the columns of read-model table {}", table.name))
+}
+
+/// Drops the table (a rebuild that must lay it out anew).
+pub(crate) fn drop_table(conn: &Connection, table: &TableSchema) -> Result<(), StoreError> {
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", ident(table.name)))
+        .context(|| format!("drop read-model table {}", table.name))
+}
+
 /// Creates the read-model table, or adds nullable columns it lacks.
 pub(crate) fn ensure_table(conn: &Connection, table: &TableSchema) -> Result<(), StoreError> {
     let context = || format!("create read-model table {}", table.name);

@@ -47,8 +47,8 @@ fn first_outcome() -> AppendOutcome {
 }
 
 /// A file as schema version 4 left it: the migrations of that time applied by hand, a
-/// projection of two partitions with their checkpoints and a lease, two events and the
-/// idempotency key of the append that wrote them.
+/// projection of two partitions with their checkpoints, a lease and its read-model table,
+/// two events and the idempotency key of the append that wrote them.
 fn write_version_4_file(path: &std::path::Path) {
     let conn = rusqlite::Connection::open(path).unwrap();
     conn.execute_batch(
@@ -84,7 +84,8 @@ fn write_version_4_file(path: &std::path::Path) {
     )
     .unwrap();
     conn.execute_batch(
-        "INSERT INTO projections (name, table_name, filter, partitions) VALUES ('counts', 'upgrade_counts', '{}', 2);
+        "CREATE TABLE upgrade_counts (id TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (id)) WITHOUT ROWID;
+         INSERT INTO projections (name, table_name, filter, partitions) VALUES ('counts', 'upgrade_counts', '{}', 2);
          INSERT INTO projection_checkpoints (projection, partition, partitions, transaction_id, position, lease_owner,
              lease_expires_at, status, events_applied, error_count, last_error, last_event_at, updated_at,
              parking_epoch)

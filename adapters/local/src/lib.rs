@@ -114,6 +114,8 @@ impl<C: Connector> LocalAdapter<C> {
                     owner: self.owner.clone(),
                     retry: p.retry,
                     on_failure: p.on_failure,
+                    gap_timeout: p.gap_timeout,
+                    crash_limit: p.crash_limit,
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })
@@ -129,11 +131,14 @@ impl<C: Connector> LocalAdapter<C> {
             return Vec::new();
         };
         let _ = running.shutdown.send(true);
-        running
+        let exits = running
             .workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|_| WorkerExit::Failed("worker panicked".into())))
-            .collect()
+            .collect();
+        // Stopped on purpose: its ended workers are not a health problem.
+        self.metrics.forget(name);
+        exits
     }
 
     /// Stops everything (Ctrl-C / SIGTERM): each worker drains its batch and releases its lease.
@@ -165,15 +170,13 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
         if partitions == 0 {
             return Err(AdapterError::Provider("partitions must be at least 1".into()));
         }
-        let filter = d.handler_filter().and(&p.events.to_filter());
-        let schema = d.schema();
         self.stop(projection);
         // Old partitions first reach one checkpoint, so the new split starts from it
         // with nothing applied twice and nothing skipped.
         d.align(self.connector.clone(), projection.to_owned(), p.events.to_filter(), self.owner.clone(), p.batch_size)
             .map_err(AdapterError::Provider)?;
         let store = self.connector.connect().await?;
-        store.register(projection, schema, &filter, partitions).await?;
+        store.repartition(projection, partitions).await?;
         self.start(projection, partitions)
     }
 

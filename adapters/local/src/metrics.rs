@@ -7,7 +7,7 @@
 //! from the [`ProjectionState`]s read from the store when the page is rendered.
 //!
 //! A partition is healthy when its loop heart-beat within the health interval, it was
-//! not halted, and its stored status is neither `failed` nor `stopped`. Parked events
+//! not halted, and its stored status is none of `failed`, `stopped` and `needs-rebuild`. Parked events
 //! are not lag and do not make a partition unhealthy.
 
 use std::collections::BTreeMap;
@@ -63,6 +63,8 @@ struct PartitionStats {
     last_heartbeat: Option<Instant>,
     last_commit: Option<Instant>,
     stopped: Option<String>,
+    /// Why the partition's worker ended, while no new worker runs it.
+    exited: Option<String>,
 }
 
 impl PartitionStats {
@@ -77,6 +79,7 @@ impl PartitionStats {
             last_heartbeat: None,
             last_commit: None,
             stopped: None,
+            exited: None,
         }
     }
 }
@@ -183,13 +186,22 @@ impl Metrics {
         self.with(projection, partition, |s| s.stopped = Some(reason.to_owned()));
     }
 
-    /// Clears [`Metrics::stopped`] (the partition was restarted) and counts as a heartbeat.
+    /// Clears [`Metrics::stopped`] and [`Metrics::exited`] (the partition was restarted)
+    /// and counts as a heartbeat.
     pub fn resumed(&self, projection: &str, partition: u32) {
         let now = Instant::now();
         self.with(projection, partition, |s| {
             s.stopped = None;
+            s.exited = None;
             s.last_heartbeat = Some(now);
         });
+    }
+
+    /// The partition's worker ended, for whatever `reason` (a failure, a halt, a panic):
+    /// the partition is unhealthy at once, not only when its heartbeat goes stale, until
+    /// [`Metrics::resumed`] or [`Metrics::forget`].
+    pub fn exited(&self, projection: &str, partition: u32, reason: &str) {
+        self.with(projection, partition, |s| s.exited = Some(reason.to_owned()));
     }
 
     /// Drops everything known about `projection` (it was undeployed or rescaled on
@@ -256,6 +268,9 @@ impl Metrics {
         interval: Duration,
         now: Instant,
     ) -> Option<String> {
+        if let Some(reason) = stats.and_then(|s| s.exited.as_ref()) {
+            return Some(format!("the worker exited: {reason}"));
+        }
         if let Some(reason) = stats.and_then(|s| s.stopped.as_ref()) {
             return Some(reason.clone());
         }
@@ -268,6 +283,12 @@ impl Metrics {
                     })
                 }
                 Status::Stopped => return Some("status stopped".to_owned()),
+                Status::NeedsRebuild => {
+                    return Some(match &state.last_error {
+                        Some(why) => format!("status needs-rebuild: {why}"),
+                        None => "status needs-rebuild: run `projector rebuild`".to_owned(),
+                    })
+                }
                 _ => {}
             }
         }

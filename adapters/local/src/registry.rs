@@ -2,9 +2,11 @@
 //! starts its workers and aligns its partitions without the caller naming its type.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use futures_util::FutureExt;
 use projector::ProjectionHandler;
 use tokio::sync::{watch, Notify};
 
@@ -85,9 +87,31 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         let handler = Arc::clone(&self.0);
         let name = format!("{}-{}", settings.projection, settings.partition.index);
         on_own_runtime(name, WorkerExit::Failed, move || async move {
-            run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown).await
+            let worker = run_partition(&*handler, &connector, &settings, &metrics, wake, shutdown);
+            // A panic is an exit too: caught here, it is reported like any other.
+            let exit = AssertUnwindSafe(worker)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|panic| WorkerExit::Failed(format!("panicked: {}", panic_text(&*panic))));
+            let reason = match &exit {
+                WorkerExit::Stopped => "stopped on request".to_owned(),
+                WorkerExit::Failed(e) => format!("failed: {e}"),
+                WorkerExit::Halted(e) => format!("halted: {e}"),
+            };
+            // `/health` says so at once, not only when the heartbeat goes stale.
+            metrics.exited(&settings.projection, settings.partition.index, &reason);
+            exit
         })
     }
+}
+
+/// The message a panic carried, when it is text.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// Runs `work` on a new thread with a current-thread tokio runtime of its own: the

@@ -1,13 +1,16 @@
 //! What a runner does beside its workers while it serves: `LISTEN` wake-ups, the
-//! `/metrics` and `/health` endpoint on `observability.listen`, and the `alerts:`
-//! evaluator, all reading the projections' state through one store connection.
+//! `/metrics` and `/health` endpoint on `observability.listen` (bound before anything
+//! runs, or the runner does not start), and the `alerts:` evaluator, all reading the
+//! projections' state through one store connection.
 
 use std::future::Future;
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use projector::{ProjectionState, ProjectionStore};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::alerts::Alerter;
@@ -26,15 +29,36 @@ pub enum ServeEnd {
 }
 
 impl<C: Connector> LocalAdapter<C> {
+    /// Binds `observability.listen` for `/metrics` and `/health`; `None` when it is `off`.
+    /// An address that cannot be bound is an error naming it: a runner that cannot be
+    /// watched should not pass for a healthy one.
+    pub async fn bind_observability(&self) -> io::Result<Option<TcpListener>> {
+        match self.config.observability.listen {
+            Some(addr) => http::bind(addr).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`LocalAdapter::serve_on`] the listener of [`LocalAdapter::bind_observability`];
+    /// fails, serving nothing, when its address cannot be bound.
+    pub async fn serve(&self, store: C::Store, shutdown: impl Future<Output = ()>) -> io::Result<ServeEnd> {
+        let listener = self.bind_observability().await?;
+        Ok(self.serve_on(store, listener, shutdown).await)
+    }
+
     /// Serves the deployed projections until `shutdown` resolves or every worker has
     /// ended: keeps idle workers woken by `LISTEN` (PostgreSQL), serves `/metrics` and
-    /// `/health` on `observability.listen` (unless `off`; an address that cannot be bound
-    /// is logged as a warning and the runner carries on without it), and evaluates the
-    /// `alerts:` conditions when configured. `store` reads the projection states for
-    /// the endpoint and the alerts.
+    /// `/health` on `listener` (when there is one), and evaluates the `alerts:`
+    /// conditions when configured. `store` reads the projection states for the endpoint
+    /// and the alerts.
     ///
     /// The workers keep running when this returns: [`LocalAdapter::stop_all`] drains them.
-    pub async fn serve(&self, store: C::Store, shutdown: impl Future<Output = ()>) -> ServeEnd {
+    pub async fn serve_on(
+        &self,
+        store: C::Store,
+        listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> ServeEnd {
         let ours: Vec<String> = self.running.lock().expect("running map").keys().cloned().collect();
         let (store, ours, me) = (&store, ours.as_slice(), self.owner.as_str());
         let states = move || own_states(store, ours, me);
@@ -42,11 +66,17 @@ impl<C: Connector> LocalAdapter<C> {
         let (_stop, stop_rx) = watch::channel(false);
         let observability = &self.config.observability;
         let http = async {
-            if let Some(addr) = observability.listen {
-                let served =
-                    http::serve(addr, self.metrics(), states, observability.health_interval, stop_rx.clone()).await;
+            if let Some(listener) = listener {
+                let served = http::serve_listener(
+                    listener,
+                    self.metrics(),
+                    states,
+                    observability.health_interval,
+                    stop_rx.clone(),
+                )
+                .await;
                 if let Err(e) = served {
-                    tracing::warn!("/metrics and /health are not served on {addr}: {e}");
+                    tracing::error!("/metrics and /health stopped: {e}");
                 }
             }
             std::future::pending::<()>().await

@@ -28,6 +28,11 @@ pub struct WorkerSettings {
     /// reconnecting (for as long as it takes).
     pub retry: RetryPolicy,
     pub on_failure: OnFailure,
+    /// How long an event waits for missing versions of its aggregate before it is
+    /// dead-lettered.
+    pub gap_timeout: Duration,
+    /// Crashes in a row with one batch in flight before the crashing event is searched for.
+    pub crash_limit: u32,
 }
 
 /// Why a worker ended.
@@ -115,8 +120,12 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .batch_size(s.batch_size)
                 .lease_ttl(s.lease_ttl)
                 .retry(s.retry)
-                .on_failure(s.on_failure);
+                .on_failure(s.on_failure)
+                .gap_timeout(s.gap_timeout)
+                .crash_limit(s.crash_limit);
             let mut renewed = Instant::now();
+            // Until a step succeeds, the stored status may still be an earlier failure's.
+            let mut recovered = false;
             loop {
                 if *shutdown.borrow() {
                     let _ = store.release(runner.lease()).await;
@@ -126,7 +135,11 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 let notified = wake.notified();
                 metrics.heartbeat(name, index);
                 let started = Instant::now();
-                match runner.step().await {
+                let stepped = runner.step().await;
+                if stepped.is_ok() && !recovered {
+                    recovered = mark_running(&store, s).await;
+                }
+                match stepped {
                     Ok(outcome) if outcome.events_read > 0 => {
                         failures = 0;
                         renewed = Instant::now();
@@ -158,6 +171,23 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                         tracing::warn!(projection = %s.projection, partition = %s.partition, event = %failure.event_id,
                             attempts, ?delay, error = %failure.error, "handler failed transiently; retrying");
                         if sleep_or_stop(delay, &mut shutdown).await {
+                            let _ = store.release(runner.lease()).await;
+                            return WorkerExit::Stopped;
+                        }
+                    }
+                    Err(RuntimeError::GapWait(failure)) => {
+                        // The wait is in the attempt history; look again after a poll interval.
+                        tracing::warn!(projection = %s.projection, partition = %s.partition, event = %failure.event_id,
+                            error = %failure.error, "waiting for missing versions");
+                        if renewed.elapsed() >= s.lease_ttl / 3 {
+                            match store.claim(&s.projection, s.partition, &s.owner, s.lease_ttl).await {
+                                Ok(Some(_)) => renewed = Instant::now(),
+                                Ok(None) => continue 'claim,
+                                Err(e) if e.class() == ErrorClass::Transient => continue 'connect,
+                                Err(e) => return fail(&store, s, &e.to_string()).await,
+                            }
+                        }
+                        if sleep_or_stop(s.poll_interval, &mut shutdown).await {
                             let _ = store.release(runner.lease()).await;
                             return WorkerExit::Stopped;
                         }
@@ -197,6 +227,19 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Records that the partition runs again, which clears an earlier failure's status and
+/// error text; true once recorded (a failure here is tried again after the next step).
+async fn mark_running<S: ProjectionStore>(store: &S, s: &WorkerSettings) -> bool {
+    match store.set_status(&s.projection, s.partition, Status::Running, None).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(projection = %s.projection, partition = %s.partition, error = %e,
+                "could not record that the partition runs again");
+            false
         }
     }
 }

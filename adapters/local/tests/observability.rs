@@ -708,6 +708,9 @@ async fn one_firing_and_one_resolved_post_per_incident() {
     assert_eq!(receiver.count("resolved", "dead_letters"), 1);
     let resolved = receiver.bodies().into_iter().find(|b| b["status"] == "resolved").unwrap();
     assert_eq!(resolved["first_seen"], first_seen);
+    // The values when it resolved, not those of when it fired.
+    assert_eq!(resolved["values"]["open"], 0, "{resolved}");
+    assert_eq!(resolved["values"]["threshold"], 1, "{resolved}");
     DateTime::parse_from_rfc3339(resolved["resolved_at"].as_str().unwrap()).unwrap();
     assert_eq!(receiver.count("firing", "lag_seconds"), 1);
     assert_eq!(receiver.count("resolved", "lag_seconds"), 0);
@@ -718,6 +721,12 @@ async fn one_firing_and_one_resolved_post_per_incident() {
         alerter.evaluate(&states, &metrics).await;
     }
     assert_eq!(receiver.count("resolved", "lag_seconds"), 1);
+    let resolved = receiver.bodies().into_iter().find(|b| b["status"] == "resolved" && b["condition"] == "lag_seconds");
+    let resolved = resolved.unwrap();
+    assert_eq!(
+        (resolved["values"]["lag_seconds"].as_f64(), resolved["values"]["lag_events"].as_i64()),
+        (Some(0.0), Some(0))
+    );
     assert_eq!(receiver.bodies().len(), 4);
     assert_eq!(alerter.incidents().count(), 0);
 

@@ -1,14 +1,14 @@
 -- Every partition of every projection with its lag (events of its filter and partition
--- past the checkpoint, and the age of the oldest), open dead letters and parked
--- aggregates and events.
+-- past the checkpoint, and when the store recorded the oldest), open dead letters and
+-- parked aggregates and events, and the store's clock to measure the lag against.
 SELECT s.projection, s.partition, s.partitions, s.transaction_id, s.position, s.last_event_at, s.status,
        s.events_applied, s.error_count, s.last_error, s.lease_owner, s.lease_expires_at, s.updated_at,
-       lag.n, coalesce(extract(epoch FROM now() - lag.oldest)::float8, 0),
-       dl.n, dl.oldest, pk.aggregates, pk.events
+       lag.n, lag.oldest,
+       dl.n, dl.oldest, pk.aggregates, pk.events, now()
 FROM projection_state s
 JOIN projections p ON p.name = s.projection
 CROSS JOIN LATERAL (
-    SELECT count(*) AS n, min(e.timestamp) AS oldest
+    SELECT count(*) AS n, min(e.recorded_at) AS oldest
     FROM events e
     WHERE (e.transaction_id, e.position) > (s.transaction_id, s.position)
       AND (coalesce(jsonb_array_length(p.filter -> 'event_types'), 0) = 0

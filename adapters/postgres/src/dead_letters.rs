@@ -18,7 +18,7 @@ use crate::types::Xid8;
 use crate::PgStore;
 
 const INSERT_DEAD_LETTERS: &str = include_str!("../sql/insert_dead_letters.sql");
-const PARK_AGGREGATES: &str = include_str!("../sql/park_aggregates.sql");
+pub(crate) const PARK_AGGREGATES: &str = include_str!("../sql/park_aggregates.sql");
 const SEND_DEAD_LETTERS: &str = include_str!("../sql/send_dead_letters.sql");
 const PARKED_SET: &str = include_str!("../sql/parked_set.sql");
 const RECORD_FAILURE: &str = include_str!("../sql/record_failure.sql");
@@ -54,6 +54,11 @@ fn renumbered(sql: &str, by: usize) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The letter insert with its arrays from parameter `$first`, to stand as a CTE body.
+pub(crate) fn letters_cte(first: usize) -> String {
+    renumbered(INSERT_DEAD_LETTERS, first - 1)
 }
 
 /// The CTEs a batch commit adds when it dead-letters events: `dl` stores the letters (their
@@ -163,7 +168,7 @@ pub(crate) async fn record_failure(
         )
         .await
         .map_err(map)?;
-    Ok(FailureRecord { attempts: row.get::<_, i32>(0) as u32, first_failed_at: row.get(1) })
+    Ok(FailureRecord { attempts: row.get::<_, i32>(0) as u32, first_failed_at: row.get(1), last_failed_at: row.get(2) })
 }
 
 /// Forgets the attempt history of an event.

@@ -219,6 +219,12 @@ impl EventStore for PgStore {
                     actual,
                 });
             }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::NUMERIC_VALUE_OUT_OF_RANGE) => {
+                // The versions would pass the largest bigint: say so, as the rule words it.
+                let current = current_version(&client, request.aggregate_id).await?;
+                rules::last_appended_version(request.aggregate_id, current, request.events.len())?;
+                return Err(map(e));
+            }
             Err(e) => return Err(map(e)),
         };
         let current: i64 = row.get(0);
@@ -278,5 +284,9 @@ impl EventStore for PgStore {
     ) -> Result<Vec<DomainEvent>, StoreError> {
         let client = self.client().await?;
         read_all(&client, after, filter, partition, limit).await
+    }
+
+    fn max_payload_bytes(&self) -> usize {
+        PgStore::max_payload_bytes(self)
     }
 }

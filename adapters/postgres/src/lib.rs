@@ -16,8 +16,10 @@
 mod connect;
 mod conninfo;
 mod dead_letters;
+mod discarded;
 mod error;
 mod events;
+mod keys;
 #[cfg(feature = "runtime-tokio")]
 mod listen;
 mod migrate;

@@ -8,13 +8,14 @@ use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, FailureRecord, HorizonHold, Lease, Partition, ProjectionState,
-    ProjectionStore, Status, StoreError, TableSchema, Value,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, InFlight, Lease, Partition,
+    ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, commit_letters_sql, parked_set, LetterArrays};
+use crate::discarded;
 use crate::error::map;
 use crate::rows::{self, GuardedWrites};
 use crate::types::Xid8;
@@ -25,12 +26,16 @@ const REGISTER_PROJECTION: &str = include_str!("../sql/register_projection.sql")
 const PARTITION_ROWS: &str = include_str!("../sql/partition_rows.sql");
 const DELETE_PARTITIONS: &str = include_str!("../sql/delete_partitions.sql");
 const CREATE_PARTITIONS: &str = include_str!("../sql/create_partitions.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
+const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
+const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
 const CLAIM_REFUSED: &str = include_str!("../sql/claim_refused.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const COMMIT_REFUSED: &str = include_str!("../sql/commit_refused.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
+const SET_IN_FLIGHT: &str = include_str!("../sql/set_in_flight.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 const HORIZON_HOLD: &str = include_str!("../sql/horizon_hold.sql");
 
@@ -62,7 +67,13 @@ async fn register_locked(
     filter_json: &serde_json::Value,
     partitions: u32,
 ) -> Result<(), StoreError> {
-    rows::create_table(client, table).await?;
+    let existing = partition_rows(client, projection).await?;
+    rules::check_registered_partitions(projection, &existing, partitions)?;
+    let fit = rules::table_fit(table, &rows::table_columns(client, table).await?);
+    let needs_rebuild = rules::needs_rebuild(table, &fit, &existing);
+    if needs_rebuild.is_none() {
+        rows::create_table(client, table).await?;
+    }
     let count = int4(partitions)?;
     client
         .query_typed(
@@ -71,7 +82,16 @@ async fn register_locked(
         )
         .await
         .map_err(map)?;
-    let existing: Vec<PartitionRow> = client
+    split(client, projection, &existing, partitions).await?;
+    if let Some(why) = needs_rebuild {
+        // Never an empty table under a checkpoint past the start: the rebuild makes it.
+        client.query_typed(MARK_NEEDS_REBUILD, &[(&projection, Type::TEXT), (&why, Type::TEXT)]).await.map_err(map)?;
+    }
+    Ok(())
+}
+
+async fn partition_rows(client: &Client, projection: &str) -> Result<Vec<PartitionRow>, StoreError> {
+    Ok(client
         .query_typed(PARTITION_ROWS, &[(&projection, Type::TEXT)])
         .await
         .map_err(map)?
@@ -81,8 +101,33 @@ async fn register_locked(
             count: r.get::<_, i32>(1) as u32,
             checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(2).0, position: r.get(3) },
         })
-        .collect();
-    let Rescale::Reset { start } = rules::rescale(projection, &existing, partitions)? else {
+        .collect())
+}
+
+async fn repartition_locked(client: &Client, projection: &str, partitions: u32) -> Result<(), StoreError> {
+    let count = int4(partitions)?;
+    let existing = partition_rows(client, projection).await?;
+    let waits: bool = client.query_typed_one(NEEDS_REBUILD, &[(&projection, Type::TEXT)]).await.map_err(map)?.get(0);
+    rules::check_repartition(projection, waits)?;
+    let set = client
+        .query_typed(SET_PARTITION_COUNT, &[(&projection, Type::TEXT), (&count, Type::INT4)])
+        .await
+        .map_err(map)?;
+    if set.is_empty() {
+        return Err(StoreError::UnknownProjection(projection.to_owned()));
+    }
+    split(client, projection, &existing, partitions).await
+}
+
+/// Lays out the partition rows as the rescale rule says.
+async fn split(
+    client: &Client,
+    projection: &str,
+    existing: &[PartitionRow],
+    partitions: u32,
+) -> Result<(), StoreError> {
+    let count = int4(partitions)?;
+    let Rescale::Reset { start } = rules::rescale(projection, existing, partitions)? else {
         return Ok(());
     };
     let xid = Xid8(start.transaction_id);
@@ -157,6 +202,27 @@ impl ProjectionStore for PgStore {
         }
     }
 
+    async fn partition_count(&self, projection: &str) -> Result<Option<u32>, StoreError> {
+        let client = self.client().await?;
+        Ok(partition_rows(&client, projection).await?.first().map(|row| row.count))
+    }
+
+    async fn repartition(&self, projection: &str, partitions: u32) -> Result<(), StoreError> {
+        rules::check_partitions(projection, partitions)?;
+        let client = self.client().await?;
+        let done = async {
+            client.batch_execute(&format!("BEGIN;\n{LOCK_REGISTRATIONS}")).await.map_err(map)?;
+            repartition_locked(&client, projection, partitions).await
+        };
+        match done.await {
+            Ok(()) => client.batch_execute("COMMIT").await.map_err(map),
+            Err(e) => {
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
     async fn claim(
         &self,
         projection: &str,
@@ -184,12 +250,21 @@ impl ProjectionStore for PgStore {
             return claim_refused(&client, projection, partition).await;
         };
         let parked = parked_set(&client, projection, partition, row.get(2)).await?;
+        let in_flight = match (row.get::<_, Option<Xid8>>(3), row.get::<_, Option<i64>>(4)) {
+            (Some(xid), Some(position)) => Some(InFlight {
+                to: Checkpoint { transaction_id: xid.0, position },
+                events: row.get::<_, Option<i32>>(5).unwrap_or(0).max(0) as u32,
+            }),
+            _ => None,
+        };
         Ok(Some(Lease {
             projection: projection.to_owned(),
             partition,
             owner: owner.to_owned(),
             checkpoint: Checkpoint { transaction_id: row.get::<_, Xid8>(0).0, position: row.get(1) },
             parked,
+            in_flight,
+            crashes: row.get::<_, i32>(6).max(0) as u32,
         }))
     }
 
@@ -280,6 +355,34 @@ impl ProjectionStore for PgStore {
         dead_letters::record_failure(&client, projection, event, error).await
     }
 
+    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<(), StoreError> {
+        let index = lease.partition.index as i32;
+        let xid = batch.map(|b| Xid8(b.to.transaction_id));
+        let position = batch.map(|b| b.to.position);
+        let events = batch.map(|b| i32::try_from(b.events).unwrap_or(i32::MAX));
+        let crashes = i32::try_from(crashes).unwrap_or(i32::MAX);
+        let client = self.client().await?;
+        let changed = client
+            .execute_typed(
+                SET_IN_FLIGHT,
+                &[
+                    (&lease.projection, Type::TEXT),
+                    (&index, Type::INT4),
+                    (&lease.owner, Type::TEXT),
+                    (&xid, Type::XID8),
+                    (&position, Type::INT8),
+                    (&events, Type::INT4),
+                    (&crashes, Type::INT4),
+                ],
+            )
+            .await
+            .map_err(map)?;
+        if changed == 0 {
+            return Err(rules::in_flight_refused(lease));
+        }
+        Ok(())
+    }
+
     async fn set_status(
         &self,
         projection: &str,
@@ -299,11 +402,17 @@ impl ProjectionStore for PgStore {
                     (&status.as_str(), Type::TEXT),
                     (&error, Type::TEXT),
                     (&errors, Type::INT8),
+                    (&status.clears_last_error(), Type::BOOL),
                 ],
             )
             .await
             .map_err(map)?;
         Ok(())
+    }
+
+    async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
+        let client = self.client().await?;
+        discarded::exclusions(&client, projection).await
     }
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
@@ -323,7 +432,7 @@ impl ProjectionStore for PgStore {
                     checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(3).0, position: r.get(4) },
                     last_event_at: r.get::<_, Option<DateTime<Utc>>>(5),
                     lag_events,
-                    lag_seconds: r.get(14),
+                    lag_seconds: rules::lag_seconds(r.get(19), r.get(14)),
                     status,
                     events_applied: r.get(7),
                     error_count: r.get(8),

@@ -7,12 +7,13 @@ use futures_util::lock::MutexGuard;
 use postgres_types::{ToSql, Type};
 use projector::store::rules;
 use projector::{
-    Checkpoint, DomainEvent, EventFilter, Partition, ReadBound, RebuildSession, Rebuilds, RowChanges, StoreError,
-    TableSchema, Value,
+    Checkpoint, DeadLetter, DomainEvent, EventFilter, Exclusions, Partition, ReadBound, RebuildSession, Rebuilds,
+    RowChanges, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
 
+use crate::discarded;
 use crate::error::map;
 use crate::events::{self, event_from_row, FilterParams};
 use crate::rows;
@@ -23,6 +24,7 @@ const MARK_REBUILDING: &str = include_str!("../sql/mark_rebuilding.sql");
 const LOCK_PARTITIONS: &str = include_str!("../sql/lock_partitions.sql");
 const READ_SINCE_POSITION: &str = include_str!("../sql/read_since_position.sql");
 const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
+const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 
 /// What the rebuild must delete before its first write.
 #[derive(Debug)]
@@ -43,6 +45,11 @@ pub struct PgRebuild<'a> {
     projection: String,
     table: &'static TableSchema,
     clear: Clear,
+    /// How the table fits the schema, as found when the rebuild began; one that does
+    /// not is laid out anew in the write transaction.
+    fit: rules::TableFit,
+    /// The table did not fit, or the projection waits for a rebuild.
+    needs_full: bool,
     in_transaction: bool,
     /// The projection's partitions, read when the write transaction locked their rows.
     partitions: Vec<i32>,
@@ -81,6 +88,14 @@ impl PgRebuild<'_> {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        match std::mem::replace(&mut self.fit, rules::TableFit::Fits) {
+            rules::TableFit::Fits => {}
+            rules::TableFit::Missing => rows::create_table(&self.client, self.table).await?,
+            rules::TableFit::Lacks(_) => {
+                rows::drop_table(&self.client, self.table).await?;
+                rows::create_table(&self.client, self.table).await?;
+            }
+        }
         match std::mem::replace(&mut self.clear, Clear::Nothing) {
             Clear::Nothing => {}
             Clear::All => rows::clear_rows(&self.client, self.table, None).await?,
@@ -103,12 +118,18 @@ impl Rebuilds for PgStore {
         if marked.is_empty() {
             return Err(StoreError::UnknownProjection(projection.to_owned()));
         }
+        let waiting: bool =
+            client.query_typed_one(NEEDS_REBUILD, &[(&projection, Type::TEXT)]).await.map_err(map)?.get(0);
+        let fit = rules::table_fit(table, &rows::table_columns(&client, table).await?);
+        let needs_full = waiting || fit != rules::TableFit::Fits;
         Ok(PgRebuild {
             store: self,
             client,
             projection: projection.to_owned(),
             table,
             clear: Clear::Nothing,
+            fit,
+            needs_full,
             in_transaction: false,
             partitions: Vec::new(),
             done: false,
@@ -117,6 +138,10 @@ impl Rebuilds for PgStore {
 }
 
 impl RebuildSession for PgRebuild<'_> {
+    fn needs_full(&self) -> bool {
+        self.needs_full
+    }
+
     async fn read_all(
         &mut self,
         after: Checkpoint,
@@ -165,6 +190,15 @@ impl RebuildSession for PgRebuild<'_> {
     async fn write_rows(&mut self, changes: RowChanges) -> Result<(), StoreError> {
         self.writing().await?;
         rows::write_rows(&self.client, self.table, changes).await
+    }
+
+    async fn exclusions(&mut self) -> Result<Exclusions, StoreError> {
+        discarded::exclusions(&self.client, &self.projection).await
+    }
+
+    async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
+        self.writing().await?;
+        discarded::rebuild_letters(&self.client, &self.projection, letters).await
     }
 
     async fn finish(

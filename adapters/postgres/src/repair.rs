@@ -5,13 +5,14 @@
 use futures_util::lock::MutexGuard;
 use postgres_types::Type;
 use projector::{
-    Checkpoint, DeadLetter, DeadLetterStatus, DomainEvent, OperatorAction, Parked, Partition, ReadBound, RepairSession,
-    Repairs, RowChanges, StoreError, TableSchema, Value,
+    Checkpoint, DeadLetter, DeadLetterStatus, DiscardedEvent, DomainEvent, OperatorAction, Parked, Partition,
+    ReadBound, RepairSession, Repairs, RowChanges, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, letter_from_row, CLOSE_DEAD_LETTER};
+use crate::discarded;
 use crate::error::map;
 use crate::events;
 use crate::rows;
@@ -162,6 +163,14 @@ impl RepairSession for PgRepair<'_> {
             .await
             .map_err(map)?;
         Ok(())
+    }
+
+    async fn discarded_events(&mut self) -> Result<Vec<DiscardedEvent>, StoreError> {
+        discarded::discarded_events(&self.client, &self.letter.projection, Some(self.letter.aggregate_id)).await
+    }
+
+    async fn discard_events(&mut self, events: &[DiscardedEvent]) -> Result<(), StoreError> {
+        discarded::discard_events(&self.client, &self.letter.projection, events).await
     }
 
     async fn failed_again(&mut self, error: &str) -> Result<(), StoreError> {

@@ -16,6 +16,19 @@ use crate::error::map;
 /// Rows per statement when writing outside a batch commit (rebuilds, repairs).
 const CHUNK: usize = 50_000;
 
+const TABLE_COLUMNS: &str = include_str!("../sql/table_columns.sql");
+
+/// The names of the table's columns (none when it does not exist).
+pub(crate) async fn table_columns(client: &Client, table: &TableSchema) -> Result<Vec<String>, StoreError> {
+    let rows = client.query_typed(TABLE_COLUMNS, &[(&table.name, Type::TEXT)]).await.map_err(map)?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Drops the table (a rebuild that must lay it out anew), inside the caller's transaction.
+pub(crate) async fn drop_table(client: &Client, table: &TableSchema) -> Result<(), StoreError> {
+    client.batch_execute(&format!("DROP TABLE IF EXISTS {}", ident(table.name))).await.map_err(map)
+}
+
 /// Creates the read-model table if it does not exist.
 pub(crate) async fn create_table(client: &Client, table: &TableSchema) -> Result<(), StoreError> {
     client.batch_execute(&create_sql(table)).await.map_err(map)

@@ -1,5 +1,9 @@
 //! `projector append`: appends events given as JSON lines, one append per line, from a
 //! file or stdin.
+//!
+//! Every line says which version it expects (`expected_version`: a number, `"no_stream"`
+//! or `"any"`), so an unchecked append is always a choice. Events are stamped with the
+//! store's clock; `--keep-timestamps` imports history with the `timestamp`s it gives.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,35 @@ use crate::say;
 pub struct Args {
     /// File of JSON lines; `-` or absent reads stdin.
     file: Option<PathBuf>,
+    /// Keep each event's `timestamp` (importing history); without it a line giving one
+    /// is refused, and events are stamped with the store's clock.
+    #[arg(long)]
+    keep_timestamps: bool,
+}
+
+/// `expected_version` of an append line.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Expected {
+    Version(i64),
+    Word(String),
+}
+
+impl Expected {
+    fn parse(field: Option<Expected>) -> Result<ExpectedVersion> {
+        match field {
+            None => bail!(
+                "missing `expected_version`: give the aggregate's current version (0 for a new one),                  \"no_stream\", or \"any\" to append without a concurrency check"
+            ),
+            // Negative numbers are the store's to refuse, by the one rule for every appender.
+            Some(Expected::Version(v)) => Ok(ExpectedVersion::Exact(v)),
+            Some(Expected::Word(w)) if w == "any" => Ok(ExpectedVersion::Any),
+            Some(Expected::Word(w)) if w == "no_stream" => Ok(ExpectedVersion::Exact(0)),
+            Some(Expected::Word(w)) => {
+                bail!("`expected_version` {w:?} is not a version: give a number, \"no_stream\" or \"any\"")
+            }
+        }
+    }
 }
 
 /// One line of `projector append` input: either `events: [...]` or one event inline.
@@ -27,7 +60,7 @@ struct AppendLine {
     aggregate_id: Uuid,
     aggregate_type: String,
     #[serde(default)]
-    expected_version: Option<i64>,
+    expected_version: Option<Expected>,
     #[serde(default)]
     idempotency_key: Option<String>,
     #[serde(default)]
@@ -47,7 +80,8 @@ struct AppendLine {
 }
 
 impl AppendLine {
-    fn into_request(self) -> Result<AppendRequest> {
+    fn into_request(self, keep_timestamps: bool) -> Result<AppendRequest> {
+        let expected_version = Expected::parse(self.expected_version)?;
         let events = match (self.events, self.event_type) {
             (Some(events), None) => events,
             (None, Some(event_type)) => vec![NewEvent {
@@ -63,10 +97,19 @@ impl AppendLine {
             }
             (None, None) => bail!("missing `event_type` (or `events`)"),
         };
+        if !keep_timestamps {
+            if let Some(at) = events.iter().find_map(|e| e.timestamp) {
+                bail!(
+                    "an event gives `timestamp` {}, but events are stamped with the store's clock; \
+                     pass --keep-timestamps to import history with its own timestamps",
+                    at.to_rfc3339()
+                );
+            }
+        }
         Ok(AppendRequest {
             aggregate_id: self.aggregate_id,
             aggregate_type: self.aggregate_type,
-            expected_version: self.expected_version.map_or(ExpectedVersion::Any, ExpectedVersion::Exact),
+            expected_version,
             events,
             idempotency_key: self.idempotency_key,
         })
@@ -88,12 +131,14 @@ pub async fn execute<C: Connector>(connector: &C, args: Args) -> Result<()> {
     let (mut appends, mut events, mut repeated) = (0u64, 0u64, 0u64);
     for (i, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("{name}:{}: cannot read", i + 1))?;
+        // Editors on some systems start UTF-8 files with a byte-order mark.
+        let line = if i == 0 { line.strip_prefix('\u{feff}').unwrap_or(&line) } else { &line };
         if line.trim().is_empty() {
             continue;
         }
         let at = |what: &str| format!("{name}:{}: {what} ({appends} earlier line(s) were appended)", i + 1);
-        let parsed: AppendLine = serde_json::from_str(&line).with_context(|| at("not a valid append line"))?;
-        let request = parsed.into_request().with_context(|| at("not a valid append line"))?;
+        let parsed: AppendLine = serde_json::from_str(line).with_context(|| at("not a valid append line"))?;
+        let request = parsed.into_request(args.keep_timestamps).with_context(|| at("not a valid append line"))?;
         let outcome = store.append(request).await.with_context(|| at("append failed"))?;
         if outcome.deduplicated {
             repeated += 1;

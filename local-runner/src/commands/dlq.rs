@@ -168,7 +168,7 @@ struct Repair<'a, S> {
     chunk: usize,
 }
 
-impl<S: Repairs> WithHandler for Repair<'_, S> {
+impl<S: Repairs + EventStore> WithHandler for Repair<'_, S> {
     type Output = Result<RepairOutcome>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RepairOutcome> {

@@ -12,6 +12,8 @@ mod scale;
 mod state;
 mod status;
 
+use std::path::Path;
+
 use anyhow::{anyhow, Context, Result};
 use clap::Subcommand;
 use projector::config::{Config, ProjectionConfig};
@@ -56,6 +58,17 @@ impl Command {
             Command::Scale(args) => scale::execute(&config, &connector, args).await,
             Command::Dlq(command) => dlq::execute(&config, &connector, command).await,
             Command::State(args) => state::execute(&config, &connector, args).await,
+        }
+    }
+}
+
+impl Command {
+    /// The answer of a command that only reads, when the embedded store's file at `path`
+    /// does not exist yet; `None` for commands that open (and so create) it.
+    pub fn without_store(&self, path: &Path) -> Option<Result<()>> {
+        match self {
+            Command::Status(args) => Some(status::without_store(args, path)),
+            _ => None,
         }
     }
 }

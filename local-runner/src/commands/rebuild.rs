@@ -3,7 +3,9 @@
 
 use anyhow::Result;
 use projector::config::Config;
-use projector::{EventFilter, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds};
+use projector::{
+    EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds,
+};
 use projector_local::Connector;
 
 use super::{connect, projection, register_all};
@@ -23,41 +25,48 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let p = projection(config, name)?;
     register_all(config, connector).await?;
     let store = connect(connector).await?;
-    let total: i64 = store
-        .states()
-        .await?
-        .iter()
-        .filter(|s| s.projection == name)
-        .map(|s| s.events_applied + s.lag_events)
-        .max()
-        .unwrap_or(0);
+    let states: Vec<_> = store.states().await?.into_iter().filter(|s| s.projection == name).collect();
+    let total: i64 = states.iter().map(|s| s.events_applied + s.lag_events).max().unwrap_or(0);
+    let waiting = states.iter().any(|s| s.status == projector::Status::NeedsRebuild);
     let bar = indicatif::ProgressBar::new(total.max(1) as u64);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {per_sec}, ETA {eta}")
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}")
+            .map(|style| style.with_key("rate", crate::output::rate_key))
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
-    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, bar: &bar };
+    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, on_failure: p.on_failure, bar: &bar };
     let outcome = handlers::dispatch(&p.handler, job).await;
     bar.finish_and_clear();
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
+            // A projection that waits for a rebuild keeps waiting: its runners must not
+            // take it back.
+            if !waiting {
+                let _ = mark_failed(&store, name, p.partitions, &e.to_string()).await;
+            }
             return Err(e.context(format!("rebuild of {name} failed; the read model is unchanged")));
         }
     };
     let secs = started.elapsed().as_secs_f64();
     say!(
-        "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({:.0} events/s)",
+        "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({})",
         outcome.events_read,
         outcome.events_applied,
         outcome.rows_written,
         outcome.checkpoint,
         secs,
-        outcome.events_read as f64 / secs.max(1e-9)
+        crate::output::rate(outcome.events_read as f64 / secs.max(1e-9))
     );
+    if outcome.dead_lettered > 0 {
+        say!(
+            "{} event(s) failed and were dead-lettered; their aggregates are parked at their last good version \
+             (`projector dlq list --projection {name}`)",
+            outcome.dead_lettered
+        );
+    }
     Ok(())
 }
 
@@ -66,6 +75,7 @@ struct RebuildJob<'a, S> {
     store: &'a S,
     filter: EventFilter,
     from: Option<i64>,
+    on_failure: OnFailure,
     bar: &'a indicatif::ProgressBar,
 }
 
@@ -76,6 +86,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
         let bar = self.bar;
         let outcome = Rebuild::new(&handler, &self.filter)
             .from_position(self.from)
+            .on_failure(self.on_failure)
             .run(self.store, |read: u64, _| {
                 if read > bar.length().unwrap_or(0) {
                     bar.set_length(read);

@@ -2,11 +2,13 @@
 //! SIGTERM, then drains the current batches and exits. The adapter serves `/metrics`,
 //! `/health` and the alerts meanwhile.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use projector::adapter::ProjectionAdapter;
-use projector::config::Config;
+use projector::config::{Config, Provider};
+use projector::ProjectionStore;
 use projector_local::{Connector, LocalAdapter, WorkerExit};
 
 use super::projection;
@@ -39,14 +41,28 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
             }
         }
     };
-    let names: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
+    check_partition_counts(&config, &store).await?;
+    let wanted: Vec<String> = if only.is_empty() { config.projections.keys().cloned().collect() } else { only };
+    let (names, elsewhere): (Vec<String>, Vec<String>) =
+        wanted.into_iter().partition(|name| config.projections[name].provider == Provider::Local);
+    for name in &elsewhere {
+        eprintln!("skipping {name}: `provider: cloudflare` runs on Cloudflare Workers, not in `projector run`");
+    }
+    if names.is_empty() {
+        bail!("no projection to run here: every one selected has `provider: cloudflare`");
+    }
     let adapter = LocalAdapter::new(config, connector, handlers::registry::<C>());
+    // Before anything is registered or runs: a runner that cannot be watched does not run.
+    let listener = adapter
+        .bind_observability()
+        .await
+        .context("observability.listen: cannot serve /metrics and /health (`listen: off` runs without them)")?;
     adapter.register_all(&store).await.context("registering projections")?;
     for name in &names {
         let d = adapter.deploy(name).await?;
         eprintln!("running {name} with {} partition(s) as {}", d.partitions, adapter.owner());
     }
-    adapter.serve(store, shutdown_signal()).await;
+    adapter.serve_on(store, listener, shutdown_signal()).await;
     eprintln!("stopping: draining the current batches");
     let exits = tokio::task::block_in_place(|| adapter.stop_all());
     let failed: Vec<String> = exits
@@ -63,6 +79,35 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
         Ok(())
     } else {
         bail!("projection(s) failed:\n  {}", failed.join("\n  "))
+    }
+}
+
+/// The partition count of a registered projection is the store's: only `projector scale`
+/// changes it. A runner whose `partitions:` disagrees would split the aggregates
+/// differently from the runners already working, so it refuses to start, before it
+/// registers anything, and the running ones keep their partitions.
+async fn check_partition_counts<S: ProjectionStore>(config: &Config, store: &S) -> Result<()> {
+    let states = store.states().await.context("reading the stored partition counts (has `projector init` run?)")?;
+    let stored: BTreeMap<&str, u32> = states.iter().map(|s| (s.projection.as_str(), s.partitions)).collect();
+    let disagreements: Vec<String> = config
+        .projections
+        .iter()
+        .filter_map(|(name, p)| {
+            let &in_store = stored.get(name.as_str())?;
+            (in_store != p.partitions).then(|| {
+                format!(
+                    "projection {name}: the configuration says `partitions: {}` but the store has {in_store}; \
+                     to change the count stop its runners and run `projector scale {name} {}`, \
+                     or set `partitions: {in_store}`",
+                    p.partitions, p.partitions
+                )
+            })
+        })
+        .collect();
+    if disagreements.is_empty() {
+        Ok(())
+    } else {
+        bail!("not starting: {}", disagreements.join("\n  "))
     }
 }
 

@@ -69,7 +69,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for Repartition<'_, S> {
         let target = projector::runtime::align_partitions(&handler, store, name, filter, owner, batch_size)
             .await
             .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
-        store.register(name, handler.schema(), &handler.filter().and(filter), partitions).await?;
+        store.repartition(name, partitions).await?;
         Ok(target)
     }
 }

@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use projector::config::{Config, ProjectionConfig};
 use projector::runtime::state_at;
-use projector::{EventStore, Ordering, ProjectionHandler, Record, RowKey, Value};
+use projector::{EventStore, Ordering, ProjectionHandler, ProjectionStore, Record, RowKey, Value};
 use projector_local::Connector;
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ struct ShowState<'a, S> {
     at: Option<DateTime<Utc>>,
 }
 
-impl<S: EventStore> WithHandler for ShowState<'_, S> {
+impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
     type Output = Result<()>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {

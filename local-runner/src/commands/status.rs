@@ -46,6 +46,16 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     Ok(())
 }
 
+/// What `status` says before the embedded store's file exists (it does not create it).
+pub fn without_store(args: &Args, path: &std::path::Path) -> Result<()> {
+    if args.json {
+        say!("[]");
+    } else {
+        say!("no store at {} yet; run `projector init`", path.display());
+    }
+    Ok(())
+}
+
 /// One line per projection partition.
 pub fn print_table(states: &[ProjectionState]) {
     let rows: Vec<Vec<String>> = states

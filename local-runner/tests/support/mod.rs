@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -234,6 +234,29 @@ impl Workspace {
 /// True when there are `partitions` rows, all caught-up with no lag.
 pub fn all_caught_up(states: &[ProjectionState], partitions: usize) -> bool {
     states.len() == partitions && states.iter().all(|s| s.lag_events == 0 && s.status == Status::CaughtUp)
+}
+
+/// A port nothing listens on now, for a runner's `/metrics` and `/health`.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+}
+
+/// One plain HTTP/1.0 GET: (status code, body).
+pub fn get(port: u16, path: &str) -> (u16, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+            let mut response = String::new();
+            stream.read_to_string(&mut response).expect("response");
+            let status = response.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+            return (status, body);
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One line per partition state, for failure messages.

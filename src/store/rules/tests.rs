@@ -3,7 +3,7 @@ use std::time::Duration;
 use super::*;
 use crate::event::NewEvent;
 use crate::read_model::{Column, ColumnType, Merge};
-use crate::store::{Lease, RowChanges};
+use crate::store::{FailureRecord, InFlight, Lease, RowChanges};
 
 const KEY: &[Column] = &[Column { name: "id", ty: ColumnType::Uuid, nullable: false, merge: Merge::Replace }];
 const COLUMNS: &[Column] = &[Column { name: "total", ty: ColumnType::BigInt, nullable: false, merge: Merge::Add }];
@@ -33,6 +33,8 @@ fn lease(owner: &str) -> Lease {
         owner: owner.into(),
         checkpoint: at(0, 10),
         parked: ParkedSet::default(),
+        in_flight: None,
+        crashes: 0,
     }
 }
 
@@ -308,4 +310,96 @@ fn the_parked_set_is_keyed_by_aggregate() {
     assert_eq!(set.epoch, 4);
     assert_eq!(set.by_aggregate[&Uuid::from_u128(1)].from_version, 3);
     assert_eq!(set.by_aggregate.len(), 2);
+}
+
+#[test]
+fn lag_is_measured_from_the_store_clock_and_never_negative() {
+    let now = chrono::DateTime::parse_from_rfc3339("2026-03-01T12:00:10Z").unwrap().to_utc();
+    assert_eq!(lag_seconds(now, None), 0.0, "nothing to read is no lag");
+    assert_eq!(lag_seconds(now, Some(now - chrono::Duration::milliseconds(2500))), 2.5);
+    assert_eq!(lag_seconds(now, Some(now + chrono::Duration::seconds(30))), 0.0, "a later record is no lag");
+}
+
+#[test]
+fn only_a_running_status_clears_the_last_error() {
+    assert!(Status::Running.clears_last_error());
+    assert!(Status::CaughtUp.clears_last_error());
+    assert!(!Status::Failed.clears_last_error());
+    assert!(!Status::Stopped.clears_last_error());
+}
+
+#[test]
+fn registering_keeps_the_stored_partition_count() {
+    assert!(check_registered_partitions("p", &[], 3).is_ok(), "a new projection takes any count");
+    let two = [row(0, 2, at(0, 5)), row(1, 2, at(0, 5))];
+    assert!(check_registered_partitions("p", &two, 2).is_ok());
+    let err = check_registered_partitions("p", &two, 3).unwrap_err().to_string();
+    for needle in ["2 partitions", "3 were asked", "`partitions: 2`", "`projector scale p 3`"] {
+        assert!(err.contains(needle), "{needle:?} in {err}");
+    }
+}
+
+#[test]
+fn a_missing_or_narrower_table_under_a_moved_checkpoint_needs_a_rebuild() {
+    let t = table("totals");
+    let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(table_fit(t, &[]), TableFit::Missing);
+    assert_eq!(table_fit(t, &names(&["ID", "total", "other"])), TableFit::Fits, "names compare without case");
+    assert_eq!(table_fit(t, &names(&["id"])), TableFit::Lacks(vec!["total".into()]));
+
+    let fresh = [row(0, 1, Checkpoint::START)];
+    let moved = [row(0, 2, Checkpoint::START), row(1, 2, at(0, 9))];
+    assert_eq!(needs_rebuild(t, &TableFit::Missing, &[]), None, "a new projection gets its table");
+    assert_eq!(needs_rebuild(t, &TableFit::Missing, &fresh), None, "nothing applied yet: create it");
+    assert_eq!(needs_rebuild(t, &TableFit::Fits, &moved), None);
+    let why = needs_rebuild(t, &TableFit::Missing, &moved).expect("needs a rebuild");
+    assert!(why.contains("totals is missing") && why.contains("projector rebuild"), "{why}");
+    let why = needs_rebuild(t, &TableFit::Lacks(vec!["total".into()]), &moved).expect("needs a rebuild");
+    assert!(why.contains("lacks the column(s) total"), "{why}");
+}
+
+#[test]
+fn missing_versions_names_the_first_and_last_hole() {
+    assert_eq!(missing_versions(1, 4, []), Some((2, 4)));
+    assert_eq!(missing_versions(1, 4, [2, 3, 4]), None);
+    assert_eq!(missing_versions(1, 4, [4, 2]), Some((3, 3)));
+    assert_eq!(missing_versions(1, 5, [2, 5]), Some((3, 4)));
+    assert_eq!(missing_versions(1, i64::MAX - 1, [2]), Some((3, i64::MAX - 1)));
+    assert_eq!(missing_versions(3, 3, []), None);
+}
+
+#[test]
+fn an_append_past_the_largest_version_is_refused() {
+    let id = Uuid::from_u128(9);
+    assert_eq!(last_appended_version(id, 4, 2).unwrap(), 6);
+    let err = last_appended_version(id, i64::MAX, 1).unwrap_err().to_string();
+    assert!(err.contains(&i64::MAX.to_string()) && err.contains(&id.to_string()), "{err}");
+}
+
+#[test]
+fn a_gap_waits_out_its_timeout_by_the_attempt_clock() {
+    let first = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let record = |secs| FailureRecord {
+        attempts: 2,
+        first_failed_at: first,
+        last_failed_at: first + chrono::Duration::seconds(secs),
+    };
+    assert!(!gap_waited_out(&record(29), std::time::Duration::from_secs(30)));
+    assert!(gap_waited_out(&record(30), std::time::Duration::from_secs(30)));
+    assert!(gap_waited_out(&record(0), std::time::Duration::ZERO));
+}
+
+#[test]
+fn a_batch_in_flight_at_the_crash_limit_is_halved_until_one_event_is_left() {
+    let batch = |events| Some(InFlight { to: at(0, 40), events });
+    assert_eq!(crash_plan(None, 5, 3), CrashPlan::Normal);
+    assert_eq!(crash_plan(batch(8), 2, 3), CrashPlan::Normal);
+    assert_eq!(crash_plan(batch(8), 3, 3), CrashPlan::Probe { limit: 4, until: at(0, 40) });
+    assert_eq!(crash_plan(batch(3), 4, 3), CrashPlan::Probe { limit: 1, until: at(0, 40) });
+    assert_eq!(crash_plan(batch(1), 3, 3), CrashPlan::Isolated);
+    let mut claimed = lease("r");
+    assert_eq!(crashes_at_claim(&claimed), 0);
+    claimed.crashes = 2;
+    claimed.in_flight = batch(8);
+    assert_eq!(crashes_at_claim(&claimed), 3, "a batch still in flight at the claim is one more crash");
 }

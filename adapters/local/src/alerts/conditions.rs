@@ -207,7 +207,7 @@ impl Context<'_> {
                 format!("is halted: {reason}"),
             ));
         }
-        if matches!(s.status, Status::Stopped | Status::Failed) {
+        if matches!(s.status, Status::Stopped | Status::Failed | Status::NeedsRebuild) {
             let error = s.last_error.as_deref().unwrap_or("");
             let why = if error.is_empty() { format!("is {}", s.status) } else { format!("is {}: {error}", s.status) };
             return Some((
@@ -416,20 +416,23 @@ mod tests {
     }
 
     #[test]
-    fn stopped_failed_and_halted_partitions_are_stalled_at_once() {
+    fn stopped_failed_halted_and_waiting_partitions_are_stalled_at_once() {
         let config = AlertsConfig { stalled: Some(Duration::from_secs(3600)), ..AlertsConfig::default() };
         let mut clock = Clock::new(config);
-        let mut states = [state("p", 0), state("q", 0), state("r", 0)];
+        let mut states = [state("p", 0), state("q", 0), state("r", 0), state("s", 0)];
         states[0].status = Status::Stopped;
         states[0].last_error = Some("bad payload".into());
         states[1].status = Status::Failed;
         clock.metrics.stopped("r", 0, "stopped at event 3/4");
+        states[3].status = Status::NeedsRebuild;
+        states[3].last_error = Some("read-model table t is missing".into());
         let firing = clock.at(Duration::ZERO, &states);
-        assert_eq!(keys(&firing), [("p", "stalled"), ("q", "stalled"), ("r", "stalled")]);
+        assert_eq!(keys(&firing), [("p", "stalled"), ("q", "stalled"), ("r", "stalled"), ("s", "stalled")]);
         let message = |p: &str| firing[&(p.to_owned(), Condition::Stalled)].message.clone();
         assert_eq!(message("p"), "projection p partition 0 is stopped: bad payload");
         assert_eq!(message("q"), "projection q partition 0 is failed");
         assert_eq!(message("r"), "projection r partition 0 is halted: stopped at event 3/4");
+        assert_eq!(message("s"), "projection s partition 0 is needs-rebuild: read-model table t is missing");
         assert_eq!(firing[&("r".to_owned(), Condition::Stalled)].values["reason"], "stopped at event 3/4");
     }
 

@@ -45,7 +45,8 @@ pub struct Notification {
     /// The partition that triggered the incident (the worst one), when there is one.
     pub partition: Option<u32>,
     pub condition: Condition,
-    /// The measured values and the threshold, when the incident was first seen.
+    /// The measured values and the threshold: when the incident was first seen in a
+    /// `firing` notification, when it resolved in a `resolved` one.
     pub values: serde_json::Value,
     /// RFC 3339.
     #[serde(with = "rfc3339")]
@@ -335,8 +336,8 @@ mod tests {
         let mut incidents = Incidents::default();
         let mut delivery = Delivery::new(None, RetryPolicy::default());
         let now = Instant::now();
-        delivery.announce(incidents.update(firing("p"), Utc::now()), now);
-        delivery.announce(incidents.update(Firing::new(), Utc::now()), now);
+        delivery.announce(incidents.update(firing("p"), Utc::now(), |_| serde_json::Value::Null), now);
+        delivery.announce(incidents.update(Firing::new(), Utc::now(), |_| serde_json::Value::Null), now);
         assert_eq!((delivery.pending(), delivery.next_due()), (0, None));
     }
 
@@ -345,15 +346,15 @@ mod tests {
         let mut incidents = Incidents::default();
         let mut delivery = refused(1);
         let now = Instant::now();
-        delivery.announce(incidents.update(firing("p"), Utc::now()), now);
+        delivery.announce(incidents.update(firing("p"), Utc::now(), |_| serde_json::Value::Null), now);
         delivery.deliver_due(now).await;
         assert_eq!(delivery.pending(), 1, "retried later");
-        delivery.announce(incidents.update(Firing::new(), Utc::now()), now);
+        delivery.announce(incidents.update(Firing::new(), Utc::now(), |_| serde_json::Value::Null), now);
         assert_eq!(delivery.pending(), 2, "the resolution waits behind the firing notification");
         delivery.deliver_due(now + Duration::from_secs(1)).await;
         assert_eq!(delivery.pending(), 0, "both dropped");
         // A new incident of the same condition is announced as usual.
-        delivery.announce(incidents.update(firing("p"), Utc::now()), now);
+        delivery.announce(incidents.update(firing("p"), Utc::now(), |_| serde_json::Value::Null), now);
         assert_eq!(delivery.pending(), 1);
     }
 
@@ -362,12 +363,12 @@ mod tests {
         let mut incidents = Incidents::default();
         let mut delivery = refused(0);
         let now = Instant::now();
-        delivery.announce(incidents.update(firing("p"), Utc::now()), now);
+        delivery.announce(incidents.update(firing("p"), Utc::now(), |_| serde_json::Value::Null), now);
         delivery.deliver_due(now).await;
         assert_eq!(delivery.pending(), 0, "given up after one attempt");
-        delivery.announce(incidents.update(Firing::new(), Utc::now()), now);
+        delivery.announce(incidents.update(Firing::new(), Utc::now(), |_| serde_json::Value::Null), now);
         assert_eq!(delivery.pending(), 0, "the receiver never heard of the incident");
-        delivery.announce(incidents.update(firing("p"), Utc::now()), now);
+        delivery.announce(incidents.update(firing("p"), Utc::now(), |_| serde_json::Value::Null), now);
         assert_eq!(delivery.pending(), 1, "the next incident is announced");
     }
 

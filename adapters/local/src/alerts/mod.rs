@@ -30,6 +30,7 @@
 mod conditions;
 mod delivery;
 mod incidents;
+mod resolution;
 
 use std::fmt;
 use std::future::Future;
@@ -109,7 +110,9 @@ impl Alerter {
     ) {
         self.progress.observe(states, now);
         let firing = conditions::firing(&self.config, states, &self.progress, metrics, now, wall);
-        let transitions = self.incidents.update(firing, wall);
+        let config = &self.config;
+        let transitions =
+            self.incidents.update(firing, wall, |incident| resolution::values(config, incident, states, wall));
         self.delivery.announce(transitions, now);
         self.delivery.deliver_due(now).await;
     }

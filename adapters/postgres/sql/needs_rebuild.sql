@@ -1,0 +1,2 @@
+-- $1 projection: whether a partition waits for a rebuild.
+SELECT EXISTS (SELECT 1 FROM projection_state WHERE projection = $1 AND status = 'needs-rebuild')
