@@ -195,6 +195,7 @@ fn rebuild_with_poison_and_skipped_events_matches_the_live_run() {
         "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version) VALUES
            (gen_random_uuid(), '{B}', 'user', 'UserEmailChanged', '{{\"email\":44}}', 3)"
     ));
+    pg.settle();
     let out = ws.run(&["rebuild", "user-profile"], Duration::from_secs(60));
     out.assert_success("rebuild with a new poison event");
     assert!(out.stdout.contains("1 event(s) failed and were dead-lettered"), "{}", out.describe());

@@ -506,6 +506,12 @@ impl Pg {
         self.block_on(self.client.batch_execute(sql)).unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
     }
 
+    /// Waits until every stored event is below the server's read horizon: a transaction
+    /// of another test on the same server may hold it back for a moment.
+    pub fn settle(&self) {
+        self.block_on(self.db.settle());
+    }
+
     /// One bigint from a query returning one row and column.
     pub fn scalar(&self, sql: &str) -> i64 {
         self.block_on(self.client.query_one(sql, &[])).unwrap_or_else(|e| panic!("{e:?}\n{sql}")).get(0)
