@@ -18,36 +18,45 @@ use crate::{say, table};
 pub enum Command {
     /// Lists open dead letters (with --all, closed ones too).
     List {
+        /// Only this projection's letters.
         #[arg(long, short = 'p')]
         projection: Option<String>,
+        /// Only this aggregate's letters (its UUID).
         #[arg(long)]
         aggregate: Option<uuid::Uuid>,
+        /// Also list closed letters (resolved, skipped, discarded).
         #[arg(long)]
         all: bool,
+        /// Print the letters as JSON (a list; shape in the README) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Shows one dead letter: the event, the error, attempts, failure times, actions.
     Show {
+        /// The dead letter's id, as `dlq list` shows it.
         id: i64,
+        /// Print the letter, its event and its audit trail as JSON (shape in the README).
         #[arg(long)]
         json: bool,
     },
     /// Re-applies the parked sequence through the current handler, in version order;
     /// stops at the first failure. Safe to run twice.
     Retry {
+        /// The dead letter's id, as `dlq list` shows it.
         id: i64,
         #[command(flatten)]
         repair: RepairArgs,
     },
     /// Drops the dead-lettered event and re-applies the rest of the sequence.
     Skip {
+        /// The dead letter's id, as `dlq list` shows it.
         id: i64,
         #[command(flatten)]
         repair: RepairArgs,
     },
     /// Drops the whole parked sequence and unparks the aggregate.
     Discard {
+        /// The dead letter's id, as `dlq list` shows it.
         id: i64,
         #[command(flatten)]
         repair: RepairArgs,

@@ -14,14 +14,17 @@ use crate::say;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The projection to rebuild, as named in projections.yaml.
     projection: String,
-    /// Recompute only rows touched by events at or after this global position.
-    #[arg(long)]
-    from_version: Option<i64>,
+    /// Recompute only the rows touched by events at or after this global position
+    /// (the events table's `position`), instead of the full history.
+    // `--from-version` was this flag's first name; scripts that use it keep working.
+    #[arg(long, value_name = "POSITION", alias = "from-version")]
+    from_position: Option<i64>,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
-    let (name, from) = (args.projection.as_str(), args.from_version);
+    let (name, from) = (args.projection.as_str(), args.from_position);
     let p = projection(config, name)?;
     register_all(config, connector).await?;
     let store = connect(connector).await?;

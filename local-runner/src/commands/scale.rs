@@ -14,7 +14,9 @@ use crate::say;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The projection to re-partition, as named in projections.yaml.
     projection: String,
+    /// The new number of hash partitions (1 to 256).
     partitions: u32,
 }
 

@@ -15,6 +15,7 @@ use crate::say;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The projection whose read-model row to show, as named in projections.yaml.
     projection: String,
     /// The row key: a UUID for user-profile, DAY/EVENT_TYPE for daily-activity.
     key: String,

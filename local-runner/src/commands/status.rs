@@ -11,6 +11,7 @@ use crate::{say, table};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Print the partition states as JSON (a list; shape in the README) instead of a table.
     #[arg(long)]
     json: bool,
 }
