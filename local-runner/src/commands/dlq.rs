@@ -1,7 +1,7 @@
 //! `projector dlq`: lists and shows dead letters, and repairs parked aggregates (retry,
 //! skip, discard) with an audit trail of who did what.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use projector::config::Config;
 use projector::repair::{repair, RepairAction, RepairEnd, RepairOutcome};
@@ -10,9 +10,12 @@ use projector::{
 };
 use projector_local::Connector;
 
+use self::target::LetterRef;
 use super::{connect, projection};
 use crate::handlers::{self, WithHandler};
 use crate::{say, table};
+
+mod target;
 
 #[derive(Subcommand)]
 pub enum Command {
@@ -33,8 +36,8 @@ pub enum Command {
     },
     /// Shows one dead letter: the event, the error, attempts, failure times, actions.
     Show {
-        /// The dead letter's id, as `dlq list` shows it.
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         /// Print the letter, its event and its audit trail as JSON (shape in the README).
         #[arg(long)]
         json: bool,
@@ -42,25 +45,43 @@ pub enum Command {
     /// Re-applies the parked sequence through the current handler, in version order;
     /// stops at the first failure. Safe to run twice.
     Retry {
-        /// The dead letter's id, as `dlq list` shows it.
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         repair: RepairArgs,
     },
     /// Drops the dead-lettered event and re-applies the rest of the sequence.
     Skip {
-        /// The dead letter's id, as `dlq list` shows it.
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         repair: RepairArgs,
     },
     /// Drops the whole parked sequence and unparks the aggregate.
     Discard {
-        /// The dead letter's id, as `dlq list` shows it.
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         repair: RepairArgs,
     },
+}
+
+/// The dead letter a command acts on.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The dead letter: its id (a number, as `dlq list` shows it) or the id of its event
+    /// (a UUID, as logs and alerts show it).
+    #[arg(value_name = "LETTER_OR_EVENT_ID")]
+    id: LetterRef,
+    /// The projection whose letter to take, when the event failed in several.
+    #[arg(long, short = 'p')]
+    projection: Option<String>,
+}
+
+impl Target {
+    async fn find<S: DeadLetterQueue>(&self, config: &Config, store: &S) -> Result<DeadLetter> {
+        target::find(config, store, self.id, self.projection.as_deref()).await
+    }
 }
 
 #[derive(clap::Args)]
@@ -75,7 +96,7 @@ pub struct RepairArgs {
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Command) -> Result<()> {
     let store = connect(connector).await?;
-    let (id, what, args) = match command {
+    let (target, what, args) = match command {
         Command::List { projection, aggregate, all, json } => {
             return list(
                 config,
@@ -85,13 +106,13 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Comm
             )
             .await
         }
-        Command::Show { id, json } => return show(&store, id, json).await,
-        Command::Retry { id, repair } => (id, RepairAction::Retry, repair),
-        Command::Skip { id, repair } => (id, RepairAction::Skip, repair),
-        Command::Discard { id, repair } => (id, RepairAction::Discard, repair),
+        Command::Show { target, json } => return show(&store, target.find(config, &store).await?, json).await,
+        Command::Retry { target, repair } => (target, RepairAction::Retry, repair),
+        Command::Skip { target, repair } => (target, RepairAction::Skip, repair),
+        Command::Discard { target, repair } => (target, RepairAction::Discard, repair),
     };
-    let letter =
-        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
+    let letter = target.find(config, &store).await?;
+    let id = letter.id;
     let p = projection(config, &letter.projection)?;
     let who = actor(&args);
     let job = Repair { store: &store, filter: p.events.to_filter(), id, what, actor: &who, chunk: args.chunk };
@@ -132,10 +153,8 @@ async fn list<S: DeadLetterQueue>(config: &Config, store: &S, filter: DeadLetter
     Ok(())
 }
 
-async fn show<S: DeadLetterQueue + EventStore>(store: &S, id: i64, json: bool) -> Result<()> {
-    let letter =
-        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
-    let actions = store.actions(id).await?;
+async fn show<S: DeadLetterQueue + EventStore>(store: &S, letter: DeadLetter, json: bool) -> Result<()> {
+    let actions = store.actions(letter.id).await?;
     let events = store
         .read_aggregate(letter.aggregate_id, ReadBound::Versions { after: letter.version - 1, upto: letter.version })
         .await?;
