@@ -1,12 +1,12 @@
 //! The command line itself: global options, logging, and handing the chosen subcommand
 //! its configuration and store.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use projector::config::Config;
+use projector_local::Connector;
 
 use crate::backend::Backend;
 use crate::commands::Command;
@@ -27,6 +27,11 @@ pub struct Cli {
     #[arg(long, global = true)]
     database_url: Option<String>,
 
+    /// More log lines with each -v (info, debug, trace), fewer with each -q (errors only,
+    /// none). Without them, PROJECTOR_LOG or RUST_LOG decide, else warnings and errors.
+    #[command(flatten)]
+    verbosity: clap_verbosity_flag::Verbosity<clap_verbosity_flag::WarnLevel>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -39,27 +44,23 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     let handlers = handlers::names();
     match found {
         Some(path) => {
+            tracing::info!("configuration from {}", path.display());
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("{}: cannot read configuration file", path.display()))?;
             Config::from_yaml_str(&text, &path.display().to_string(), &handlers).map_err(|e| anyhow::anyhow!("{e}"))
         }
-        None => Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", &handlers)
-            .map_err(|e| anyhow::anyhow!("{e}")),
+        None => {
+            tracing::info!("configuration: the built-in one (no ./projections.yaml)");
+            Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", &handlers)
+                .map_err(|e| anyhow::anyhow!("{e}"))
+        }
     }
 }
 
 /// Parses the command line, runs the command, and says how it went.
 pub fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PROJECTOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal, never into a file or a pipe.
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
     let cli = Cli::parse();
+    crate::logging::init(cli.verbosity.is_present().then(|| cli.verbosity.tracing_level_filter()));
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -86,5 +87,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     let backend = Backend::open(&config, cli.database_url.clone()).context("choosing the store")?;
-    crate::with_backend!(backend, |c| cli.command.execute(config, c).await)
+    crate::with_backend!(backend, |c| {
+        tracing::info!("store: {}", c.describe());
+        cli.command.execute(config, c).await
+    })
 }
