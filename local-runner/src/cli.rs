@@ -78,6 +78,9 @@ pub fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    if let Some(answer) = cli.command.standalone() {
+        return answer;
+    }
     let config = load_config(cli.config.as_ref())?;
     if let Some(missing) = Backend::missing_embedded_store(&config, cli.database_url.as_deref()) {
         // Opening the embedded store creates its file; a command that only reads says
