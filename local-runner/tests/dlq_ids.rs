@@ -70,7 +70,7 @@ fn skip_by_event_id_does_what_skip_by_letter_id_does() {
         let actions = shown["actions"].as_array().expect("actions");
         assert_eq!(actions.len(), 1, "{shown}");
         assert_eq!((actions[0]["action"].as_str(), actions[0]["actor"].as_str()), (Some("skip"), Some("ops")));
-        let row = json(&ws.run(&["state", "user-profile", key], QUICK), "state");
+        let row = json(&ws.run(&["state", "user-profile", key, "--json"], QUICK), "state --json");
         assert_eq!((row["name"].as_str(), row["email"].as_str()), (Some(name), Some("x@example.com")), "{row}");
     }
     let states = ws.status();

@@ -179,14 +179,14 @@ fn rebuild_with_poison_and_skipped_events_matches_the_live_run() {
     assert_eq!((profile.dead_letters, profile.parked_aggregates), (1, 1), "A stays parked: {}", show(&states));
 
     // Time travel for C, whose skipped event is in its history.
-    let state = ws.run(&["state", "user-profile", C], Duration::from_secs(30));
+    let state = ws.run(&["state", "user-profile", C, "--json"], Duration::from_secs(30));
     state.assert_success("state of C");
     let row: serde_json::Value = serde_json::from_str(&state.stdout).expect("state prints JSON");
     assert_eq!(
         (row["name"].as_str(), row["email"].as_str(), row["version"].as_i64()),
         (Some("C3"), Some("c@x.io"), Some(3))
     );
-    let state = ws.run(&["state", "user-profile", A], Duration::from_secs(30));
+    let state = ws.run(&["state", "user-profile", A, "--json"], Duration::from_secs(30));
     state.assert_success("state of the parked A");
     let row: serde_json::Value = serde_json::from_str(&state.stdout).expect("state prints JSON");
     assert_eq!(row["version"].as_i64(), Some(1), "A at its last good version\n{}", state.describe());

@@ -9,11 +9,13 @@ use projector::{
     DeadLetter, DeadLetterFilter, DeadLetterQueue, EventFilter, EventStore, ProjectionHandler, ReadBound, Repairs,
 };
 use projector_local::Connector;
+use serde::Serialize;
+use uuid::Uuid;
 
 use self::target::LetterRef;
 use super::{connect, projection};
 use crate::handlers::{self, WithHandler};
-use crate::{say, table};
+use crate::{output, say, table};
 
 mod target;
 
@@ -92,6 +94,35 @@ pub struct RepairArgs {
     /// Events applied per transaction.
     #[arg(long, default_value_t = 1000)]
     chunk: usize,
+    /// Print the outcome as one JSON object (shape in the README), also when the repair
+    /// stops at a failing event.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `dlq retry|skip|discard --json`.
+#[derive(Serialize)]
+struct RepairReport<'a> {
+    dead_letter_id: i64,
+    event_id: Uuid,
+    projection: &'a str,
+    aggregate_id: Uuid,
+    action: &'a str,
+    actor: &'a str,
+    events_applied: u64,
+    events_dropped: u64,
+    /// True when the letter is closed and the aggregate unparked.
+    unparked: bool,
+    /// The event that failed again, when the repair stopped at one.
+    stopped_at: Option<StoppedAt<'a>>,
+}
+
+#[derive(Serialize)]
+struct StoppedAt<'a> {
+    dead_letter_id: i64,
+    event_id: Uuid,
+    version: i64,
+    error: &'a str,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Command) -> Result<()> {
@@ -117,7 +148,28 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Comm
     let who = actor(&args);
     let job = Repair { store: &store, filter: p.events.to_filter(), id, what, actor: &who, chunk: args.chunk };
     let outcome = handlers::dispatch(&p.handler, job).await.with_context(|| format!("dlq {} {id}", what.as_str()))?;
+    if args.json {
+        let stopped_at = match &outcome.end {
+            RepairEnd::Done => None,
+            RepairEnd::Stopped { dead_letter_id, event_id, version, error } => {
+                Some(StoppedAt { dead_letter_id: *dead_letter_id, event_id: *event_id, version: *version, error })
+            }
+        };
+        output::json(&RepairReport {
+            dead_letter_id: id,
+            event_id: letter.event_id,
+            projection: &letter.projection,
+            aggregate_id: letter.aggregate_id,
+            action: what.as_str(),
+            actor: &who,
+            events_applied: outcome.events_applied,
+            events_dropped: outcome.events_dropped,
+            unparked: stopped_at.is_none(),
+            stopped_at,
+        })?;
+    }
     match outcome.end {
+        RepairEnd::Done if args.json => Ok(()),
         RepairEnd::Done => {
             say!(
                 "dead letter {id}: {} event(s) applied, {} dropped; aggregate {} unparked",
@@ -142,7 +194,7 @@ async fn list<S: DeadLetterQueue>(config: &Config, store: &S, filter: DeadLetter
     }
     let letters = store.list(&filter).await.context("listing dead letters")?;
     if json {
-        say!("{}", serde_json::to_string_pretty(&letters)?);
+        output::json(&letters)?;
     } else if letters.is_empty() {
         say!("no dead letters");
     } else {
@@ -159,8 +211,7 @@ async fn show<S: DeadLetterQueue + EventStore>(store: &S, letter: DeadLetter, js
         .read_aggregate(letter.aggregate_id, ReadBound::Versions { after: letter.version - 1, upto: letter.version })
         .await?;
     if json {
-        let value = serde_json::json!({ "dead_letter": letter, "event": events.first(), "actions": actions });
-        say!("{}", serde_json::to_string_pretty(&value)?);
+        output::json(&serde_json::json!({ "dead_letter": letter, "event": events.first(), "actions": actions }))?;
     } else {
         say!("dead letter {} ({})", letter.id, letter.status);
         say!("  projection:   {}", letter.projection);

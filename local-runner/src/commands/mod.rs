@@ -25,7 +25,7 @@ use crate::handlers;
 #[derive(Subcommand)]
 pub enum Command {
     /// Creates or upgrades the schema and registers every configured projection.
-    Init,
+    Init(init::Args),
     /// Appends events given as JSON lines (one append per line) from a file or stdin.
     Append(append::Args),
     /// Seeds sample events if the store is empty, runs every projection to caught-up,
@@ -53,7 +53,7 @@ pub enum Command {
 impl Command {
     pub async fn execute<C: Connector>(self, config: Config, connector: C) -> Result<()> {
         match self {
-            Command::Init => init::execute(&config, &connector).await,
+            Command::Init(args) => init::execute(&config, &connector, args).await,
             Command::Append(args) => append::execute(&connector, args).await,
             Command::Demo(args) => demo::execute(&config, &connector, args).await,
             Command::Run(args) => run::execute(config, connector, args).await,

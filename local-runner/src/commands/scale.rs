@@ -10,7 +10,7 @@ use projector_local::Connector;
 
 use super::{connect, projection};
 use crate::handlers::{self, WithHandler};
-use crate::say;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,6 +18,19 @@ pub struct Args {
     projection: String,
     /// The new number of hash partitions (1 to 256).
     partitions: u32,
+    /// Print what was done as one JSON object (shape in the README).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `scale --json`.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    projection: &'a str,
+    partitions_before: usize,
+    partitions: u32,
+    checkpoint: Checkpoint,
+    configured_partitions: u32,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
@@ -45,6 +58,16 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let filter = p.events.to_filter();
     let job = Repartition { store: &store, name, filter: &filter, owner: &owner, batch_size: p.batch_size, partitions };
     let target = handlers::dispatch(&p.handler, job).await?;
+    if args.json {
+        let configured_partitions = p.partitions;
+        return output::json(&Report {
+            projection: name,
+            partitions_before: before,
+            partitions,
+            checkpoint: target,
+            configured_partitions,
+        });
+    }
     say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");
     if p.partitions != partitions {
         say!("set `partitions: {partitions}` for {name} in projections.yaml before starting the runners");
