@@ -26,17 +26,20 @@ struct Report {
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
     let applied = connector.migrate().await.with_context(|| format!("migrating the {}", connector.describe()))?;
-    register_all(config, connector).await?;
     let report = Report {
         store: connector.describe(),
         migrations_applied: applied.iter().map(ToString::to_string).collect(),
         projections: config.projections.keys().cloned().collect(),
     };
+    if !args.json {
+        // Said before registering: a registration that fails leaves the migrations done.
+        for name in &report.migrations_applied {
+            say!("applied migration {name}");
+        }
+    }
+    register_all(config, connector).await?;
     if args.json {
         return output::json(&report);
-    }
-    for name in &report.migrations_applied {
-        say!("applied migration {name}");
     }
     say!(
         "{} ready: {} projection(s) registered ({})",

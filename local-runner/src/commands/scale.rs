@@ -59,13 +59,12 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let job = Repartition { store: &store, name, filter: &filter, owner: &owner, batch_size: p.batch_size, partitions };
     let target = handlers::dispatch(&p.handler, job).await?;
     if args.json {
-        let configured_partitions = p.partitions;
         return output::json(&Report {
             projection: name,
             partitions_before: before,
             partitions,
             checkpoint: target,
-            configured_partitions,
+            configured_partitions: p.partitions,
         });
     }
     say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");

@@ -39,7 +39,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
 }
 
 /// Folds the row for `key` from the events up to `at` (all of them without one) and
-/// prints it as JSON.
+/// prints it.
 struct ShowState<'a, S> {
     store: &'a S,
     p: &'a ProjectionConfig,
@@ -76,7 +76,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
         }
         let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
         say!("{name} row for key {key} ({when}):");
-        // In the table's column order, not the JSON object's.
+        // In the schema's column order; the JSON object sorts its fields by name.
         let rows: Vec<Vec<String>> = columns
             .iter()
             .map(|(column, value)| {
