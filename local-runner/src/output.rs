@@ -1,5 +1,5 @@
 //! Standard output that tolerates a closed pipe (`projector status | head -3`): the
-//! command stops quietly instead of panicking; and how rates read.
+//! command stops quietly instead of panicking; `--json` output; and how rates read.
 
 use std::io::Write;
 
@@ -20,6 +20,12 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 macro_rules! say {
     () => { $crate::output::line(format_args!("")) };
     ($($arg:tt)*) => { $crate::output::line(format_args!($($arg)*)) };
+}
+
+/// Writes `value` as pretty-printed JSON, the `--json` output of every command.
+pub fn json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    line(format_args!("{}", serde_json::to_string_pretty(value)?));
+    Ok(())
 }
 
 /// A rate as people read it: whole events per second (`1235 events/s`, not `1234.5678/s`).

@@ -54,7 +54,7 @@ fn state_time_travel() {
 
     let key = id.to_string();
     let state = |at: Option<&str>| {
-        let mut args = vec!["state", "user-profile", key.as_str()];
+        let mut args = vec!["state", "user-profile", key.as_str(), "--json"];
         if let Some(at) = at {
             args.extend(["--at", at]);
         }
@@ -114,11 +114,11 @@ fn state_of_daily_activity_sees_every_committed_event() {
     ws.run(&["append", "--keep-timestamps", "events.jsonl"], QUICK).assert_success("projector append");
 
     // The per-aggregate view sees both committed events...
-    let out = ws.run(&["state", "user-profile", &id.to_string()], QUICK);
+    let out = ws.run(&["state", "user-profile", &id.to_string(), "--json"], QUICK);
     out.assert_success("state user-profile");
     assert_eq!(json(&out, "state user-profile")["email"], "b@x.io");
     // ...and so should the per-day counters: the events are committed.
-    let out = ws.run(&["state", "daily-activity", "2026-01-02/UserEmailChanged"], QUICK);
+    let out = ws.run(&["state", "daily-activity", "2026-01-02/UserEmailChanged", "--json"], QUICK);
     out.assert_success("state daily-activity while another transaction is open");
     assert_eq!(json(&out, "state daily-activity")["events"], 1, "{}", out.describe());
     pg.block_on(other.batch_execute("ROLLBACK")).expect("rollback");
@@ -417,7 +417,7 @@ fn demo_on_a_fresh_directory() {
         .skip_while(|l| !l.starts_with("user-profile (table user_profile)"))
         .find_map(|l| l.split_whitespace().next().and_then(|w| Uuid::parse_str(w).ok()))
         .unwrap_or_else(|| panic!("no user id among the sample rows\n{o}"));
-    let state = ws.run(&["state", "user-profile", &user.to_string()], QUICK);
+    let state = ws.run(&["state", "user-profile", &user.to_string(), "--json"], QUICK);
     state.assert_success("state of a sample user");
     assert_eq!(json(&state, "state")["user_id"], user.to_string());
 

@@ -1,4 +1,4 @@
-//! `projector rebuild` (full and `--from-version`) produces the read models the live
+//! `projector rebuild` (full and `--from-position`) produces the read models the live
 //! runner produced, and the live runner carries on from the rebuilt checkpoints.
 
 mod support;
@@ -35,7 +35,7 @@ fn assert_caught_up_without_runner(ws: &Workspace, when: &str) {
 }
 
 #[test]
-fn rebuild_and_rebuild_from_version_match_the_live_run() {
+fn rebuild_and_rebuild_from_position_match_the_live_run() {
     let pg = Pg::new();
     // A few users whose events all come first (untouched by a rebuild from the middle),
     // then 10,000 events of 500 users.
@@ -75,15 +75,15 @@ fn rebuild_and_rebuild_from_version_match_the_live_run() {
     let touched_days =
         format!("SELECT (timestamp AT TIME ZONE 'UTC')::date, event_type FROM events WHERE position >= {middle}");
     pg.execute("UPDATE user_profile SET email = 'tampered'; UPDATE daily_activity SET events = events + 1000");
-    rebuild(&ws, &["user-profile", "--from-version", &middle.to_string()]);
-    rebuild(&ws, &["daily-activity", "--from-version", &middle.to_string()]);
+    rebuild(&ws, &["user-profile", "--from-position", &middle.to_string()]);
+    rebuild(&ws, &["daily-activity", "--from-position", &middle.to_string()]);
     pg.assert_same_rows(
-        "rebuild --from-version: touched user_profile rows vs oracle",
+        "rebuild --from-position: touched user_profile rows vs oracle",
         &format!("SELECT * FROM ({USER_PROFILE_ORACLE}) o WHERE user_id IN ({touched_users})"),
         &format!("{USER_PROFILE_MODEL} WHERE user_id IN ({touched_users})"),
     );
     pg.assert_same_rows(
-        "rebuild --from-version: touched daily_activity rows vs oracle",
+        "rebuild --from-position: touched daily_activity rows vs oracle",
         &format!("SELECT * FROM ({DAILY_ACTIVITY_ORACLE}) o WHERE (day, event_type) IN ({touched_days})"),
         &format!("{DAILY_ACTIVITY_MODEL} WHERE (day, event_type) IN ({touched_days})"),
     );
@@ -104,7 +104,8 @@ fn rebuild_and_rebuild_from_version_match_the_live_run() {
     assert_eq!(kept_days, untouched_days, "daily rows untouched after position {middle} are kept as they were");
     assert_caught_up_without_runner(&ws, "after the partial rebuilds");
 
-    // On correct rows, a rebuild from the middle changes nothing.
+    // On correct rows, a rebuild from the middle changes nothing. `--from-version`, the
+    // flag's first name, still works.
     rebuild(&ws, &["user-profile"]);
     rebuild(&ws, &["daily-activity"]);
     rebuild(&ws, &["user-profile", "--from-version", &middle.to_string()]);
@@ -178,14 +179,14 @@ fn rebuild_with_poison_and_skipped_events_matches_the_live_run() {
     assert_eq!((profile.dead_letters, profile.parked_aggregates), (1, 1), "A stays parked: {}", show(&states));
 
     // Time travel for C, whose skipped event is in its history.
-    let state = ws.run(&["state", "user-profile", C], Duration::from_secs(30));
+    let state = ws.run(&["state", "user-profile", C, "--json"], Duration::from_secs(30));
     state.assert_success("state of C");
     let row: serde_json::Value = serde_json::from_str(&state.stdout).expect("state prints JSON");
     assert_eq!(
         (row["name"].as_str(), row["email"].as_str(), row["version"].as_i64()),
         (Some("C3"), Some("c@x.io"), Some(3))
     );
-    let state = ws.run(&["state", "user-profile", A], Duration::from_secs(30));
+    let state = ws.run(&["state", "user-profile", A, "--json"], Duration::from_secs(30));
     state.assert_success("state of the parked A");
     let row: serde_json::Value = serde_json::from_str(&state.stdout).expect("state prints JSON");
     assert_eq!(row["version"].as_i64(), Some(1), "A at its last good version\n{}", state.describe());

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::connect;
-use crate::say;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +26,18 @@ pub struct Args {
     /// is refused, and events are stamped with the store's clock.
     #[arg(long)]
     keep_timestamps: bool,
+    /// Print the counts as one JSON object (shape in the README).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `append --json`.
+#[derive(serde::Serialize)]
+struct Report {
+    source: String,
+    appends: u64,
+    events: u64,
+    repeated: u64,
 }
 
 /// `expected_version` of an append line.
@@ -146,6 +158,9 @@ pub async fn execute<C: Connector>(connector: &C, args: Args) -> Result<()> {
             appends += 1;
             events += outcome.event_ids.len() as u64;
         }
+    }
+    if args.json {
+        return output::json(&Report { source: name, appends, events, repeated });
     }
     say!("appended {events} event(s) in {appends} append(s); {repeated} repeated idempotency key(s) wrote nothing");
     Ok(())

@@ -1,7 +1,7 @@
 //! `projector dlq`: lists and shows dead letters, and repairs parked aggregates (retry,
 //! skip, discard) with an audit trail of who did what.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use projector::config::Config;
 use projector::repair::{repair, RepairAction, RepairEnd, RepairOutcome};
@@ -9,49 +9,81 @@ use projector::{
     DeadLetter, DeadLetterFilter, DeadLetterQueue, EventFilter, EventStore, ProjectionHandler, ReadBound, Repairs,
 };
 use projector_local::Connector;
+use serde::Serialize;
+use uuid::Uuid;
 
+use self::target::LetterRef;
 use super::{connect, projection};
 use crate::handlers::{self, WithHandler};
-use crate::{say, table};
+use crate::{output, say, table};
+
+mod target;
 
 #[derive(Subcommand)]
 pub enum Command {
     /// Lists open dead letters (with --all, closed ones too).
     List {
+        /// Only this projection's letters.
         #[arg(long, short = 'p')]
         projection: Option<String>,
+        /// Only this aggregate's letters (its UUID).
         #[arg(long)]
         aggregate: Option<uuid::Uuid>,
+        /// Also list closed letters (resolved, skipped, discarded).
         #[arg(long)]
         all: bool,
+        /// Print the letters as JSON (a list; shape in the README) instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Shows one dead letter: the event, the error, attempts, failure times, actions.
     Show {
-        id: i64,
+        #[command(flatten)]
+        target: Target,
+        /// Print the letter, its event and its audit trail as JSON (shape in the README).
         #[arg(long)]
         json: bool,
     },
     /// Re-applies the parked sequence through the current handler, in version order;
     /// stops at the first failure. Safe to run twice.
     Retry {
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         repair: RepairArgs,
     },
     /// Drops the dead-lettered event and re-applies the rest of the sequence.
     Skip {
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         repair: RepairArgs,
     },
     /// Drops the whole parked sequence and unparks the aggregate.
     Discard {
-        id: i64,
+        #[command(flatten)]
+        target: Target,
         #[command(flatten)]
         repair: RepairArgs,
     },
+}
+
+/// The dead letter a command acts on.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The dead letter: its id (a number, as `dlq list` shows it) or the id of its event
+    /// (a UUID, as logs and alerts show it).
+    #[arg(value_name = "LETTER_OR_EVENT_ID")]
+    id: LetterRef,
+    /// The projection whose letter to take, when the event failed in several.
+    #[arg(long, short = 'p')]
+    projection: Option<String>,
+}
+
+impl Target {
+    async fn find<S: DeadLetterQueue>(&self, config: &Config, store: &S) -> Result<DeadLetter> {
+        target::find(config, store, self.id, self.projection.as_deref()).await
+    }
 }
 
 #[derive(clap::Args)]
@@ -62,11 +94,40 @@ pub struct RepairArgs {
     /// Events applied per transaction.
     #[arg(long, default_value_t = 1000)]
     chunk: usize,
+    /// Print the outcome as one JSON object (shape in the README), also when the repair
+    /// stops at a failing event.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `dlq retry|skip|discard --json`.
+#[derive(Serialize)]
+struct RepairReport<'a> {
+    dead_letter_id: i64,
+    event_id: Uuid,
+    projection: &'a str,
+    aggregate_id: Uuid,
+    action: &'a str,
+    actor: &'a str,
+    events_applied: u64,
+    events_dropped: u64,
+    /// True when the letter is closed and the aggregate unparked.
+    unparked: bool,
+    /// The event that failed again, when the repair stopped at one.
+    stopped_at: Option<StoppedAt<'a>>,
+}
+
+#[derive(Serialize)]
+struct StoppedAt<'a> {
+    dead_letter_id: i64,
+    event_id: Uuid,
+    version: i64,
+    error: &'a str,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Command) -> Result<()> {
     let store = connect(connector).await?;
-    let (id, what, args) = match command {
+    let (target, what, args) = match command {
         Command::List { projection, aggregate, all, json } => {
             return list(
                 config,
@@ -76,18 +137,39 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Comm
             )
             .await
         }
-        Command::Show { id, json } => return show(&store, id, json).await,
-        Command::Retry { id, repair } => (id, RepairAction::Retry, repair),
-        Command::Skip { id, repair } => (id, RepairAction::Skip, repair),
-        Command::Discard { id, repair } => (id, RepairAction::Discard, repair),
+        Command::Show { target, json } => return show(&store, target.find(config, &store).await?, json).await,
+        Command::Retry { target, repair } => (target, RepairAction::Retry, repair),
+        Command::Skip { target, repair } => (target, RepairAction::Skip, repair),
+        Command::Discard { target, repair } => (target, RepairAction::Discard, repair),
     };
-    let letter =
-        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
+    let letter = target.find(config, &store).await?;
+    let id = letter.id;
     let p = projection(config, &letter.projection)?;
     let who = actor(&args);
     let job = Repair { store: &store, filter: p.events.to_filter(), id, what, actor: &who, chunk: args.chunk };
     let outcome = handlers::dispatch(&p.handler, job).await.with_context(|| format!("dlq {} {id}", what.as_str()))?;
+    if args.json {
+        let stopped_at = match &outcome.end {
+            RepairEnd::Done => None,
+            RepairEnd::Stopped { dead_letter_id, event_id, version, error } => {
+                Some(StoppedAt { dead_letter_id: *dead_letter_id, event_id: *event_id, version: *version, error })
+            }
+        };
+        output::json(&RepairReport {
+            dead_letter_id: id,
+            event_id: letter.event_id,
+            projection: &letter.projection,
+            aggregate_id: letter.aggregate_id,
+            action: what.as_str(),
+            actor: &who,
+            events_applied: outcome.events_applied,
+            events_dropped: outcome.events_dropped,
+            unparked: stopped_at.is_none(),
+            stopped_at,
+        })?;
+    }
     match outcome.end {
+        RepairEnd::Done if args.json => Ok(()),
         RepairEnd::Done => {
             say!(
                 "dead letter {id}: {} event(s) applied, {} dropped; aggregate {} unparked",
@@ -112,7 +194,7 @@ async fn list<S: DeadLetterQueue>(config: &Config, store: &S, filter: DeadLetter
     }
     let letters = store.list(&filter).await.context("listing dead letters")?;
     if json {
-        say!("{}", serde_json::to_string_pretty(&letters)?);
+        output::json(&letters)?;
     } else if letters.is_empty() {
         say!("no dead letters");
     } else {
@@ -123,16 +205,13 @@ async fn list<S: DeadLetterQueue>(config: &Config, store: &S, filter: DeadLetter
     Ok(())
 }
 
-async fn show<S: DeadLetterQueue + EventStore>(store: &S, id: i64, json: bool) -> Result<()> {
-    let letter =
-        store.get(id).await?.ok_or_else(|| anyhow!("no dead letter {id}; `projector dlq list --all` shows them"))?;
-    let actions = store.actions(id).await?;
+async fn show<S: DeadLetterQueue + EventStore>(store: &S, letter: DeadLetter, json: bool) -> Result<()> {
+    let actions = store.actions(letter.id).await?;
     let events = store
         .read_aggregate(letter.aggregate_id, ReadBound::Versions { after: letter.version - 1, upto: letter.version })
         .await?;
     if json {
-        let value = serde_json::json!({ "dead_letter": letter, "event": events.first(), "actions": actions });
-        say!("{}", serde_json::to_string_pretty(&value)?);
+        output::json(&serde_json::json!({ "dead_letter": letter, "event": events.first(), "actions": actions }))?;
     } else {
         say!("dead letter {} ({})", letter.id, letter.status);
         say!("  projection:   {}", letter.projection);

@@ -4,21 +4,48 @@
 use anyhow::{Context, Result};
 use projector::config::Config;
 use projector_local::Connector;
+use serde::Serialize;
 
 use super::register_all;
-use crate::say;
+use crate::{output, say};
 
-pub async fn execute<C: Connector>(config: &Config, connector: &C) -> Result<()> {
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print what was done as one JSON object (shape in the README).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `init --json`.
+#[derive(Serialize)]
+struct Report {
+    store: String,
+    migrations_applied: Vec<String>,
+    projections: Vec<String>,
+}
+
+pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
     let applied = connector.migrate().await.with_context(|| format!("migrating the {}", connector.describe()))?;
-    for name in &applied {
-        say!("applied migration {name}");
+    let report = Report {
+        store: connector.describe(),
+        migrations_applied: applied.iter().map(ToString::to_string).collect(),
+        projections: config.projections.keys().cloned().collect(),
+    };
+    if !args.json {
+        // Said before registering: a registration that fails leaves the migrations done.
+        for name in &report.migrations_applied {
+            say!("applied migration {name}");
+        }
     }
     register_all(config, connector).await?;
+    if args.json {
+        return output::json(&report);
+    }
     say!(
         "{} ready: {} projection(s) registered ({})",
-        connector.describe(),
-        config.projections.len(),
-        config.projections.keys().cloned().collect::<Vec<_>>().join(", ")
+        report.store,
+        report.projections.len(),
+        report.projections.join(", ")
     );
     Ok(())
 }

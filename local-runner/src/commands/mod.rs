@@ -3,6 +3,7 @@
 //! projection, registering the projections.
 
 mod append;
+mod completions;
 mod demo;
 mod dlq;
 mod init;
@@ -24,7 +25,7 @@ use crate::handlers;
 #[derive(Subcommand)]
 pub enum Command {
     /// Creates or upgrades the schema and registers every configured projection.
-    Init,
+    Init(init::Args),
     /// Appends events given as JSON lines (one append per line) from a file or stdin.
     Append(append::Args),
     /// Seeds sample events if the store is empty, runs every projection to caught-up,
@@ -44,12 +45,15 @@ pub enum Command {
     Dlq(dlq::Command),
     /// Shows one read-model row, optionally as it was at an instant (time travel).
     State(state::Args),
+    /// Writes the shell completion script for `projector` to stdout (see the README for
+    /// where each shell looks for it).
+    Completions(completions::Args),
 }
 
 impl Command {
     pub async fn execute<C: Connector>(self, config: Config, connector: C) -> Result<()> {
         match self {
-            Command::Init => init::execute(&config, &connector).await,
+            Command::Init(args) => init::execute(&config, &connector, args).await,
             Command::Append(args) => append::execute(&connector, args).await,
             Command::Demo(args) => demo::execute(&config, &connector, args).await,
             Command::Run(args) => run::execute(config, connector, args).await,
@@ -58,11 +62,20 @@ impl Command {
             Command::Scale(args) => scale::execute(&config, &connector, args).await,
             Command::Dlq(command) => dlq::execute(&config, &connector, command).await,
             Command::State(args) => state::execute(&config, &connector, args).await,
+            Command::Completions(args) => completions::execute(&args),
         }
     }
 }
 
 impl Command {
+    /// The answer of a command that needs neither configuration nor store.
+    pub fn standalone(&self) -> Option<Result<()>> {
+        match self {
+            Command::Completions(args) => Some(completions::execute(args)),
+            _ => None,
+        }
+    }
+
     /// The answer of a command that only reads, when the embedded store's file at `path`
     /// does not exist yet; `None` for commands that open (and so create) it.
     pub fn without_store(&self, path: &Path) -> Option<Result<()>> {

@@ -4,31 +4,52 @@
 use anyhow::Result;
 use projector::config::Config;
 use projector::{
-    EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds,
+    Checkpoint, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome,
+    Rebuilds,
 };
 use projector_local::Connector;
 
 use super::{connect, projection, register_all};
 use crate::handlers::{self, WithHandler};
-use crate::say;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The projection to rebuild, as named in projections.yaml.
     projection: String,
-    /// Recompute only rows touched by events at or after this global position.
+    /// Recompute only the rows touched by events at or after this global position
+    /// (the events table's `position`), instead of the full history.
+    // `--from-version` was this flag's first name; scripts that use it keep working.
+    #[arg(long, value_name = "POSITION", alias = "from-version")]
+    from_position: Option<i64>,
+    /// Print the outcome as one JSON object (shape in the README), without a progress bar.
     #[arg(long)]
-    from_version: Option<i64>,
+    json: bool,
+}
+
+/// `rebuild --json`.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    projection: &'a str,
+    from_position: Option<i64>,
+    events_read: u64,
+    events_applied: u64,
+    rows_written: u64,
+    checkpoint: Checkpoint,
+    dead_lettered: u64,
+    seconds: f64,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
-    let (name, from) = (args.projection.as_str(), args.from_version);
+    let (name, from) = (args.projection.as_str(), args.from_position);
     let p = projection(config, name)?;
     register_all(config, connector).await?;
     let store = connect(connector).await?;
     let states: Vec<_> = store.states().await?.into_iter().filter(|s| s.projection == name).collect();
     let total: i64 = states.iter().map(|s| s.events_applied + s.lag_events).max().unwrap_or(0);
     let waiting = states.iter().any(|s| s.status == projector::Status::NeedsRebuild);
-    let bar = indicatif::ProgressBar::new(total.max(1) as u64);
+    let bar =
+        if args.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total.max(1) as u64) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} events, {rate}, ETA {eta}")
             .map(|style| style.with_key("rate", crate::output::rate_key))
@@ -51,6 +72,18 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         }
     };
     let secs = started.elapsed().as_secs_f64();
+    if args.json {
+        return output::json(&Report {
+            projection: name,
+            from_position: from,
+            events_read: outcome.events_read,
+            events_applied: outcome.events_applied,
+            rows_written: outcome.rows_written,
+            checkpoint: outcome.checkpoint,
+            dead_lettered: outcome.dead_lettered,
+            seconds: secs,
+        });
+    }
     say!(
         "rebuilt {name}: {} events read, {} applied, {} rows written, checkpoint {} in {:.2}s ({})",
         outcome.events_read,

@@ -10,12 +10,27 @@ use projector_local::Connector;
 
 use super::{connect, projection};
 use crate::handlers::{self, WithHandler};
-use crate::say;
+use crate::{output, say};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The projection to re-partition, as named in projections.yaml.
     projection: String,
+    /// The new number of hash partitions (1 to 256).
     partitions: u32,
+    /// Print what was done as one JSON object (shape in the README).
+    #[arg(long)]
+    json: bool,
+}
+
+/// `scale --json`.
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    projection: &'a str,
+    partitions_before: usize,
+    partitions: u32,
+    checkpoint: Checkpoint,
+    configured_partitions: u32,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
@@ -43,6 +58,15 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let filter = p.events.to_filter();
     let job = Repartition { store: &store, name, filter: &filter, owner: &owner, batch_size: p.batch_size, partitions };
     let target = handlers::dispatch(&p.handler, job).await?;
+    if args.json {
+        return output::json(&Report {
+            projection: name,
+            partitions_before: before,
+            partitions,
+            checkpoint: target,
+            configured_partitions: p.partitions,
+        });
+    }
     say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");
     if p.partitions != partitions {
         say!("set `partitions: {partitions}` for {name} in projections.yaml before starting the runners");

@@ -1,5 +1,5 @@
 //! `projector state`: one read-model row, now or as it was at an instant (time travel),
-//! folded from the events.
+//! folded from the events; a column/value table, or a JSON object with `--json`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
@@ -11,16 +11,20 @@ use uuid::Uuid;
 
 use super::{connect, projection};
 use crate::handlers::{self, WithHandler};
-use crate::say;
+use crate::{output, say, table};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The projection whose read-model row to show, as named in projections.yaml.
     projection: String,
     /// The row key: a UUID for user-profile, DAY/EVENT_TYPE for daily-activity.
     key: String,
     /// RFC 3339 instant, e.g. 2026-01-31T12:00:00Z.
     #[arg(long)]
     at: Option<String>,
+    /// Print the row as one JSON object, a field per column (shape in the README).
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
@@ -31,24 +35,25 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
             format!("--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z", at.unwrap_or(""))
         })?;
     let store = connect(connector).await?;
-    handlers::dispatch(&p.handler, ShowState { store: &store, p, name, key, at }).await
+    handlers::dispatch(&p.handler, ShowState { store: &store, p, name, key, at, json: args.json }).await
 }
 
 /// Folds the row for `key` from the events up to `at` (all of them without one) and
-/// prints it as JSON.
+/// prints it.
 struct ShowState<'a, S> {
     store: &'a S,
     p: &'a ProjectionConfig,
     name: &'a str,
     key: &'a str,
     at: Option<DateTime<Utc>>,
+    json: bool,
 }
 
 impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
     type Output = Result<()>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {
-        let ShowState { store, p, name, key, at } = self;
+        let ShowState { store, p, name, key, at, json } = self;
         let handler = &handler;
         let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
         let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
@@ -64,9 +69,25 @@ impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
         if schema.version_column.is_some() {
             values.push(Value::BigInt(version));
         }
-        let object: serde_json::Map<String, serde_json::Value> =
+        let columns: Vec<(String, serde_json::Value)> =
             schema.all_columns().zip(&values).map(|(c, v)| (c.name.to_owned(), v.to_json())).collect();
-        say!("{}", serde_json::to_string_pretty(&object)?);
+        if json {
+            return output::json(&columns.into_iter().collect::<serde_json::Map<_, _>>());
+        }
+        let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
+        say!("{name} row for key {key} ({when}):");
+        // In the schema's column order; the JSON object sorts its fields by name.
+        let rows: Vec<Vec<String>> = columns
+            .iter()
+            .map(|(column, value)| {
+                let shown = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                vec![column.clone(), shown]
+            })
+            .collect();
+        say!("{}", table::render(&["column", "value"], &rows));
         Ok(())
     }
 }

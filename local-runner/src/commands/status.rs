@@ -7,10 +7,11 @@ use projector::{ProjectionState, ProjectionStore};
 use projector_local::Connector;
 
 use super::connect;
-use crate::{say, table};
+use crate::{output, say, table};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Print the partition states as JSON (a list; shape in the README) instead of a table.
     #[arg(long)]
     json: bool,
 }
@@ -27,7 +28,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         .collect();
     let hold = store.horizon_hold().await.context("reading the read horizon")?;
     if json {
-        say!("{}", serde_json::to_string_pretty(&states)?);
+        output::json(&states)?;
     } else if states.is_empty() {
         say!("no projection is registered yet; run `projector init`");
     } else {

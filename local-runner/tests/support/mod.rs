@@ -137,7 +137,18 @@ impl Workspace {
 
     /// Runs the binary to completion; panics (after killing it) if it takes longer than `timeout`.
     pub fn run(&self, args: &[&str], timeout: Duration) -> Output {
+        self.run_with(args, &[], timeout)
+    }
+
+    /// [`Workspace::run`] with environment variables set (`Some`) or removed (`None`).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, Option<&str>)], timeout: Duration) -> Output {
         let mut cmd = self.command(args);
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = ChildGuard(cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN} {args:?}: {e}")));
         let mut out_pipe = child.0.stdout.take().expect("stdout piped");
