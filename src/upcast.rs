@@ -99,6 +99,14 @@ impl Upcasters {
         self.steps.is_empty()
     }
 
+    /// The event types some step is registered for (what `upcasting.event_types` may
+    /// name), sorted.
+    pub fn event_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.steps.keys().map(|(t, _)| t.as_str()).collect();
+        types.dedup();
+        types
+    }
+
     /// Keeps only the chains that start at the named event types (the ones a
     /// configuration enables); a name with no registered step is an error.
     pub fn enable_only(&self, event_types: &[String]) -> Result<Self, UpcastError> {
