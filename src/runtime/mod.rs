@@ -10,7 +10,7 @@ mod gaps;
 mod rebuild;
 mod time_travel;
 
-pub use align::align_partitions;
+pub use align::{align_partitions, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
 pub use time_travel::{state_at, state_upcast_at};
 
@@ -247,8 +247,7 @@ where
         let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
         fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
         fold.failing_upcasts(prepared.failed);
-        let reads =
-            gaps::read_gaps(self.store, &fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
+        let reads = gaps::read_gaps(self.store, &fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
         fold.failing_upcasts(reads.failed);
         self.settle_gaps(&reads.unfilled, &mut events, &mut letters, &mut parked_now).await?;
         let gap_events = reads.events;
