@@ -261,8 +261,7 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut keys = std::collections::HashSet::new();
         let mut after = from - 1;
         loop {
-            let events =
-                session.read_since_position(from, self.reading.store_filter(), after, self.read_size).await?;
+            let events = session.read_since_position(from, self.reading.store_filter(), after, self.read_size).await?;
             let Some(last) = events.last() else { break };
             after = last.position;
             keys.extend(self.reading.prepare(events).events.iter().filter_map(|e| self.handler.key(e)));
