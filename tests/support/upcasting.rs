@@ -16,8 +16,8 @@ use projector::runtime::state_upcast_at;
 use projector::upcast::{Payload, Reading, Upcaster, Upcasters};
 use projector::{
     AppendOutcome, AppendRequest, BatchRunner, Checkpoint, Column, ColumnType, DeadLetterFilter, DomainEvent,
-    EventFilter, EventStore, ExpectedVersion, HandlerError, NewEvent, Ordering, Partition, ProjectionHandler,
-    Rebuild, Record, RowError, RowReader, TableSchema, Value,
+    EventFilter, EventStore, ExpectedVersion, HandlerError, NewEvent, Ordering, Partition, ProjectionHandler, Rebuild,
+    Record, RowError, RowReader, TableSchema, Value,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -132,9 +132,7 @@ impl ProjectionHandler for Members {
                 member.last_name = Some(text(event, "last_name")?);
             }
             "MemberMoved" => member.city = Some(text(event, "city")?),
-            other => {
-                return Err(HandlerError::Rejected { event_id: event.event_id, reason: format!("saw {other}") })
-            }
+            other => return Err(HandlerError::Rejected { event_id: event.event_id, reason: format!("saw {other}") }),
         }
         Ok(())
     }
@@ -212,9 +210,7 @@ async fn travel<S: FailureStore>(store: &S, id: Uuid) -> Option<(Member, i64)> {
     state_upcast_at(&Members, store, &EventFilter::all(), &upcasters(), &id, Some(id), None).await.expect("replay")
 }
 
-pub async fn events_stored_at_old_versions_fold_like_events_written_at_the_current_one<S: FailureStore>(
-    store: &S,
-) {
+pub async fn events_stored_at_old_versions_fold_like_events_written_at_the_current_one<S: FailureStore>(store: &S) {
     register(store).await;
     let [v1, v2, v3] = three_versions(store).await;
     assert_eq!(run(store).await, 0, "nothing fails");
