@@ -122,6 +122,7 @@ macro_rules! failure_tests {
             events_stored_at_old_versions_fold_like_events_written_at_the_current_one,
             a_failing_upcaster_dead_letters_its_event_and_parks_only_its_aggregate,
             a_rebuild_dead_letters_an_event_that_does_not_upcast_like_live_processing,
+            events_upcast_out_of_the_filter_are_passed_over,
         );
     };
     ($($fresh:tt)+) => {

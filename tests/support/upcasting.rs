@@ -312,3 +312,27 @@ pub async fn a_rebuild_dead_letters_an_event_that_does_not_upcast_like_live_proc
     assert_eq!(run(store).await, 0);
     assert_eq!(rows(store, &[a, b]).await, rows_now);
 }
+
+pub async fn events_upcast_out_of_the_filter_are_passed_over<S: FailureStore>(store: &S) {
+    register(store).await;
+    // `MemberJoined` at v3 has no step: it keeps its old name, which the handler's
+    // filter no longer names, so it is read (its name may upcast) and then left out.
+    let m = member(20);
+    append(store, m, "MemberJoined", 3, json!({"first_name": "Ada", "last_name": "Lovelace"})).await;
+    append(store, m, "MemberJoined", 3, json!({"first_name": "Ada", "last_name": "Byron"})).await;
+    let last = append(store, m, "MemberMoved", 1, json!({"city": "London"})).await;
+    settle(store, &last).await;
+    let lease = store.claim("members", Partition::WHOLE, "runner", Duration::from_secs(30)).await.expect("claim");
+    let mut runner = BatchRunner::new(&Members, store, &EventFilter::all(), lease.expect("lease free"))
+        .upcasters(upcasters())
+        .batch_size(2);
+    let first = runner.step().await.expect("a batch of left-out events");
+    assert_eq!((first.events_read, first.events_applied), (2, 0), "{first:?}");
+    let events = store.read_aggregate(m, projector::ReadBound::All).await.expect("read");
+    assert_eq!(first.checkpoint, events[1].checkpoint(), "the checkpoint moves past them");
+    let rest = runner.catch_up().await.expect("the rest");
+    assert_eq!(rest.checkpoint, events[2].checkpoint());
+    assert_eq!(rest.dead_lettered, 0, "the versions left out are no gap");
+    let city_only = Member { city: Some("London".into()), ..Member::default() };
+    assert_eq!(rows(store, &[m]).await.get(&m), Some(&(city_only, 3)));
+}
