@@ -8,10 +8,10 @@ pub mod keys;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
-pub mod reporting;
 pub mod replays;
-pub mod tables;
+pub mod reporting;
 pub mod stored_events;
+pub mod tables;
 pub mod upcasting;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`],

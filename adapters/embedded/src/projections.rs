@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, InFlight, Lease, Partition, ProjectionState,
-    ProjectionStore, Status, StoreError, TableSchema, Value,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, InFlight, Lease, Partition,
+    ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;

@@ -1,0 +1,122 @@
+//! The handlers compiled into the Worker. [`each`] is the one place that names them; a
+//! projection in `PROJECTIONS` is named after its handler.
+
+use futures_util::future::LocalBoxFuture;
+use projector::{
+    BatchRunner, EventFilter, EventStore, Lease, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds,
+    RuntimeError, StepOutcome, TableSchema,
+};
+
+/// Something done with every compiled-in handler in turn.
+pub trait Visitor {
+    fn visit<H: ProjectionHandler>(&mut self, handler: &'static H);
+}
+
+/// Shows `visitor` every handler the Worker carries. A new handler is one line here.
+pub fn each(visitor: &mut impl Visitor) {
+    visitor.visit(&projection_user_profile::UserProfile);
+    visitor.visit(&projection_daily_activity::DailyActivity);
+}
+
+/// The projection names the Worker can run.
+pub fn names() -> Vec<&'static str> {
+    struct Names(Vec<&'static str>);
+    impl Visitor for Names {
+        fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
+            self.0.push(handler.name());
+        }
+    }
+    let mut names = Names(Vec::new());
+    each(&mut names);
+    names.0
+}
+
+/// The read-model table and event filter of a projection, for registering it.
+pub fn describe(name: &str) -> Option<(&'static TableSchema, EventFilter)> {
+    struct Describe<'n>(&'n str, Option<(&'static TableSchema, EventFilter)>);
+    impl Visitor for Describe<'_> {
+        fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
+            if handler.name() == self.0 {
+                self.1 = Some((handler.schema(), handler.filter()));
+            }
+        }
+    }
+    let mut found = Describe(name, None);
+    each(&mut found);
+    found.1
+}
+
+/// One leased partition being worked on, whatever its handler's type.
+pub trait Partition {
+    fn step(&mut self) -> LocalBoxFuture<'_, Result<StepOutcome, RuntimeError>>;
+    fn lease(&self) -> &Lease;
+}
+
+impl<H, S> Partition for BatchRunner<'_, H, S>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
+    fn step(&mut self) -> LocalBoxFuture<'_, Result<StepOutcome, RuntimeError>> {
+        Box::pin(BatchRunner::step(self))
+    }
+
+    fn lease(&self) -> &Lease {
+        BatchRunner::lease(self)
+    }
+}
+
+/// The batch runtime of the core for one leased partition of projection `lease.projection`.
+pub fn runner<'s, S: EventStore + ProjectionStore>(
+    store: &'s S,
+    lease: Lease,
+    batch_size: usize,
+    lease_ttl: std::time::Duration,
+) -> Option<Box<dyn Partition + 's>> {
+    struct Build<'s, S> {
+        store: &'s S,
+        lease: Option<Lease>,
+        batch_size: usize,
+        lease_ttl: std::time::Duration,
+        out: Option<Box<dyn Partition + 's>>,
+    }
+    impl<'s, S: EventStore + ProjectionStore> Visitor for Build<'s, S> {
+        fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
+            if self.lease.as_ref().is_some_and(|l| l.projection == handler.name()) {
+                let lease = self.lease.take().expect("checked above");
+                let runner = BatchRunner::new(handler, self.store, &EventFilter::all(), lease)
+                    .batch_size(self.batch_size)
+                    .lease_ttl(self.lease_ttl);
+                self.out = Some(Box::new(runner));
+            }
+        }
+    }
+    let mut build = Build { store, lease: Some(lease), batch_size, lease_ttl, out: None };
+    each(&mut build);
+    build.out
+}
+
+/// A full rebuild of projection `name` by the core's [`Rebuild`]; `None` for an unknown name.
+pub fn rebuild<'s, S: Rebuilds>(
+    store: &'s S,
+    name: &str,
+) -> Option<LocalBoxFuture<'s, Result<RebuildOutcome, RuntimeError>>> {
+    struct Start<'s, 'n, S> {
+        store: &'s S,
+        name: &'n str,
+        out: Option<LocalBoxFuture<'s, Result<RebuildOutcome, RuntimeError>>>,
+    }
+    impl<'s, S: Rebuilds> Visitor for Start<'s, '_, S> {
+        fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
+            if handler.name() == self.name {
+                let store = self.store;
+                self.out = Some(Box::pin(async move {
+                    Rebuild::new(handler, &EventFilter::all()).run(store, |_: u64, _: projector::Checkpoint| {}).await
+                }));
+            }
+        }
+    }
+    let mut start = Start { store, name, out: None };
+    each(&mut start);
+    start.out
+}
