@@ -39,11 +39,14 @@ impl Reading {
         let store_filter = if upcasters.is_empty() {
             filter.clone()
         } else {
+            let event_types = upcasters.sources_of(&filter.event_types);
+            // `event_version` lives in the metadata: a reader that may meet an event with
+            // upcasters needs it.
+            let upcasts = event_types.is_empty() || event_types.iter().any(|t| upcasters.has_type(t));
             EventFilter {
-                event_types: upcasters.sources_of(&filter.event_types),
+                event_types,
                 aggregate_types: filter.aggregate_types.clone(),
-                // `event_version` lives in the metadata: a reader that upcasts needs it.
-                skip_metadata: false,
+                skip_metadata: filter.skip_metadata && !upcasts,
             }
         };
         Self { filter, store_filter, upcasters }
@@ -147,6 +150,10 @@ mod tests {
         assert!(!store.skip_metadata);
         let plain = Reading::new(only(&["Left"]).without_metadata(), Upcasters::new());
         assert_eq!(plain.store_filter(), plain.filter(), "without upcasters nothing changes");
+        let unrelated = Reading::new(only(&["Left"]).without_metadata(), upcasters());
+        assert_eq!(unrelated.store_filter(), unrelated.filter(), "no event read has upcasters");
+        let all = Reading::new(EventFilter::all().without_metadata(), upcasters());
+        assert!(!all.store_filter().skip_metadata, "any event read may have upcasters");
     }
 
     #[test]
