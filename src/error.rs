@@ -14,7 +14,7 @@ pub enum ErrorClass {
 /// A handler could not apply an event.
 ///
 /// ### Handling
-/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing`, `Oversized` and `Crashed` are
+/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing`, `Oversized`, `Crashed` and `Upcast` are
 /// permanent: the event goes to the dead-letter queue and parks its aggregate.
 /// `Transient` asks the runtime to retry the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -41,6 +41,10 @@ pub enum HandlerError {
     /// abort, running out of memory, a stack overflow, a wasm trap): it is not applied.
     #[error("event {event_id}: crashed the runner {crashes} times in a row while being applied; not applied")]
     Crashed { event_id: Uuid, crashes: u32 },
+    /// An upcaster failed on the event (or could not read it): the handler never sees it.
+    /// The error names the event, its type and the version the failing step starts at.
+    #[error(transparent)]
+    Upcast(#[from] crate::upcast::UpcastError),
 }
 
 /// "versions 2–4 missing", or "version 3 missing" for one.

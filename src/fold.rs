@@ -92,6 +92,9 @@ pub struct Fold<'h, H: ProjectionHandler> {
     page: Option<Map<H::Key, Slot<H::Row>>>,
     /// Stored events with a larger payload fail before the handler sees them.
     max_payload_bytes: usize,
+    /// Events an upcaster failed on: they fail with this error before the handler sees
+    /// them (see [`Fold::failing_upcasts`]).
+    unreadable: Map<Uuid, HandlerError>,
 }
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
@@ -105,7 +108,15 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             discarded: KeySet::default(),
             page: None,
             max_payload_bytes: usize::MAX,
+            unreadable: Map::default(),
         }
+    }
+
+    /// Events whose upcasting failed (see [`crate::upcast::Reading::prepare`]): applying
+    /// one fails with its error, so it is dead-lettered and parks its aggregate like any
+    /// other permanent failure, and the handler never sees it in its stored shape.
+    pub fn failing_upcasts(&mut self, failed: impl IntoIterator<Item = (Uuid, HandlerError)>) {
+        self.unreadable.extend(failed);
     }
 
     /// Events with these ids count as consumed versions of their rows and are never
@@ -367,6 +378,9 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         // malformed row fails the same way for every projection. A discarded event is
         // never seen, malformed or not.
         if !discarded {
+            if let Some(error) = self.unreadable.get(&event.event_id) {
+                return Err(failed(error.clone()));
+            }
             rules::check_stored_payload(event, self.max_payload_bytes).map_err(failed)?;
             event.check_payload_shape().map_err(failed)?;
         }

@@ -15,6 +15,7 @@ use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
 use crate::store::{rules, EventStore, ReadBound, RepairSession, Repairs};
+use crate::upcast::{Prepared, Reading, Upcasters};
 
 /// What an operator asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +80,24 @@ pub async fn repair<H: ProjectionHandler, S: Repairs + EventStore>(
     actor: &str,
     chunk: usize,
 ) -> Result<RepairOutcome, RuntimeError> {
-    let filter = handler.filter().and(filter);
+    let reading = Reading::new(filter.clone(), Upcasters::new());
+    repair_upcast(handler, store, &reading, id, what, actor, chunk).await
+}
+
+/// [`repair`], with every event upcast before the handler sees it, as live processing
+/// does (see [`crate::BatchRunner::upcasters`]). `reading` holds the configuration's
+/// filter (the handler's own is added here) and the enabled upcasters. An event an
+/// upcaster fails on fails the repair like any event the handler fails on.
+pub async fn repair_upcast<H: ProjectionHandler, S: Repairs + EventStore>(
+    handler: &H,
+    store: &S,
+    reading: &Reading,
+    id: i64,
+    what: RepairAction,
+    actor: &str,
+    chunk: usize,
+) -> Result<RepairOutcome, RuntimeError> {
+    let reading = Reading::new(handler.filter().and(reading.filter()), reading.upcasters().clone());
     let chunk = chunk.max(1);
     let schema = handler.schema();
     let mut applied = 0u64;
@@ -106,12 +124,11 @@ pub async fn repair<H: ProjectionHandler, S: Repairs + EventStore>(
             dead_letter_id: id,
         });
         // The parked sequence the runner passed over, in version order.
-        let events: Vec<DomainEvent> = session
+        let mut read = session
             .read_aggregate(parked.aggregate_id, ReadBound::Versions { after: parked.from_version - 1, upto: i64::MAX })
-            .await?
-            .into_iter()
-            .filter(|e| filter.matches(e) && e.checkpoint() <= checkpoint)
-            .collect();
+            .await?;
+        read.retain(|e| e.checkpoint() <= checkpoint);
+        let Prepared { events, failed: unreadable } = reading.prepare(read);
         // Events taken out by an earlier skip or discard stay out (the parking may be
         // newer than that decision, e.g. made by a rebuild).
         let taken_out: std::collections::HashSet<uuid::Uuid> =
@@ -155,7 +172,7 @@ pub async fn repair<H: ProjectionHandler, S: Repairs + EventStore>(
         let taken = |e: &DomainEvent| taken_out.contains(&e.event_id);
         let limit = store.max_payload_bytes();
         let (fold, failed, skipped_ids) =
-            apply_sequence(handler, &mut session, part, &filter, &skipped, &taken, limit).await?;
+            apply_sequence(handler, &mut session, (part, &unreadable), &reading, &skipped, &taken, limit).await?;
         applied += fold.events_applied();
         let now_skipped: Vec<DiscardedEvent> = part
             .iter()
@@ -229,13 +246,14 @@ fn row_error<H: ProjectionHandler>(handler: &H, e: crate::read_model::RowError) 
 /// Applies `events` (one aggregate, version order) up to the first failure, dropping
 /// the event `skip` names. An event with earlier versions missing from the store fails
 /// (as it did for the runner), unless it is the skipped one: skipping it accepts the gap,
-/// and it applies. Returns the fold holding exactly the events before the failure, the
-/// failure, and how many events were dropped.
+/// and it applies. `unreadable` are the events an upcaster failed on (see
+/// [`Reading::prepare`]). Returns the fold holding exactly the events before the failure,
+/// the failure, and how many events were dropped.
 async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
     handler: &'h H,
     session: &mut R,
-    events: &[DomainEvent],
-    filter: &EventFilter,
+    (events, unreadable): (&[DomainEvent], &[(uuid::Uuid, HandlerError)]),
+    reading: &Reading,
     skipped: &impl Fn(&DomainEvent) -> bool,
     taken_out: &impl Fn(&DomainEvent) -> bool,
     max_payload_bytes: usize,
@@ -243,24 +261,36 @@ async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
     let schema = handler.schema();
     let keys = Fold::new(handler).keys_to_load(events);
     let rows = session.load_rows(schema, &keys).await?;
-    let fresh = || -> Result<Fold<'h, H>, RuntimeError> {
+    let mut unreadable = unreadable.to_vec();
+    // Versions missing before the sequence (a version ordered after the checkpoint).
+    let mut gap_events = Vec::new();
+    let loaded = || -> Result<Fold<'h, H>, RuntimeError> {
         let mut fold = Fold::new(handler).max_payload_bytes(max_payload_bytes);
         fold.insert_loaded(&keys, &rows).map_err(|e| row_error(handler, e))?;
         Ok(fold)
     };
-    let mut fold = fresh()?;
-    // Versions missing before the sequence (a version ordered after the checkpoint).
-    let mut gap_events = Vec::new();
-    // Versions of the sequence with earlier versions missing: (version, first, last).
-    let mut unfilled: Vec<(i64, i64, i64)> = Vec::new();
-    for gap in fold.gaps(events) {
+    let gaps = loaded()?.gaps(events);
+    let mut found_gaps = Vec::with_capacity(gaps.len());
+    for gap in &gaps {
         let found =
             session.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
-        if let Some((first, last)) = rules::missing_versions(gap.after, gap.upto, found.iter().map(|e| e.version)) {
-            unfilled.push((gap.upto.saturating_add(1), first, last));
-        }
-        gap_events.extend(found.into_iter().filter(|e| filter.matches(e)));
+        found_gaps.push(rules::missing_versions(gap.after, gap.upto, found.iter().map(|e| e.version)));
+        let prepared = reading.prepare(found);
+        gap_events.extend(prepared.events);
+        unreadable.extend(prepared.failed);
     }
+    let fresh = || -> Result<Fold<'h, H>, RuntimeError> {
+        let mut fold = loaded()?;
+        fold.failing_upcasts(unreadable.iter().cloned());
+        Ok(fold)
+    };
+    let mut fold = fresh()?;
+    // Versions of the sequence with earlier versions missing: (version, first, last).
+    let unfilled: Vec<(i64, i64, i64)> = gaps
+        .iter()
+        .zip(found_gaps)
+        .filter_map(|(gap, missing)| missing.map(|(first, last)| (gap.upto.saturating_add(1), first, last)))
+        .collect();
     let missing_before = |e: &DomainEvent| unfilled.iter().find(|(v, ..)| *v == e.version).map(|(_, f, l)| (*f, *l));
     // Skipping the event after a gap accepts the gap: the event itself applies.
     let skipped_here = |e: &DomainEvent| skipped(e) && missing_before(e).is_none();

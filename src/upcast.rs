@@ -15,6 +15,9 @@ use uuid::Uuid;
 
 use crate::event::{DomainEvent, Metadata};
 
+mod reading;
+pub use reading::{Prepared, Reading};
+
 /// A payload as an upcaster sees it: the JSON object of `event_data`.
 pub type Payload = Map<String, Value>;
 
@@ -96,6 +99,14 @@ impl Upcasters {
         self.steps.is_empty()
     }
 
+    /// The event types some step is registered for (what `upcasting.event_types` may
+    /// name), sorted.
+    pub fn event_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.steps.keys().map(|(t, _)| t.as_str()).collect();
+        types.dedup();
+        types
+    }
+
     /// Keeps only the chains that start at the named event types (the ones a
     /// configuration enables); a name with no registered step is an error.
     pub fn enable_only(&self, event_types: &[String]) -> Result<Self, UpcastError> {
@@ -152,13 +163,53 @@ impl Upcasters {
         Ok((current.0, current.1, payload))
     }
 
+    /// Whether any step is registered for this type (at any version): events of other
+    /// types are never parsed.
+    pub fn has_type(&self, event_type: &str) -> bool {
+        self.steps.range((event_type.to_owned(), 0)..=(event_type.to_owned(), u32::MAX)).next().is_some()
+    }
+
+    /// The types whose chains end at one of `targets` (renamed or not), `targets`
+    /// included: what a store must be asked for so that a filter on the upcast type sees
+    /// every event that becomes one of them.
+    pub fn sources_of(&self, targets: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = targets.to_vec();
+        for (event_type, version) in self.steps.keys() {
+            if targets.contains(&self.target_of(event_type, *version).0) && !out.contains(event_type) {
+                out.push(event_type.clone());
+            }
+        }
+        out
+    }
+
     /// Upcasts a stored event for reading. An event no step applies to is returned
     /// untouched (no parsing); otherwise payload, type name and
     /// `metadata.event_version` are replaced, everything else is kept.
     pub fn upcast(&self, event: DomainEvent) -> Result<DomainEvent, UpcastError> {
-        if self.steps.is_empty() {
-            return Ok(event);
+        match self.upcast_or_keep(event) {
+            (event, None) => Ok(event),
+            (_, Some(error)) => Err(error),
         }
+    }
+
+    /// [`Upcasters::upcast`], handing the event back untouched with the error when a step
+    /// fails (it is dead-lettered as stored).
+    pub fn upcast_or_keep(&self, event: DomainEvent) -> (DomainEvent, Option<UpcastError>) {
+        if !self.has_type(&event.event_type) {
+            return (event, None);
+        }
+        match self.upcast_ref(&event) {
+            Ok(None) => (event, None),
+            Ok(Some((event_type, event_data, metadata))) => {
+                (DomainEvent { event_type, event_data, metadata, ..event }, None)
+            }
+            Err(error) => (event, Some(error)),
+        }
+    }
+
+    /// The new type, payload and metadata of `event`, or `None` when no step applies.
+    #[allow(clippy::type_complexity)]
+    fn upcast_ref(&self, event: &DomainEvent) -> Result<Option<(String, Box<RawValue>, Box<RawValue>)>, UpcastError> {
         let unreadable = |reason: String| UpcastError::Unreadable {
             event_id: event.event_id,
             event_type: event.event_type.clone(),
@@ -167,7 +218,7 @@ impl Upcasters {
         let mut metadata: Metadata = serde_json::from_str(event.metadata.get())
             .map_err(|e| unreadable(format!("metadata (needed for its event_version): {e}")))?;
         if !self.applies_to(&event.event_type, metadata.event_version) {
-            return Ok(event);
+            return Ok(None);
         }
         let payload: Value =
             serde_json::from_str(event.event_data.get()).map_err(|e| unreadable(format!("payload: {e}")))?;
@@ -179,7 +230,7 @@ impl Upcasters {
         metadata.event_version = version;
         let event_data = to_raw(&Value::Object(payload)).map_err(unreadable)?;
         let metadata = to_raw(&metadata).map_err(unreadable)?;
-        Ok(DomainEvent { event_type, event_data, metadata, ..event })
+        Ok(Some((event_type, event_data, metadata)))
     }
 }
 

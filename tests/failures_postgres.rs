@@ -88,6 +88,7 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         on_failure: OnFailure::Park,
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
+        upcasters: projector::upcast::Upcasters::new(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -162,6 +163,7 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         on_failure: OnFailure::Park,
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
+        upcasters: projector::upcast::Upcasters::new(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -248,6 +250,7 @@ async fn the_worker_waits_at_a_gap_then_dead_letters_it() {
         on_failure: OnFailure::Park,
         gap_timeout: Duration::from_millis(300),
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
+        upcasters: projector::upcast::Upcasters::new(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());

@@ -42,17 +42,21 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
         default.exists().then_some(default)
     });
     let handlers = handlers::names();
+    let upcasters = handlers::upcasters()?;
+    let upcastable = upcasters.event_types();
+    let parse = |text: &str, file: &str| {
+        Config::from_yaml_str_upcasting(text, file, &handlers, &upcastable).map_err(|e| anyhow::anyhow!("{e}"))
+    };
     match found {
         Some(path) => {
             tracing::info!("configuration from {}", path.display());
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("{}: cannot read configuration file", path.display()))?;
-            Config::from_yaml_str(&text, &path.display().to_string(), &handlers).map_err(|e| anyhow::anyhow!("{e}"))
+            parse(&text, &path.display().to_string())
         }
         None => {
             tracing::info!("configuration: the built-in one (no ./projections.yaml)");
-            Config::from_yaml_str(DEFAULT_CONFIG, "<built-in projections.yaml>", &handlers)
-                .map_err(|e| anyhow::anyhow!("{e}"))
+            parse(DEFAULT_CONFIG, "<built-in projections.yaml>")
         }
     }
 }

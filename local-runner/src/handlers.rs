@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use projector::config::Config;
+use projector::upcast::{Upcaster, Upcasters};
 use projector::ProjectionHandler;
 use projector_local::{Connector, Registry};
 
@@ -18,6 +20,23 @@ trait Visitor {
 fn each(visitor: &mut impl Visitor) {
     visitor.visit(projection_user_profile::UserProfile);
     visitor.visit(projection_daily_activity::DailyActivity);
+}
+
+/// The upcasters registered next to the handlers: each handler crate lists the steps for
+/// the event types it reads. A new handler crate adds its list here too.
+const UPCASTERS: &[&[Upcaster]] = &[projection_user_profile::UPCASTERS, projection_daily_activity::UPCASTERS];
+
+/// Every upcaster this binary carries, in one registry (two crates registering a step for
+/// the same type and version is refused).
+pub fn upcasters() -> Result<Upcasters> {
+    Upcasters::from_steps(UPCASTERS.iter().flat_map(|steps| steps.iter().copied()))
+        .context("the upcasters registered next to the handlers")
+}
+
+/// The chains `config` enables, out of [`upcasters`] (the configuration was validated
+/// against the same registry).
+pub fn enabled_upcasters(config: &Config) -> Result<Upcasters> {
+    Ok(upcasters()?.enable_only(&config.upcasting.event_types)?)
 }
 
 /// The handler names a `projections.yaml` may use, in the order [`each`] lists them.
@@ -43,7 +62,8 @@ pub fn registry<C: Connector>() -> Registry<C> {
     }
     let mut add = Add(Registry::default());
     each(&mut add);
-    add.0
+    // Refused at start-up already (the configuration is checked against them).
+    add.0.with_upcasters(upcasters().unwrap_or_default())
 }
 
 /// Work that needs a handler's concrete type (folding events, rebuilding, repairing).
@@ -109,5 +129,12 @@ mod tests {
         }
         let unknown = rt.block_on(dispatch("nope", Name)).unwrap_err().to_string();
         assert_eq!(unknown, r#"unknown handler "nope"; known handlers: user-profile, daily-activity"#);
+    }
+
+    #[test]
+    fn the_registered_upcasters_form_one_registry() {
+        let all = upcasters().expect("one step per type and version");
+        let registry = registry::<projector_local::PgConnector>();
+        assert_eq!(registry.upcasters().event_types(), all.event_types());
     }
 }

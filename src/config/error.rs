@@ -51,6 +51,13 @@ pub enum ConfigError {
     /// `handler:` names no known handler.
     #[error("{at}: unknown handler `{name}`, expected one of: {}", list_or_none(.known))]
     UnknownHandler { at: Position, name: String, known: Vec<String> },
+    /// `upcasting.event_types` names a type no upcaster is registered for.
+    #[error(
+        "{at}: upcasting is enabled for event type `{name}`, but no upcaster is registered for it; \
+         event types with upcasters: {}",
+        if .known.is_empty() { "none".to_owned() } else { .known.join(", ") }
+    )]
+    UnknownUpcastEventType { at: Position, name: String, known: Vec<String> },
     /// `provider:` is neither `local` nor `cloudflare`.
     #[error("{at}: unknown provider `{value}`, expected one of: local, cloudflare")]
     UnknownProvider { at: Position, value: String },
@@ -97,6 +104,7 @@ impl ConfigError {
             | ConfigError::NoProjections { at }
             | ConfigError::InvalidProjectionName { at, .. }
             | ConfigError::UnknownHandler { at, .. }
+            | ConfigError::UnknownUpcastEventType { at, .. }
             | ConfigError::UnknownProvider { at, .. }
             | ConfigError::InvalidDuration { at, .. }
             | ConfigError::InvalidSize { at, .. }

@@ -44,6 +44,8 @@
 //!   lag_seconds: 300                 #   a partition's lag above this many seconds (>= 1)
 //!   stalled: 2m                      #   lag > 0 and no batch committed for this long
 //!   retry: { max_retries: 5, base: 1s, cap: 1m }     # webhook delivery (these defaults)
+//! upcasting:                         # optional: the upcaster chains that run
+//!   event_types: [UserRegistered]    #   stored types with registered upcasters
 //! observability:                     # optional
 //!   listen: 127.0.0.1:9464           # /metrics and /health (default); `off` disables
 //!   health_interval: 30s             # a partition loop silent this long is unhealthy
@@ -138,6 +140,17 @@ pub struct Config {
     pub alerts: Option<AlertsConfig>,
     /// The `/metrics` and `/health` endpoint (`observability:`; defaults when absent).
     pub observability: ObservabilityConfig,
+    /// Which upcaster chains run (`upcasting:`; none when absent).
+    pub upcasting: UpcastingConfig,
+}
+
+/// The optional `upcasting:` section: the event types whose registered upcaster chains
+/// run, for every projection, on every path that folds events (live, rebuild, time
+/// travel, repair).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpcastingConfig {
+    /// Event types (as stored) whose chains are enabled; each has registered upcasters.
+    pub event_types: Vec<String>,
 }
 
 /// Which event store to use: PostgreSQL when the env var named `url_env` is set,
@@ -327,8 +340,23 @@ impl Config {
     ///
     /// All validation errors are returned together; a YAML syntax or schema error
     /// (unknown or missing key, a mapping where a value belongs) is returned alone.
+    ///
+    /// No upcaster is known here: a file with `upcasting.event_types` needs
+    /// [`Config::from_yaml_str_upcasting`].
     pub fn from_yaml_str(text: &str, file: &str, known_handlers: &[&str]) -> Result<Config, ConfigErrors> {
+        Self::from_yaml_str_upcasting(text, file, known_handlers, &[])
+    }
+
+    /// [`Config::from_yaml_str`], where `upcast_event_types` are the event types with
+    /// registered upcasters that `upcasting.event_types` may name.
+    pub fn from_yaml_str_upcasting(
+        text: &str,
+        file: &str,
+        known_handlers: &[&str],
+        upcast_event_types: &[&str],
+    ) -> Result<Config, ConfigErrors> {
         let raw = raw::parse(text).map_err(|err| error::parse_error(file, &err))?;
-        validate::validate(raw, text, file, known_handlers)
+        let known = validate::Known { handlers: known_handlers, upcast_event_types };
+        validate::validate(raw, text, file, &known)
     }
 }

@@ -21,6 +21,13 @@ pub(super) struct RawConfig {
     pub(super) projections: Option<Spanned<Entries<RawProjection>>>,
     pub(super) alerts: Option<RawAlerts>,
     pub(super) observability: Option<RawObservability>,
+    pub(super) upcasting: Option<RawUpcasting>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpcasting {
+    pub(super) event_types: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

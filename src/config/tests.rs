@@ -536,3 +536,5 @@ fn database_url_looks_up_the_named_variable() {
         Some("postgres://db")
     );
 }
+
+mod upcasting;

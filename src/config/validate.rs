@@ -9,14 +9,16 @@ use std::time::Duration;
 use serde_saphyr::{Location, Spanned};
 
 use super::error::{shown, ConfigError, ConfigErrors, Position};
-use super::raw::{RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry};
+use super::raw::{
+    RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry, RawUpcasting,
+};
 use super::units::{format_duration, parse_duration, parse_size};
 use super::{
     AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, OnFailure, ProjectionConfig,
-    Provider, ResourceConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT, DEFAULT_ALERT_RETRY,
-    DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE,
-    DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT, MAX_PARTITIONS,
-    MAX_RETRIES_LIMIT,
+    Provider, ResourceConfig, UpcastingConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT,
+    DEFAULT_ALERT_RETRY, DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL,
+    DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT,
+    MAX_PARTITIONS, MAX_RETRIES_LIMIT,
 };
 use crate::retry::RetryPolicy;
 
@@ -26,9 +28,9 @@ pub(super) fn validate(
     raw: Option<RawConfig>,
     source: &str,
     file: &str,
-    known_handlers: &[&str],
+    known: &Known<'_>,
 ) -> Result<Config, ConfigErrors> {
-    let mut validator = Validator { source, file, known_handlers, errors: Vec::new() };
+    let mut validator = Validator { source, file, known, errors: Vec::new() };
     let config = validator.config(raw);
     if validator.errors.is_empty() {
         Ok(config)
@@ -37,10 +39,18 @@ pub(super) fn validate(
     }
 }
 
+/// The names the file may use that the code defines.
+pub(super) struct Known<'a> {
+    /// Handler names (`handler:`).
+    pub(super) handlers: &'a [&'a str],
+    /// Event types with registered upcasters (`upcasting.event_types`).
+    pub(super) upcast_event_types: &'a [&'a str],
+}
+
 struct Validator<'a> {
     source: &'a str,
     file: &'a str,
-    known_handlers: &'a [&'a str],
+    known: &'a Known<'a>,
     errors: Vec<ConfigError>,
 }
 
@@ -63,9 +73,9 @@ impl Validator<'_> {
     }
 
     fn config(&mut self, raw: Option<RawConfig>) -> Config {
-        let (database, projections, alerts, observability) = match raw {
-            Some(raw) => (raw.database, raw.projections, raw.alerts, raw.observability),
-            None => (None, None, None, None),
+        let (database, projections, alerts, observability, upcasting) = match raw {
+            Some(raw) => (raw.database, raw.projections, raw.alerts, raw.observability, raw.upcasting),
+            None => (None, None, None, None, None),
         };
         let database = self.database(database);
         let mut out = BTreeMap::new();
@@ -88,7 +98,25 @@ impl Validator<'_> {
         }
         let alerts = alerts.map(|raw| self.alerts(raw));
         let observability = self.observability(observability);
-        Config { database, projections: out, alerts, observability }
+        let upcasting = self.upcasting(upcasting);
+        Config { database, projections: out, alerts, observability, upcasting }
+    }
+
+    fn upcasting(&mut self, raw: Option<RawUpcasting>) -> UpcastingConfig {
+        let names = raw.and_then(|raw| raw.event_types).unwrap_or_default();
+        let mut event_types: Vec<String> = Vec::with_capacity(names.len());
+        for name in names {
+            if !self.known.upcast_event_types.contains(&name.value.as_str()) {
+                self.errors.push(ConfigError::UnknownUpcastEventType {
+                    at: self.at(&name.referenced),
+                    name: shown(&name.value),
+                    known: self.known.upcast_event_types.iter().map(|t| (*t).to_owned()).collect(),
+                });
+            } else if !event_types.contains(&name.value) {
+                event_types.push(name.value);
+            }
+        }
+        UpcastingConfig { event_types }
     }
 
     fn alerts(&mut self, raw: RawAlerts) -> AlertsConfig {
@@ -226,11 +254,11 @@ impl Validator<'_> {
     fn projection(&mut self, raw: RawProjection) -> Option<ProjectionConfig> {
         let errors_before = self.errors.len();
 
-        if !self.known_handlers.contains(&raw.handler.value.as_str()) {
+        if !self.known.handlers.contains(&raw.handler.value.as_str()) {
             self.errors.push(ConfigError::UnknownHandler {
                 at: self.at(&raw.handler.referenced),
                 name: shown(&raw.handler.value),
-                known: self.known_handlers.iter().map(|h| h.to_string()).collect(),
+                known: self.known.handlers.iter().map(|h| h.to_string()).collect(),
             });
         }
         let provider = Provider::from_name(&raw.provider.value);

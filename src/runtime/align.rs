@@ -8,6 +8,7 @@ use crate::event::{Checkpoint, EventFilter};
 use crate::handler::ProjectionHandler;
 use crate::runtime::{BatchRunner, RuntimeError};
 use crate::store::{EventStore, ProjectionStore};
+use crate::upcast::Upcasters;
 
 /// Brings every partition of a projection to one checkpoint (the furthest one), so that
 /// the partition count can change without applying any event twice or skipping one.
@@ -17,6 +18,24 @@ pub async fn align_partitions<H, S>(
     store: &S,
     projection: &str,
     filter: &EventFilter,
+    owner: &str,
+    batch_size: usize,
+) -> Result<Checkpoint, RuntimeError>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
+    align_partitions_upcast(handler, store, projection, filter, &Upcasters::new(), owner, batch_size).await
+}
+
+/// [`align_partitions`], with every event upcast before the handler sees it, as the
+/// partitions' runners do (see [`BatchRunner::upcasters`]).
+pub async fn align_partitions_upcast<H, S>(
+    handler: &H,
+    store: &S,
+    projection: &str,
+    filter: &EventFilter,
+    upcasters: &Upcasters,
     owner: &str,
     batch_size: usize,
 ) -> Result<Checkpoint, RuntimeError>
@@ -37,7 +56,10 @@ where
                 owner: state.lease_owner.clone().unwrap_or_else(|| "another runner".into()),
             }
         })?;
-        let mut runner = BatchRunner::new(handler, store, filter, lease).batch_size(batch_size).until(target);
+        let mut runner = BatchRunner::new(handler, store, filter, lease)
+            .upcasters(upcasters.clone())
+            .batch_size(batch_size)
+            .until(target);
         while runner.checkpoint() < target {
             runner.step().await?;
         }

@@ -5,16 +5,20 @@
 use uuid::Uuid;
 
 use crate::error::{HandlerError, StoreError};
-use crate::event::{DomainEvent, EventFilter};
+use crate::event::DomainEvent;
 use crate::fold::{ApplyError, Fold};
 use crate::handler::ProjectionHandler;
 use crate::store::{rules, EventStore, ReadBound};
+use crate::upcast::Reading;
 
 /// What reading a batch's gaps found.
 #[derive(Debug, Default)]
 pub(super) struct GapReads {
-    /// The missing events that were found (and match the filter), to apply in order.
+    /// The missing events that were found (upcast, and matching the filter), to apply
+    /// in order.
     pub events: Vec<DomainEvent>,
+    /// Those of `events` an upcaster failed on (see [`Reading::prepare`]).
+    pub failed: Vec<(Uuid, HandlerError)>,
     /// Gaps the direct read could not fill, in batch order.
     pub unfilled: Vec<Unfilled>,
 }
@@ -56,7 +60,7 @@ pub(super) async fn read_gaps<H: ProjectionHandler, S: EventStore>(
     store: &S,
     fold: &Fold<'_, H>,
     events: &[DomainEvent],
-    filter: &EventFilter,
+    reading: &Reading,
     held: impl Fn(&DomainEvent) -> bool,
 ) -> Result<GapReads, StoreError> {
     let mut out = GapReads::default();
@@ -71,7 +75,9 @@ pub(super) async fn read_gaps<H: ProjectionHandler, S: EventStore>(
                 last_missing: last,
             });
         }
-        out.events.extend(found.into_iter().filter(|e| filter.matches(e)));
+        let prepared = reading.prepare(found);
+        out.events.extend(prepared.events);
+        out.failed.extend(prepared.failed);
     }
     Ok(out)
 }

@@ -10,9 +10,9 @@ mod gaps;
 mod rebuild;
 mod time_travel;
 
-pub use align::align_partitions;
+pub use align::{align_partitions, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
-pub use time_travel::state_at;
+pub use time_travel::{state_at, state_upcast_at};
 
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use crate::handler::ProjectionHandler;
 
 use crate::retry::{Failure, RetryAction, RetryPolicy};
 use crate::store::{rules, BatchCommit, EventStore, Lease, ProjectionStore};
+use crate::upcast::{Reading, Upcasters};
 
 /// Why a batch did not commit.
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +83,8 @@ pub struct StepOutcome {
 pub struct BatchRunner<'a, H, S> {
     handler: &'a H,
     store: &'a S,
-    filter: EventFilter,
+    /// The projection's filter and the upcasters every event passes before the fold.
+    reading: Reading,
     batch_size: usize,
     lease: Lease,
     lease_ttl: Duration,
@@ -116,7 +118,7 @@ where
         Self {
             handler,
             store,
-            filter: handler.filter().and(filter),
+            reading: Reading::new(handler.filter().and(filter), Upcasters::new()),
             batch_size: 1000,
             lease,
             lease_ttl: Duration::from_secs(10),
@@ -145,6 +147,14 @@ where
     /// (they may still be committing) before it is dead-lettered and its aggregate parked.
     pub fn gap_timeout(mut self, timeout: Duration) -> Self {
         self.gap_timeout = timeout;
+        self
+    }
+
+    /// Upcasts every event before the handler sees it (the chains `projections.yaml`
+    /// enables). The filter then applies to the upcast type; an event an upcaster fails
+    /// on is dead-lettered and parks its aggregate.
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.reading = Reading::new(self.reading.filter().clone(), upcasters);
         self
     }
 
@@ -205,7 +215,7 @@ where
             rules::CrashPlan::Isolated => 1,
         };
         let from = self.lease.checkpoint;
-        let mut events = self.store.read_all(from, &self.filter, self.lease.partition, limit).await?;
+        let mut events = self.store.read_all(from, self.reading.store_filter(), self.lease.partition, limit).await?;
         if let Some(cap) = self.until {
             events.retain(|e| e.checkpoint() <= cap);
             if events.is_empty() && from < cap {
@@ -214,8 +224,15 @@ where
                 return self.advance_to(cap).await;
             }
         }
+        let (read, read_to) = (events.len(), events.last().map(DomainEvent::checkpoint));
+        let prepared = self.reading.prepare(events);
+        let mut events = prepared.events;
         if events.is_empty() {
-            return Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() });
+            return match read_to {
+                // Every event read became a type the filter leaves out: pass over them.
+                Some(to) => Ok(StepOutcome { events_read: read, ..self.advance_to(to).await? }),
+                None => Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() }),
+            };
         }
         if plan == rules::CrashPlan::Isolated && !self.lease.parked.holds(&events[0]) {
             return self.dead_letter_crasher(events.swap_remove(0)).await;
@@ -229,7 +246,9 @@ where
         let mut letters: Vec<DeadLetter> = Vec::new();
         let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
         fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
-        let reads = gaps::read_gaps(self.store, &fold, &events, &self.filter, |e| self.lease.parked.holds(e)).await?;
+        fold.failing_upcasts(prepared.failed);
+        let reads = gaps::read_gaps(self.store, &fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
+        fold.failing_upcasts(reads.failed);
         self.settle_gaps(&reads.unfilled, &mut events, &mut letters, &mut parked_now).await?;
         let gap_events = reads.events;
         let last = events.last().expect("a batch cut at a gap keeps at least one event");

@@ -11,6 +11,7 @@ use crate::handler::ProjectionHandler;
 use crate::read_model::{RowKey, Value};
 use crate::runtime::RuntimeError;
 use crate::store::{ReadBound, RebuildSession, Rebuilds};
+use crate::upcast::{Reading, Upcasters};
 
 /// How a rebuild went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +49,8 @@ impl<F: FnMut(u64, Checkpoint)> Progress for F {
 #[derive(Debug)]
 pub struct Rebuild<'a, H> {
     handler: &'a H,
-    filter: EventFilter,
+    /// The projection's filter and the upcasters every event passes before the fold.
+    reading: Reading,
     read_size: usize,
     flush_rows: usize,
     from_position: Option<i64>,
@@ -59,12 +61,19 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
     pub fn new(handler: &'a H, filter: &EventFilter) -> Self {
         Self {
             handler,
-            filter: handler.filter().and(filter),
+            reading: Reading::new(handler.filter().and(filter), Upcasters::new()),
             read_size: 5_000,
             flush_rows: 250_000,
             from_position: None,
             on_failure: OnFailure::Park,
         }
+    }
+
+    /// Upcasts every event before the handler sees it, as live processing does (see
+    /// [`crate::BatchRunner::upcasters`]).
+    pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.reading = Reading::new(self.reading.filter().clone(), upcasters);
+        self
     }
 
     pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
@@ -133,12 +142,16 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut events_applied = 0u64;
         let mut rows_written = 0u64;
         let mut last_event_at: Option<DateTime<Utc>> = None;
-        let mut next = session.read_all(checkpoint, &self.filter, self.read_size).await?;
+        let store_filter = self.reading.store_filter();
+        let mut next = session.read_all(checkpoint, store_filter, self.read_size).await?;
         loop {
-            let mut events = std::mem::take(&mut next);
-            let Some(last) = events.last() else { break };
+            let read = std::mem::take(&mut next);
+            let Some(last) = read.last() else { break };
             checkpoint = last.checkpoint();
-            events_read += events.len() as u64;
+            events_read += read.len() as u64;
+            let prepared = self.reading.prepare(read);
+            fold.failing_upcasts(prepared.failed);
+            let mut events = prepared.events;
             if let Some(only) = &only {
                 events.retain(|e| self.handler.key(e).is_some_and(|k| only.contains(&k)));
             }
@@ -153,11 +166,13 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
                 let found = session
                     .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
                     .await?;
-                gap_events.extend(found.into_iter().filter(|e| self.filter.matches(e)));
+                let prepared = self.reading.prepare(found);
+                fold.failing_upcasts(prepared.failed);
+                gap_events.extend(prepared.events);
             }
             // Fold this page while the server produces the next one.
             let (read, folded) = futures_util::future::join(
-                session.read_all(checkpoint, &self.filter, self.read_size),
+                session.read_all(checkpoint, store_filter, self.read_size),
                 self.fold_page(&mut fold, &events, &gap_events, &mut exclusions),
             )
             .await;
@@ -246,10 +261,10 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut keys = std::collections::HashSet::new();
         let mut after = from - 1;
         loop {
-            let events = session.read_since_position(from, &self.filter, after, self.read_size).await?;
+            let events = session.read_since_position(from, self.reading.store_filter(), after, self.read_size).await?;
             let Some(last) = events.last() else { break };
             after = last.position;
-            keys.extend(events.iter().filter_map(|e| self.handler.key(e)));
+            keys.extend(self.reading.prepare(events).events.iter().filter_map(|e| self.handler.key(e)));
         }
         Ok(keys)
     }

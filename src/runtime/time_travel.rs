@@ -8,6 +8,7 @@ use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
 use crate::store::{EventStore, ProjectionStore, ReadBound};
+use crate::upcast::{Reading, Upcasters};
 
 /// A row as it was at an instant: replays the events that feed `key` up to `at`.
 ///
@@ -29,13 +30,33 @@ where
     H: ProjectionHandler,
     S: EventStore + ProjectionStore,
 {
-    let filter = handler.filter().and(filter);
+    state_upcast_at(handler, store, filter, &Upcasters::new(), key, aggregate_id, at).await
+}
+
+/// [`state_at`], with every event upcast before the handler sees it, as live processing
+/// does (see [`crate::BatchRunner::upcasters`]). An event an upcaster fails on, unless
+/// live processing parked its aggregate before it, fails the replay naming the event.
+pub async fn state_upcast_at<H, S>(
+    handler: &H,
+    store: &S,
+    filter: &EventFilter,
+    upcasters: &Upcasters,
+    key: &H::Key,
+    aggregate_id: Option<Uuid>,
+    at: Option<DateTime<Utc>>,
+) -> Result<Option<(H::Row, i64)>, RuntimeError>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
+    let reading = Reading::new(handler.filter().and(filter), upcasters.clone());
     let exclusions = store.exclusions(handler.name()).await?;
     let mut fold = Fold::new(handler).assume_absent(true).discarding(exclusions.discarded.iter().copied());
     if let Some(id) = aggregate_id {
         let bound = at.map_or(ReadBound::All, ReadBound::At);
-        let events = store.read_aggregate(id, bound).await?;
-        for e in events.iter().filter(|e| filter.matches(e) && !exclusions.holds(e)) {
+        let prepared = reading.prepare(store.read_aggregate(id, bound).await?);
+        fold.failing_upcasts(prepared.failed);
+        for e in prepared.events.iter().filter(|e| !exclusions.holds(e)) {
             if handler.key(e).as_ref() == Some(key) {
                 fold.apply_one(e)?;
             }
@@ -45,10 +66,12 @@ where
         // read, and a counting row must not miss a recent commit.
         let mut after = 0;
         loop {
-            let events = store.read_committed(after, &filter, 10_000).await?;
+            let events = store.read_committed(after, reading.store_filter(), 10_000).await?;
             let Some(last) = events.last() else { break };
             after = last.position;
-            for e in &events {
+            let prepared = reading.prepare(events);
+            fold.failing_upcasts(prepared.failed);
+            for e in &prepared.events {
                 if at.is_some_and(|at| e.timestamp > at) || exclusions.holds(e) {
                     continue;
                 }

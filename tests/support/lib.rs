@@ -12,6 +12,7 @@ pub mod replays;
 pub mod reporting;
 pub mod stored_events;
 pub mod tables;
+pub mod upcasting;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
 /// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
@@ -76,7 +77,7 @@ macro_rules! contract_tests {
 }
 
 /// One `#[tokio::test]` per check of the failure-handling suite ([`failures`],
-/// [`replays`], [`stored_events`] and [`crashes`]); the
+/// [`replays`], [`stored_events`], [`crashes`] and [`upcasting`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -116,6 +117,12 @@ macro_rules! failure_tests {
             a_claim_returns_the_batch_left_in_flight_and_a_commit_clears_it,
             one_event_in_flight_at_the_crash_limit_is_dead_lettered,
             a_batch_in_flight_at_the_crash_limit_is_halved,
+        );
+        $crate::__store_tests!($attr $fresh upcasting:
+            events_stored_at_old_versions_fold_like_events_written_at_the_current_one,
+            a_failing_upcaster_dead_letters_its_event_and_parks_only_its_aggregate,
+            a_rebuild_dead_letters_an_event_that_does_not_upcast_like_live_processing,
+            events_upcast_out_of_the_filter_are_passed_over,
         );
     };
     ($($fresh:tt)+) => {

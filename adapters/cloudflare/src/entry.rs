@@ -199,7 +199,8 @@ async fn rebuild(req: &Request, env: &Env, projection: &str) -> worker::Result<R
         let error = format!("unknown projection {projection:?}: this Worker runs {}", settings.projections.join(", "));
         return json_response(&json!({ "error": error }), 404);
     }
-    let rebuilt = with_store(env, async |store: &PgStore| match handlers::rebuild(store, projection) {
+    let upcasters = settings.upcasters();
+    let rebuilt = with_store(env, async |store: &PgStore| match handlers::rebuild(store, projection, &upcasters) {
         Some(rebuild) => rebuild.await.map_err(|e| e.to_string()),
         None => Err(format!("no handler for projection {projection}")),
     })

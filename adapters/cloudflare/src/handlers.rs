@@ -2,6 +2,7 @@
 //! projection in `PROJECTIONS` is named after its handler.
 
 use futures_util::future::LocalBoxFuture;
+use projector::upcast::{Reading, UpcastError, Upcaster, Upcasters};
 use projector::{
     BatchRunner, EventFilter, EventStore, Lease, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds,
     RuntimeError, StepOutcome, TableSchema,
@@ -18,6 +19,14 @@ pub fn each(visitor: &mut impl Visitor) {
     visitor.visit(&projection_daily_activity::DailyActivity);
 }
 
+/// The upcasters registered next to the handlers (each handler crate lists its steps).
+const UPCASTERS: &[&[Upcaster]] = &[projection_user_profile::UPCASTERS, projection_daily_activity::UPCASTERS];
+
+/// Every upcaster the Worker carries, in one registry; `UPCASTING` enables chains of it.
+pub fn upcasters() -> Result<Upcasters, UpcastError> {
+    Upcasters::from_steps(UPCASTERS.iter().flat_map(|steps| steps.iter().copied()))
+}
+
 /// The projection names the Worker can run.
 pub fn names() -> Vec<&'static str> {
     struct Names(Vec<&'static str>);
@@ -31,19 +40,21 @@ pub fn names() -> Vec<&'static str> {
     names.0
 }
 
-/// The read-model table and event filter of a projection, for registering it.
-pub fn describe(name: &str) -> Option<(&'static TableSchema, EventFilter)> {
-    struct Describe<'n>(&'n str, Option<(&'static TableSchema, EventFilter)>);
-    impl Visitor for Describe<'_> {
+/// The read-model table and event filter of a projection, for registering it: the filter
+/// its runners read with, old type names that `upcasters` bring into it included.
+pub fn describe(name: &str, upcasters: &Upcasters) -> Option<(&'static TableSchema, EventFilter)> {
+    struct Describe<'n, 'u>(&'n str, &'u Upcasters, Option<(&'static TableSchema, EventFilter)>);
+    impl Visitor for Describe<'_, '_> {
         fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
             if handler.name() == self.0 {
-                self.1 = Some((handler.schema(), handler.filter()));
+                let reading = Reading::new(handler.filter(), self.1.clone());
+                self.2 = Some((handler.schema(), reading.store_filter().clone()));
             }
         }
     }
-    let mut found = Describe(name, None);
+    let mut found = Describe(name, upcasters, None);
     each(&mut found);
-    found.1
+    found.2
 }
 
 /// One leased partition being worked on, whatever its handler's type.
@@ -70,28 +81,31 @@ where
 pub fn runner<'s, S: EventStore + ProjectionStore>(
     store: &'s S,
     lease: Lease,
+    upcasters: &Upcasters,
     batch_size: usize,
     lease_ttl: std::time::Duration,
 ) -> Option<Box<dyn Partition + 's>> {
-    struct Build<'s, S> {
+    struct Build<'s, 'u, S> {
         store: &'s S,
         lease: Option<Lease>,
+        upcasters: &'u Upcasters,
         batch_size: usize,
         lease_ttl: std::time::Duration,
         out: Option<Box<dyn Partition + 's>>,
     }
-    impl<'s, S: EventStore + ProjectionStore> Visitor for Build<'s, S> {
+    impl<'s, S: EventStore + ProjectionStore> Visitor for Build<'s, '_, S> {
         fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
             if self.lease.as_ref().is_some_and(|l| l.projection == handler.name()) {
                 let lease = self.lease.take().expect("checked above");
                 let runner = BatchRunner::new(handler, self.store, &EventFilter::all(), lease)
+                    .upcasters(self.upcasters.clone())
                     .batch_size(self.batch_size)
                     .lease_ttl(self.lease_ttl);
                 self.out = Some(Box::new(runner));
             }
         }
     }
-    let mut build = Build { store, lease: Some(lease), batch_size, lease_ttl, out: None };
+    let mut build = Build { store, lease: Some(lease), upcasters, batch_size, lease_ttl, out: None };
     each(&mut build);
     build.out
 }
@@ -100,23 +114,26 @@ pub fn runner<'s, S: EventStore + ProjectionStore>(
 pub fn rebuild<'s, S: Rebuilds>(
     store: &'s S,
     name: &str,
+    upcasters: &Upcasters,
 ) -> Option<LocalBoxFuture<'s, Result<RebuildOutcome, RuntimeError>>> {
-    struct Start<'s, 'n, S> {
+    struct Start<'s, 'n, 'u, S> {
         store: &'s S,
         name: &'n str,
+        upcasters: &'u Upcasters,
         out: Option<LocalBoxFuture<'s, Result<RebuildOutcome, RuntimeError>>>,
     }
-    impl<'s, S: Rebuilds> Visitor for Start<'s, '_, S> {
+    impl<'s, S: Rebuilds> Visitor for Start<'s, '_, '_, S> {
         fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
             if handler.name() == self.name {
-                let store = self.store;
+                let (store, upcasters) = (self.store, self.upcasters.clone());
                 self.out = Some(Box::pin(async move {
-                    Rebuild::new(handler, &EventFilter::all()).run(store, |_: u64, _: projector::Checkpoint| {}).await
+                    let rebuild = Rebuild::new(handler, &EventFilter::all()).upcasters(upcasters);
+                    rebuild.run(store, |_: u64, _: projector::Checkpoint| {}).await
                 }));
             }
         }
     }
-    let mut start = Start { store, name, out: None };
+    let mut start = Start { store, name, upcasters, out: None };
     each(&mut start);
     start.out
 }

@@ -70,8 +70,9 @@ where
 {
     let budget = Budget::new(clock, settings.work_budget());
     let ttl = settings.lease_ttl();
+    let upcasters = settings.upcasters();
     for &name in &settings.projections {
-        let (schema, filter) = handlers::describe(name).expect("settings name only compiled-in handlers");
+        let (schema, filter) = handlers::describe(name, &upcasters).expect("settings name only compiled-in handlers");
         store
             .register(name, schema, &filter, settings.partitions)
             .await
@@ -96,7 +97,7 @@ where
             match store.claim(name, partition, owner, ttl).await {
                 Ok(Some(lease)) => {
                     report.checkpoint = Some(lease.checkpoint);
-                    let runner = handlers::runner(store, lease, settings.batch_size, ttl)
+                    let runner = handlers::runner(store, lease, &upcasters, settings.batch_size, ttl)
                         .expect("settings name only compiled-in handlers");
                     active.push((reports.len(), runner));
                 }

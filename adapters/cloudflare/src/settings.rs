@@ -25,6 +25,9 @@ pub mod var {
     /// How long a partition may go without a claim or commit before `/health` reports
     /// it, in seconds (default 180: three missed one-minute crons).
     pub const HEALTH_INTERVAL_S: &str = "HEALTH_INTERVAL_S";
+    /// Comma-separated event types whose registered upcaster chains run (default none),
+    /// as `upcasting.event_types` in `projections.yaml`.
+    pub const UPCASTING: &str = "UPCASTING";
     /// Bearer token that `POST /rebuild/<projection>` requires (a secret).
     pub const REBUILD_TOKEN: &str = "REBUILD_TOKEN";
 }
@@ -48,6 +51,8 @@ pub struct Settings {
     pub invocation_budget: Duration,
     pub budget_share: f64,
     pub health_interval: Duration,
+    /// Event types whose upcaster chains run (each has registered upcasters).
+    pub upcasting: Vec<String>,
 }
 
 impl Settings {
@@ -76,7 +81,12 @@ impl Settings {
                 }
             },
         };
+        let upcasting = match lookup(var::UPCASTING) {
+            None => Vec::new(),
+            Some(v) => parse_upcasting(&v)?,
+        };
         Ok(Settings {
+            upcasting,
             projections,
             partitions,
             batch_size,
@@ -84,6 +94,13 @@ impl Settings {
             budget_share,
             health_interval: Duration::from_secs(health_s),
         })
+    }
+
+    /// The upcaster chains `UPCASTING` enables.
+    pub fn upcasters(&self) -> projector::upcast::Upcasters {
+        handlers::upcasters()
+            .and_then(|all| all.enable_only(&self.upcasting))
+            .expect("UPCASTING was checked against the registered upcasters when read")
     }
 
     /// The time an invocation spends on batches: `budget_share` of its budget.
@@ -119,6 +136,26 @@ fn parse_projections(value: &str) -> Result<Vec<&'static str>, SettingsError> {
             value: value.to_owned(),
             expected: format!("a non-empty list of projections among {}", known.join(", ")),
         });
+    }
+    Ok(out)
+}
+
+fn parse_upcasting(value: &str) -> Result<Vec<String>, SettingsError> {
+    let invalid = |expected: String| SettingsError::Invalid { name: var::UPCASTING, value: value.to_owned(), expected };
+    let all =
+        handlers::upcasters().map_err(|e| invalid(format!("usable: the registered upcasters are refused: {e}")))?;
+    let known = all.event_types();
+    let mut out: Vec<String> = Vec::new();
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !known.contains(&name) {
+            let known = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            return Err(invalid(format!(
+                "a list of event types with registered upcasters: {name} has none (event types with upcasters: {known})"
+            )));
+        }
+        if !out.iter().any(|n| n == name) {
+            out.push(name.to_owned());
+        }
     }
     Ok(out)
 }
@@ -174,6 +211,17 @@ mod tests {
         let e = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile,orders")])).unwrap_err();
         let text = e.to_string();
         assert!(text.contains("orders is not one of user-profile, daily-activity"), "{text}");
+    }
+
+    #[test]
+    fn upcasting_names_only_types_with_registered_upcasters() {
+        let s = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile"), ("UPCASTING", " ")])).unwrap();
+        assert!(s.upcasting.is_empty() && s.upcasters().is_empty());
+        let e = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile"), ("UPCASTING", "UserRegistered")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("variable UPCASTING = \"UserRegistered\" is not"), "{e}");
+        assert!(e.contains("UserRegistered has none (event types with upcasters: none)"), "{e}");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 
 use projector::adapter::{AdapterError, Deployment, ProjectionAdapter};
 use projector::config::{Config, ProjectionConfig};
+use projector::upcast::{Reading, Upcasters};
 use projector::{Partition, ProjectionState, ProjectionStore};
 use tokio::sync::{watch, Notify};
 
@@ -89,18 +90,30 @@ impl<C: Connector> LocalAdapter<C> {
         Ok((p, d))
     }
 
+    /// The upcaster chains `projections.yaml` enables, out of the registered ones.
+    fn upcasters(&self) -> Result<Upcasters, AdapterError> {
+        self.registry
+            .upcasters()
+            .enable_only(&self.config.upcasting.event_types)
+            .map_err(|e| AdapterError::Provider(e.to_string()))
+    }
+
     /// Creates read-model tables and partition rows for every configured projection.
     pub async fn register_all(&self, store: &C::Store) -> Result<(), AdapterError> {
+        let upcasters = self.upcasters()?;
         for name in self.config.projections.keys() {
             let (p, d) = self.projection(name)?;
-            let filter = d.handler_filter().and(&p.events.to_filter());
-            store.register(name, d.schema(), &filter, p.partitions).await?;
+            // What the runners ask the store for (old types that upcast into the filter
+            // included), so that lag counts them.
+            let reading = Reading::new(d.handler_filter().and(&p.events.to_filter()), upcasters.clone());
+            store.register(name, d.schema(), reading.store_filter(), p.partitions).await?;
         }
         Ok(())
     }
 
     fn start(&self, name: &str, partitions: u32) -> Result<Deployment, AdapterError> {
         let (p, d) = self.projection(name)?;
+        let upcasters = self.upcasters()?;
         let (tx, rx) = watch::channel(false);
         let workers = (0..partitions)
             .map(|index| {
@@ -116,6 +129,7 @@ impl<C: Connector> LocalAdapter<C> {
                     on_failure: p.on_failure,
                     gap_timeout: p.gap_timeout,
                     crash_limit: p.crash_limit,
+                    upcasters: upcasters.clone(),
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })
@@ -173,7 +187,8 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
         self.stop(projection);
         // Old partitions first reach one checkpoint, so the new split starts from it
         // with nothing applied twice and nothing skipped.
-        d.align(self.connector.clone(), projection.to_owned(), p.events.to_filter(), self.owner.clone(), p.batch_size)
+        let (filter, upcasters) = (p.events.to_filter(), self.upcasters()?);
+        d.align(self.connector.clone(), projection.to_owned(), filter, upcasters, self.owner.clone(), p.batch_size)
             .map_err(AdapterError::Provider)?;
         let store = self.connector.connect().await?;
         store.repartition(projection, partitions).await?;

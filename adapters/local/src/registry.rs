@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use futures_util::FutureExt;
+use projector::upcast::Upcasters;
 use projector::ProjectionHandler;
 use tokio::sync::{watch, Notify};
 
@@ -28,6 +29,7 @@ pub trait Deploy<C: Connector>: Send + Sync {
         connector: C,
         projection: String,
         filter: projector::EventFilter,
+        upcasters: Upcasters,
         owner: String,
         batch: usize,
     ) -> Result<projector::Checkpoint, String>;
@@ -63,13 +65,15 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         connector: C,
         projection: String,
         filter: projector::EventFilter,
+        upcasters: Upcasters,
         owner: String,
         batch: usize,
     ) -> Result<projector::Checkpoint, String> {
         let handler = Arc::clone(&self.0);
         let aligned = on_own_runtime(format!("{projection}-align"), Err, move || async move {
             let store = connector.connect().await.map_err(|e| e.to_string())?;
-            projector::runtime::align_partitions(&*handler, &store, &projection, &filter, &owner, batch)
+            let (handler, store) = (&*handler, &store);
+            projector::runtime::align_partitions_upcast(handler, store, &projection, &filter, &upcasters, &owner, batch)
                 .await
                 .map_err(|e| e.to_string())
         });
@@ -132,18 +136,29 @@ where
         .expect("spawning a worker thread")
 }
 
-/// The handlers a runner knows, by name.
+/// The handlers a runner knows, by name, and the upcasters registered next to them.
 pub struct Registry<C: Connector> {
     handlers: BTreeMap<&'static str, Arc<dyn Deploy<C>>>,
+    upcasters: Upcasters,
 }
 
 impl<C: Connector> Default for Registry<C> {
     fn default() -> Self {
-        Self { handlers: BTreeMap::new() }
+        Self { handlers: BTreeMap::new(), upcasters: Upcasters::new() }
     }
 }
 
 impl<C: Connector> Registry<C> {
+    /// Every upcaster the runner carries; `projections.yaml` enables chains of them.
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
+    }
+
     pub fn with<H: ProjectionHandler>(mut self, handler: H) -> Self {
         self.handlers.insert(handler.name(), Arc::new(Entry(Arc::new(handler))));
         self

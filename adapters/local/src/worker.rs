@@ -13,6 +13,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::connect::Connector;
 use crate::metrics::Metrics;
+use projector::upcast::Upcasters;
 
 /// How a partition worker runs.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub struct WorkerSettings {
     pub gap_timeout: Duration,
     /// Crashes in a row with one batch in flight before the crashing event is searched for.
     pub crash_limit: u32,
+    /// The upcaster chains `projections.yaml` enables: every event passes them before
+    /// the handler sees it.
+    pub upcasters: Upcasters,
 }
 
 /// Why a worker ended.
@@ -122,7 +126,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .retry(s.retry)
                 .on_failure(s.on_failure)
                 .gap_timeout(s.gap_timeout)
-                .crash_limit(s.crash_limit);
+                .crash_limit(s.crash_limit)
+                .upcasters(s.upcasters.clone());
             let mut renewed = Instant::now();
             // Until a step succeeds, the stored status may still be an earlier failure's.
             let mut recovered = false;

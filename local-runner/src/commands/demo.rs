@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use projector::config::{Config, ProjectionConfig};
+use projector::upcast::Upcasters;
 use projector::{
     BatchRunner, Checkpoint, EventFilter, EventStore, Partition, ProjectionHandler, ProjectionStore, RowKey, Value,
 };
@@ -36,8 +37,11 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     }
     register_all(config, connector).await?;
     let owner = format!("demo-{}", std::process::id());
+    let upcasters = handlers::enabled_upcasters(config)?;
     for (name, p) in &config.projections {
-        let applied = handlers::dispatch(&p.handler, CatchUp { store: &store, name, p, owner: &owner }).await?;
+        let applied =
+            handlers::dispatch(&p.handler, CatchUp { store: &store, name, p, upcasters: &upcasters, owner: &owner })
+                .await?;
         say!("{name}: caught up ({applied} event(s) applied now)");
     }
     say!();
@@ -54,6 +58,7 @@ struct CatchUp<'a, S> {
     store: &'a S,
     name: &'a str,
     p: &'a ProjectionConfig,
+    upcasters: &'a Upcasters,
     owner: &'a str,
 }
 
@@ -61,7 +66,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for CatchUp<'_, S> {
     type Output = Result<u64>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<u64> {
-        let CatchUp { store, name, p, owner } = self;
+        let CatchUp { store, name, p, upcasters, owner } = self;
         let handler = &handler;
         let mut applied = 0;
         for index in 0..p.partitions {
@@ -70,7 +75,9 @@ impl<S: EventStore + ProjectionStore> WithHandler for CatchUp<'_, S> {
                 .claim(name, partition, owner, p.lease_ttl)
                 .await?
                 .ok_or_else(|| anyhow!("{name} partition {partition} is leased by a running runner; stop it first"))?;
-            let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease).batch_size(p.batch_size);
+            let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease)
+                .upcasters(upcasters.clone())
+                .batch_size(p.batch_size);
             applied += runner.catch_up().await.with_context(|| format!("projection {name}"))?.events_applied;
             store.release(runner.lease()).await?;
         }

@@ -4,10 +4,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use projector::config::Config;
-use projector::repair::{repair, RepairAction, RepairEnd, RepairOutcome};
-use projector::{
-    DeadLetter, DeadLetterFilter, DeadLetterQueue, EventFilter, EventStore, ProjectionHandler, ReadBound, Repairs,
-};
+use projector::repair::{repair_upcast, RepairAction, RepairEnd, RepairOutcome};
+use projector::upcast::Reading;
+use projector::{DeadLetter, DeadLetterFilter, DeadLetterQueue, EventStore, ProjectionHandler, ReadBound, Repairs};
 use projector_local::Connector;
 use serde::Serialize;
 use uuid::Uuid;
@@ -146,7 +145,8 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Comm
     let id = letter.id;
     let p = projection(config, &letter.projection)?;
     let who = actor(&args);
-    let job = Repair { store: &store, filter: p.events.to_filter(), id, what, actor: &who, chunk: args.chunk };
+    let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?);
+    let job = Repair { store: &store, reading, id, what, actor: &who, chunk: args.chunk };
     let outcome = handlers::dispatch(&p.handler, job).await.with_context(|| format!("dlq {} {id}", what.as_str()))?;
     if args.json {
         let stopped_at = match &outcome.end {
@@ -240,7 +240,7 @@ async fn show<S: DeadLetterQueue + EventStore>(store: &S, letter: DeadLetter, js
 /// One repair of the parked sequence behind dead letter `id`.
 struct Repair<'a, S> {
     store: &'a S,
-    filter: EventFilter,
+    reading: Reading,
     id: i64,
     what: RepairAction,
     actor: &'a str,
@@ -251,7 +251,7 @@ impl<S: Repairs + EventStore> WithHandler for Repair<'_, S> {
     type Output = Result<RepairOutcome>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RepairOutcome> {
-        Ok(repair(&handler, self.store, &self.filter, self.id, self.what, self.actor, self.chunk).await?)
+        Ok(repair_upcast(&handler, self.store, &self.reading, self.id, self.what, self.actor, self.chunk).await?)
     }
 }
 

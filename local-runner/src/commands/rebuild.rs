@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use projector::config::Config;
+use projector::upcast::Upcasters;
 use projector::{
     Checkpoint, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome,
     Rebuilds,
@@ -57,7 +58,15 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     );
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
-    let job = RebuildJob { store: &store, filter: p.events.to_filter(), from, on_failure: p.on_failure, bar: &bar };
+    let upcasters = handlers::enabled_upcasters(config)?;
+    let job = RebuildJob {
+        store: &store,
+        filter: p.events.to_filter(),
+        upcasters,
+        from,
+        on_failure: p.on_failure,
+        bar: &bar,
+    };
     let outcome = handlers::dispatch(&p.handler, job).await;
     bar.finish_and_clear();
     let outcome = match outcome {
@@ -107,6 +116,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
 struct RebuildJob<'a, S> {
     store: &'a S,
     filter: EventFilter,
+    upcasters: Upcasters,
     from: Option<i64>,
     on_failure: OnFailure,
     bar: &'a indicatif::ProgressBar,
@@ -118,6 +128,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<RebuildOutcome> {
         let bar = self.bar;
         let outcome = Rebuild::new(&handler, &self.filter)
+            .upcasters(self.upcasters)
             .from_position(self.from)
             .on_failure(self.on_failure)
             .run(self.store, |read: u64, _| {

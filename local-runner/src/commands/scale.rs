@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use projector::config::Config;
+use projector::upcast::Upcasters;
 use projector::EventStore;
 use projector::{Checkpoint, EventFilter, ProjectionHandler, ProjectionState, ProjectionStore};
 use projector_local::Connector;
@@ -56,7 +57,10 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     }
     let owner = format!("scale-{}", std::process::id());
     let filter = p.events.to_filter();
-    let job = Repartition { store: &store, name, filter: &filter, owner: &owner, batch_size: p.batch_size, partitions };
+    let upcasters = handlers::enabled_upcasters(config)?;
+    let (filter, upcasters) = (&filter, &upcasters);
+    let job =
+        Repartition { store: &store, name, filter, upcasters, owner: &owner, batch_size: p.batch_size, partitions };
     let target = handlers::dispatch(&p.handler, job).await?;
     if args.json {
         return output::json(&Report {
@@ -80,6 +84,7 @@ struct Repartition<'a, S> {
     store: &'a S,
     name: &'a str,
     filter: &'a EventFilter,
+    upcasters: &'a Upcasters,
     owner: &'a str,
     batch_size: usize,
     partitions: u32,
@@ -89,8 +94,9 @@ impl<S: EventStore + ProjectionStore> WithHandler for Repartition<'_, S> {
     type Output = Result<Checkpoint>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<Checkpoint> {
-        let Repartition { store, name, filter, owner, batch_size, partitions } = self;
-        let target = projector::runtime::align_partitions(&handler, store, name, filter, owner, batch_size)
+        let Repartition { store, name, filter, upcasters, owner, batch_size, partitions } = self;
+        let align = projector::runtime::align_partitions_upcast;
+        let target = align(&handler, store, name, filter, upcasters, owner, batch_size)
             .await
             .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
         store.repartition(name, partitions).await?;

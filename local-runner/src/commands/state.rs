@@ -4,7 +4,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use projector::config::{Config, ProjectionConfig};
-use projector::runtime::state_at;
+use projector::runtime::state_upcast_at;
+use projector::upcast::Upcasters;
 use projector::{EventStore, Ordering, ProjectionHandler, ProjectionStore, Record, RowKey, Value};
 use projector_local::Connector;
 use uuid::Uuid;
@@ -35,7 +36,8 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
             format!("--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z", at.unwrap_or(""))
         })?;
     let store = connect(connector).await?;
-    handlers::dispatch(&p.handler, ShowState { store: &store, p, name, key, at, json: args.json }).await
+    let upcasters = handlers::enabled_upcasters(config)?;
+    handlers::dispatch(&p.handler, ShowState { store: &store, p, upcasters, name, key, at, json: args.json }).await
 }
 
 /// Folds the row for `key` from the events up to `at` (all of them without one) and
@@ -43,6 +45,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
 struct ShowState<'a, S> {
     store: &'a S,
     p: &'a ProjectionConfig,
+    upcasters: Upcasters,
     name: &'a str,
     key: &'a str,
     at: Option<DateTime<Utc>>,
@@ -53,11 +56,12 @@ impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
     type Output = Result<()>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {
-        let ShowState { store, p, name, key, at, json } = self;
+        let ShowState { store, p, upcasters, name, key, at, json } = self;
         let handler = &handler;
         let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
         let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
-        let found = state_at(handler, store, &p.events.to_filter(), &parsed, aggregate, at).await?;
+        let filter = p.events.to_filter();
+        let found = state_upcast_at(handler, store, &filter, &upcasters, &parsed, aggregate, at).await?;
         let Some((row, version)) = found else {
             let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
             bail!("{name} has no row for key {key} ({when})");

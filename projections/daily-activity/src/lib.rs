@@ -32,6 +32,10 @@ impl Record for Count {
     }
 }
 
+/// Upcasters registered next to this projection (see `projection_user_profile::UPCASTERS`).
+/// None: it counts events by type and never reads a payload.
+pub const UPCASTERS: &[projector::upcast::Upcaster] = &[];
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DailyActivity;
 

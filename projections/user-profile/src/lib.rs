@@ -80,6 +80,14 @@ struct PlanUpgraded {
     plan: Option<String>,
 }
 
+/// Upcasters of the user events this projection reads, registered next to it (a runner
+/// lists every crate's steps in one registry; `projections.yaml` enables chains).
+///
+/// None yet: every user event is read at its first payload version, which is also the
+/// shape the reference semantics of this read model are written against. A new payload
+/// version adds its step here and the handler reads the new shape.
+pub const UPCASTERS: &[projector::upcast::Upcaster] = &[];
+
 /// The handler.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UserProfile;
