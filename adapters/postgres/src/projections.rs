@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
 use projector::{
-    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, InFlight, Lease, Partition,
-    ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
+    BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, InFlight, Lease,
+    Partition, ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
 };
 use tokio_postgres::Client;
 use uuid::Uuid;
@@ -30,6 +30,7 @@ const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
 const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
+const LOCK_OWNER: &str = include_str!("../sql/lock_owner.sql");
 const CLAIM_REFUSED: &str = include_str!("../sql/claim_refused.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
@@ -233,6 +234,14 @@ impl ProjectionStore for PgStore {
         rules::check_owner(projection, partition, owner)?;
         let (index, count) = (int4(partition.index)?, int4(partition.count)?);
         let client = self.client().await?;
+        let locks = self.owner_liveness().session_locks();
+        let seed = rules::OWNER_LOCK_SEED;
+        if locks && !self.holds_owner_lock(owner) {
+            // Before the first lease that says so, so no lease ever claims a lock not held.
+            client.query_typed(LOCK_OWNER, &[(&owner, Type::TEXT), (&seed, Type::INT8)]).await.map_err(map)?;
+            self.owner_locked(owner);
+        }
+        let held = self.locked_owners();
         let row = client
             .query_typed_opt(
                 CLAIM_PARTITION,
@@ -242,6 +251,9 @@ impl ProjectionStore for PgStore {
                     (&owner, Type::TEXT),
                     (&seconds(ttl), Type::FLOAT8),
                     (&count, Type::INT4),
+                    (&locks, Type::BOOL),
+                    (&seed, Type::INT8),
+                    (&held, Type::TEXT_ARRAY),
                 ],
             )
             .await
