@@ -8,10 +8,10 @@ pub mod keys;
 pub mod ledger;
 pub mod pg;
 pub mod poison;
-pub mod reporting;
 pub mod replays;
-pub mod tables;
+pub mod reporting;
 pub mod stored_events;
+pub mod tables;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
 /// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
@@ -68,6 +68,7 @@ macro_rules! contract_tests {
         $crate::__store_tests!($attr $fresh reporting:
             lag_is_measured_from_when_the_store_recorded_the_events,
             a_recovered_partition_clears_its_last_error,
+            lag_is_exact_within_the_bound_and_labelled_estimated_beyond,
         );
     };
     ($($fresh:tt)+) => {

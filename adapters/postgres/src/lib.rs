@@ -35,7 +35,8 @@ mod rows;
 mod sslmode;
 mod types;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex as SyncMutex;
 
 use futures_util::lock::{Mutex, MutexGuard};
@@ -64,6 +65,8 @@ pub struct PgStore {
     abandoned: SyncMutex<Vec<String>>,
     /// The largest `event_data` an append accepts, in bytes of JSON.
     max_payload_bytes: AtomicUsize,
+    /// Events after a checkpoint read to measure lag exactly (see `set_exact_lag_limit`).
+    exact_lag_limit: AtomicU32,
     /// Set when the connection goes through a transaction-mode pooler: no session locks.
     pooled: AtomicBool,
     /// Lease owners whose session lock this connection holds.
@@ -85,9 +88,21 @@ impl PgStore {
             needs_rollback: AtomicBool::new(false),
             abandoned: SyncMutex::new(Vec::new()),
             max_payload_bytes: AtomicUsize::new(projector::store::rules::DEFAULT_MAX_PAYLOAD_BYTES),
+            exact_lag_limit: AtomicU32::new(projector::store::rules::DEFAULT_EXACT_LAG_LIMIT),
             pooled: AtomicBool::new(false),
             locked_owners: SyncMutex::new(Vec::new()),
         }
+    }
+
+    /// Sets how many events after a checkpoint `states` reads to count lag exactly
+    /// (default 10,000); a larger backlog is estimated from positions and reported with
+    /// `lag_estimated`.
+    pub fn set_exact_lag_limit(&self, events: NonZeroU32) {
+        self.exact_lag_limit.store(events.get(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn exact_lag_limit(&self) -> u32 {
+        self.exact_lag_limit.load(Ordering::Relaxed)
     }
 
     /// Marks the connection as going through a transaction-mode pooler (no sessions):

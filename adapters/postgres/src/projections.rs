@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
-use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
+use projector::store::rules::{self, LagWindow, PartitionRow, RefusedCommit, Rescale};
 use projector::{
     BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, InFlight, Lease,
     Partition, ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
@@ -37,6 +37,7 @@ const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const COMMIT_REFUSED: &str = include_str!("../sql/commit_refused.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
 const SET_IN_FLIGHT: &str = include_str!("../sql/set_in_flight.sql");
+const BEGIN_STATES: &str = include_str!("../sql/begin_states.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 const HORIZON_HOLD: &str = include_str!("../sql/horizon_hold.sql");
 
@@ -429,21 +430,35 @@ impl ProjectionStore for PgStore {
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query_typed(PROJECTION_STATES, &[]).await.map_err(map)?;
+        let limit = self.exact_lag_limit();
+        let window_rows = i64::from(limit) + 1;
+        client.batch_execute(BEGIN_STATES).await.map_err(map)?;
+        let rows = client.query_typed(PROJECTION_STATES, &[(&window_rows, Type::INT8)]).await;
+        let end = client.batch_execute(if rows.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+        let rows = rows.map_err(map)?;
+        end.map_err(map)?;
         rows.iter()
             .map(|r| {
                 let status: String = r.get(6);
-                let lag_events: i64 = r.get(13);
+                let window = LagWindow {
+                    checkpoint_position: r.get(4),
+                    scanned: r.get(20),
+                    matching: r.get(13),
+                    last_position: r.get(21),
+                    head_position: r.get(22),
+                };
+                let lag = rules::lag_from_window(window, limit);
                 let status = Status::parse(&status)
                     .ok_or_else(|| StoreError::Database(format!("unknown projection status {status:?}")))?
-                    .with_lag(lag_events);
+                    .with_lag(lag.events);
                 Ok(ProjectionState {
                     projection: r.get(0),
                     partition: r.get::<_, i32>(1) as u32,
                     partitions: r.get::<_, i32>(2) as u32,
                     checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(3).0, position: r.get(4) },
                     last_event_at: r.get::<_, Option<DateTime<Utc>>>(5),
-                    lag_events,
+                    lag_events: lag.events,
+                    lag_estimated: lag.estimated,
                     lag_seconds: rules::lag_seconds(r.get(19), r.get(14)),
                     status,
                     events_applied: r.get(7),
