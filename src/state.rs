@@ -61,6 +61,10 @@ pub struct ProjectionState {
     pub last_event_at: Option<DateTime<Utc>>,
     /// Events readable after the checkpoint (for this projection's filter and partition).
     pub lag_events: i64,
+    /// `lag_events` is an estimate: the backlog is larger than the store counts exactly
+    /// ([`rules::lag_from_window`](crate::store::rules::lag_from_window)).
+    #[serde(default)]
+    pub lag_estimated: bool,
     /// Age of the oldest event not yet applied; 0 when caught up.
     pub lag_seconds: f64,
     pub status: Status,

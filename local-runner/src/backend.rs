@@ -24,7 +24,7 @@ impl Backend {
 
     pub fn open(config: &Config, url: Option<String>) -> Result<Backend> {
         match url.or_else(|| config.database.url(|name| std::env::var(name).ok())) {
-            Some(url) => Ok(Backend::Postgres(PgConnector::new(url))),
+            Some(url) => Ok(Backend::Postgres(PgConnector::new(url).pooled(config.database.pooled))),
             None => {
                 let path = &config.database.embedded_path;
                 let store = EmbeddedStore::open(path)

@@ -1,6 +1,6 @@
 //! Two runners on one database split the partitions through lease rows; when one dies,
-//! the other takes its partitions over once the leases expire, and every event is
-//! applied exactly once.
+//! the other takes its partitions over (at once when its owner lock shows it gone, at
+//! the latest once the leases expire), and every event is applied exactly once.
 
 mod support;
 

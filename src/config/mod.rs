@@ -13,6 +13,7 @@
 //! database:                          # optional
 //!   url_env: DATABASE_URL            # env var holding the PostgreSQL URL (default)
 //!   embedded_path: .projector/projector.db   # used when that var is unset (default)
+//!   pooled: false                    # true: the URL is a transaction-mode pooler
 //! projections:
 //!   user-profile:                    # projection name: [a-z0-9-]+
 //!     handler: user-profile          # a known handler name
@@ -161,6 +162,9 @@ pub struct DatabaseConfig {
     pub url_env: String,
     /// Embedded store file used when that variable is unset or empty.
     pub embedded_path: PathBuf,
+    /// The URL goes through a transaction-mode pooler: runners hold no session locks, so
+    /// a crashed runner's leases are taken over when they expire, not at once.
+    pub pooled: bool,
 }
 
 /// One projection: its handler, where it runs, and the runtime knobs.
@@ -321,7 +325,11 @@ impl EventFilterConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url_env: DEFAULT_URL_ENV.to_owned(), embedded_path: PathBuf::from(DEFAULT_EMBEDDED_PATH) }
+        DatabaseConfig {
+            url_env: DEFAULT_URL_ENV.to_owned(),
+            embedded_path: PathBuf::from(DEFAULT_EMBEDDED_PATH),
+            pooled: false,
+        }
     }
 }
 

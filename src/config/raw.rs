@@ -35,6 +35,7 @@ pub(super) struct RawUpcasting {
 pub(super) struct RawDatabase {
     pub(super) url_env: Option<Spanned<String>>,
     pub(super) embedded_path: Option<Spanned<String>>,
+    pub(super) pooled: Option<bool>,
 }
 
 #[derive(Deserialize)]

@@ -118,6 +118,7 @@ fn defaults_apply_when_keys_are_absent() {
     .unwrap_or_else(|errors| panic!("{errors}"));
     assert_eq!(config.database.url_env, "DATABASE_URL");
     assert_eq!(config.database.embedded_path, PathBuf::from(".projector/projector.db"));
+    assert!(!config.database.pooled, "a direct connection unless told otherwise");
     let p = &config.projections["p"];
     assert_eq!(p.provider, Provider::Cloudflare);
     assert_eq!(p.config, ResourceConfig { memory_bytes: 64 << 20, timeout: Duration::from_secs(300), concurrency: 2 });
@@ -535,6 +536,18 @@ fn database_url_looks_up_the_named_variable() {
         default.url(|name| (name == "DATABASE_URL").then(|| "postgres://db".to_owned())).as_deref(),
         Some("postgres://db")
     );
+}
+
+#[test]
+fn a_pooled_database_is_read() {
+    let config = Config::from_yaml_str(
+        "database:\n  pooled: true\nprojections:\n  p:\n    handler: daily-activity\n    provider: local\n    \
+         config: { memory: 64MiB, timeout: 5m, concurrency: 2 }\n",
+        "test.yaml",
+        KNOWN,
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    assert!(config.database.pooled);
 }
 
 mod upcasting;

@@ -246,6 +246,7 @@ impl Validator<'_> {
                 database.embedded_path = PathBuf::from(path.value);
             }
         }
+        database.pooled = raw.pooled.unwrap_or(false);
         database
     }
 

@@ -206,7 +206,9 @@ pub trait ProjectionStore {
     /// stored count changes.
     async fn repartition(&self, projection: &str, partitions: u32) -> Result<()>;
 
-    /// Takes (or renews) the lease on a partition if it is free, expired or already ours.
+    /// Takes (or renews) the lease on a partition if it is free, expired or already ours,
+    /// or its owner is known to be gone ([`rules::may_claim`]: a store that can tell, such
+    /// as PostgreSQL by the owner's session lock, takes a dead runner's lease at once).
     /// Returns `None` while another owner holds it.
     async fn claim(&self, projection: &str, partition: Partition, owner: &str, ttl: Duration) -> Result<Option<Lease>>;
 

@@ -1,7 +1,8 @@
 //! The rules every store applies, written once: input checks, the idempotency decision,
 //! the rescale rule, why a batch commit was refused, status from lag, how a rebuild
 //! counts, the parked set from stored rows; and (in `stored`) the limits on stored
-//! events and the batch a crashed runner left in flight.
+//! events and the batch a crashed runner left in flight; and (in `takeover`) when a claim
+//! may take over a lease whose owner is gone; and (in `lag`) lag from a bounded window.
 //!
 //! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
 //! translates the answer to its own SQL. None of this does I/O.
@@ -16,8 +17,12 @@ use crate::read_model::TableSchema;
 use crate::state::Status;
 use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion};
 
+mod lag;
 mod stored;
+mod takeover;
+pub use lag::*;
 pub use stored::*;
+pub use takeover::*;
 
 /// The store's own tables: no read model may take one of these names.
 pub const RESERVED_TABLES: &[&str] = &[

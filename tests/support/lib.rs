@@ -69,6 +69,7 @@ macro_rules! contract_tests {
         $crate::__store_tests!($attr $fresh reporting:
             lag_is_measured_from_when_the_store_recorded_the_events,
             a_recovered_partition_clears_its_last_error,
+            lag_is_exact_within_the_bound_and_labelled_estimated_beyond,
         );
     };
     ($($fresh:tt)+) => {

@@ -2,7 +2,7 @@
 //! hash as an SQL function for the statements that filter by partition.
 
 use chrono::{DateTime, Utc};
-use projector::store::rules::{self, StoredKey};
+use projector::store::rules::{self, Lag, LagWindow, StoredKey};
 use projector::{
     AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
     ReadBound, StoreError,
@@ -279,29 +279,42 @@ pub(crate) fn read_since_position(
     read_all(conn, Checkpoint { transaction_id: 0, position: after }, filter, Partition::WHOLE, limit)
 }
 
-/// Matching events after a checkpoint: how many, and the earliest timestamp among them.
+/// Matching events after a checkpoint: how many (exact within `limit` events read, an
+/// estimate beyond, see [`rules::lag_from_window`]), and when the oldest was recorded.
 pub(crate) fn lag(
     conn: &Connection,
     after: Checkpoint,
     filter: &EventFilter,
     partition: Partition,
-) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+    limit: u32,
+) -> Result<(Lag, Option<DateTime<Utc>>), StoreError> {
     if after.transaction_id > 0 {
-        return Ok((0, None));
+        return Ok((Lag { events: 0, estimated: false }, None));
     }
     let (event_types, aggregate_types) = filter_params(filter);
     let context = || format!("measure lag after {after} (partition {partition})");
-    let (count, oldest): (i64, Option<String>) = conn
+    let window_rows = i64::from(limit) + 1;
+    let (window, oldest): (LagWindow, Option<String>) = conn
         .prepare_cached(MEASURE_LAG)
         .and_then(|mut s| {
-            s.query_row(params![after.position, event_types, aggregate_types, partition.count, partition.index], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            s.query_row(
+                params![after.position, event_types, aggregate_types, partition.count, partition.index, window_rows],
+                |r| {
+                    let window = LagWindow {
+                        checkpoint_position: after.position,
+                        scanned: r.get(0)?,
+                        matching: r.get(1)?,
+                        last_position: r.get(2)?,
+                        head_position: r.get(4)?,
+                    };
+                    Ok((window, r.get(3)?))
+                },
+            )
         })
         .context(context)?;
     let oldest = oldest
         .map(|s| parse_ts(&s))
         .transpose()
         .map_err(|reason| StoreError::Database(format!("{}: {reason}", context())))?;
-    Ok((count, oldest))
+    Ok((rules::lag_from_window(window, limit), oldest))
 }

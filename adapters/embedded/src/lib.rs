@@ -39,8 +39,9 @@
 //! projection, for rebuilds, time travel and repairs); `rows` is the only place that
 //! writes SQL from a read model's [`TableSchema`](projector::TableSchema).
 
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -82,6 +83,8 @@ struct Inner {
     path: Option<PathBuf>,
     /// The largest `event_data` an append accepts, in bytes of JSON.
     max_payload_bytes: AtomicUsize,
+    /// Events after a checkpoint read to measure lag exactly (see `set_exact_lag_limit`).
+    exact_lag_limit: AtomicU32,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -140,6 +143,7 @@ impl EmbeddedStore {
                 conn: Mutex::new(conn),
                 path,
                 max_payload_bytes: AtomicUsize::new(projector::store::rules::DEFAULT_MAX_PAYLOAD_BYTES),
+                exact_lag_limit: AtomicU32::new(projector::store::rules::DEFAULT_EXACT_LAG_LIMIT),
             }),
         };
         store.migrate()?;
@@ -149,6 +153,17 @@ impl EmbeddedStore {
     /// Sets the largest `event_data` an append accepts (default 1 MiB); clones share it.
     pub fn set_max_payload_bytes(&self, bytes: usize) {
         self.inner.max_payload_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Sets how many events after a checkpoint `states` reads to count lag exactly
+    /// (default 10,000); a larger backlog is estimated from positions and reported with
+    /// `lag_estimated`.
+    pub fn set_exact_lag_limit(&self, events: NonZeroU32) {
+        self.inner.exact_lag_limit.store(events.get(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn exact_lag_limit(&self) -> u32 {
+        self.inner.exact_lag_limit.load(Ordering::Relaxed)
     }
 
     pub(crate) fn max_payload_bytes(&self) -> usize {

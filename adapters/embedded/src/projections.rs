@@ -123,7 +123,7 @@ impl ProjectionStore for EmbeddedStore {
     }
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
-        states(&self.lock())
+        states(&self.lock(), self.exact_lag_limit())
     }
 
     async fn exclusions(&self, projection: &str) -> Result<Exclusions, StoreError> {
@@ -384,7 +384,7 @@ struct StateRow {
     filter: Option<String>,
 }
 
-fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
+fn states(conn: &Connection, limit: u32) -> Result<Vec<ProjectionState>, StoreError> {
     let context = || "read projection states".to_owned();
     let bad = |what: String| StoreError::Row { table: "projection_state".to_owned(), reason: what };
     let raw: Vec<(StateRow, [Option<String>; 4])> = conn
@@ -404,6 +404,7 @@ fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
                             },
                             last_event_at: None,
                             lag_events: 0,
+                            lag_estimated: false,
                             lag_seconds: 0.0,
                             status: Status::Running,
                             events_applied: r.get(8)?,
@@ -442,9 +443,10 @@ fn states(conn: &Connection) -> Result<Vec<ProjectionState>, StoreError> {
             Some(f) => serde_json::from_str(&f).map_err(|e| bad(format!("{name}: stored filter: {e}")))?,
         };
         let partition = Partition { index: state.partition, count: state.partitions };
-        let (lag_events, oldest) = events::lag(conn, state.checkpoint, &filter, partition)?;
-        state.lag_events = lag_events;
-        state.status = state.status.with_lag(lag_events);
+        let (lag, oldest) = events::lag(conn, state.checkpoint, &filter, partition, limit)?;
+        state.lag_events = lag.events;
+        state.lag_estimated = lag.estimated;
+        state.status = state.status.with_lag(lag.events);
         state.lag_seconds = rules::lag_seconds(now, oldest);
         let failures = dead_letters::partition_failures(conn, &state.projection, partition, state.checkpoint)?;
         state.dead_letters = failures.dead_letters;

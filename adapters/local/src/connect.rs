@@ -29,11 +29,18 @@ pub trait Connector: Clone + Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct PgConnector {
     url: String,
+    pooled: bool,
 }
 
 impl PgConnector {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into() }
+        Self { url: url.into(), pooled: false }
+    }
+
+    /// The URL goes through a transaction-mode pooler (see [`PgStore::set_pooled`]).
+    pub fn pooled(mut self, pooled: bool) -> Self {
+        self.pooled = pooled;
+        self
     }
 }
 
@@ -41,7 +48,9 @@ impl Connector for PgConnector {
     type Store = PgStore;
 
     async fn connect(&self) -> Result<PgStore, StoreError> {
-        PgStore::connect(&self.url).await
+        let store = PgStore::connect(&self.url).await?;
+        store.set_pooled(self.pooled);
+        Ok(store)
     }
 
     async fn migrate(&self) -> Result<Vec<&'static str>, StoreError> {

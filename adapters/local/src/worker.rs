@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use projector::retry::Failure;
+use projector::store::rules;
 use projector::{
     BatchRunner, ErrorClass, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, RetryPolicy,
     RuntimeError, Status, StoreError,
@@ -101,8 +102,9 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
                     metrics.heartbeat(name, index);
-                    // Another runner owns this partition; try again when its lease may expire.
-                    if sleep_or_stop(s.lease_ttl / 2, &mut shutdown).await {
+                    // Another runner owns this partition; try again when its lease may
+                    // expire or its owner may be found gone.
+                    if sleep_or_stop(rules::claim_retry(s.lease_ttl), &mut shutdown).await {
                         return WorkerExit::Stopped;
                     }
                     continue 'claim;

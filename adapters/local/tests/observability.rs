@@ -30,6 +30,7 @@ fn state(projection: &str, partition: u32, partitions: u32) -> ProjectionState {
         checkpoint: Checkpoint { transaction_id: 10, position: 100 },
         last_event_at: None,
         lag_events: 0,
+        lag_estimated: false,
         lag_seconds: 0.0,
         status: Status::CaughtUp,
         events_applied: 100,

@@ -1,10 +1,14 @@
 //! PostgreSQL store for Projector: events, projection state, read-model writes,
 //! dead letters, repairs and rebuilds, on `tokio-postgres` over any async stream.
 //!
-//! Every operation is a single statement sent with `query_typed` (unnamed statements, no
-//! session state), so the store works through a transaction-mode pooler and, inside a
-//! Worker, over `worker::Socket`. A batch commit is one statement: a compare-and-set on
-//! the checkpoint guards the read-model writes and dead letters in the same statement.
+//! Every operation is a single statement sent with `query_typed` (unnamed statements), so
+//! the store works through a transaction-mode pooler and, inside a Worker, over
+//! `worker::Socket`. The one piece of session state is the owner lock a direct connection
+//! holds for each lease owner it claims for, so that a crashed runner's leases are taken
+//! over at once ([`rules::OwnerLiveness`](projector::store::rules::OwnerLiveness)); a store
+//! marked [`PgStore::set_pooled`] holds none and waits for leases to expire. A batch
+//! commit is one statement: a compare-and-set on the checkpoint guards the read-model
+//! writes and dead letters in the same statement.
 //!
 //! The SQL lives in `sql/`: one file per statement, named for what it does, and the
 //! schema migrations under `sql/migrations/`. The rules every store applies (input checks,
@@ -31,7 +35,8 @@ mod rows;
 mod sslmode;
 mod types;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Mutex as SyncMutex;
 
 use futures_util::lock::{Mutex, MutexGuard};
@@ -60,6 +65,12 @@ pub struct PgStore {
     abandoned: SyncMutex<Vec<String>>,
     /// The largest `event_data` an append accepts, in bytes of JSON.
     max_payload_bytes: AtomicUsize,
+    /// Events after a checkpoint read to measure lag exactly (see `set_exact_lag_limit`).
+    exact_lag_limit: AtomicU32,
+    /// Set when the connection goes through a transaction-mode pooler: no session locks.
+    pooled: AtomicBool,
+    /// Lease owners whose session lock this connection holds.
+    locked_owners: SyncMutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -77,7 +88,47 @@ impl PgStore {
             needs_rollback: AtomicBool::new(false),
             abandoned: SyncMutex::new(Vec::new()),
             max_payload_bytes: AtomicUsize::new(projector::store::rules::DEFAULT_MAX_PAYLOAD_BYTES),
+            exact_lag_limit: AtomicU32::new(projector::store::rules::DEFAULT_EXACT_LAG_LIMIT),
+            pooled: AtomicBool::new(false),
+            locked_owners: SyncMutex::new(Vec::new()),
         }
+    }
+
+    /// Sets how many events after a checkpoint `states` reads to count lag exactly
+    /// (default 10,000); a larger backlog is estimated from positions and reported with
+    /// `lag_estimated`.
+    pub fn set_exact_lag_limit(&self, events: NonZeroU32) {
+        self.exact_lag_limit.store(events.get(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn exact_lag_limit(&self) -> u32 {
+        self.exact_lag_limit.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as going through a transaction-mode pooler (no sessions):
+    /// claims then hold no owner lock and take another owner's lease only once it
+    /// expires. Set it before the first claim.
+    pub fn set_pooled(&self, pooled: bool) {
+        self.pooled.store(pooled, Ordering::Relaxed);
+    }
+
+    /// How this store learns that a lease's owner is gone.
+    pub fn owner_liveness(&self) -> projector::store::rules::OwnerLiveness {
+        projector::store::rules::owner_liveness(self.pooled.load(Ordering::Relaxed))
+    }
+
+    /// Whether this connection holds `owner`'s session lock already.
+    pub(crate) fn holds_owner_lock(&self, owner: &str) -> bool {
+        self.locked_owners.lock().unwrap_or_else(|p| p.into_inner()).iter().any(|o| o == owner)
+    }
+
+    /// The owners whose session lock this connection holds.
+    pub(crate) fn locked_owners(&self) -> Vec<String> {
+        self.locked_owners.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn owner_locked(&self, owner: &str) {
+        self.locked_owners.lock().unwrap_or_else(|p| p.into_inner()).push(owner.to_owned());
     }
 
     /// Sets the largest `event_data` an append accepts (default 1 MiB).

@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (8, "crash_count", include_str!("../sql/migrations/0008_crash_count.sql")),
     (9, "recorded_at", include_str!("../sql/migrations/0009_recorded_at.sql")),
     (10, "subject_keys", include_str!("../sql/migrations/0010_subject_keys.sql")),
+    (11, "owner_locks", include_str!("../sql/migrations/0011_owner_locks.sql")),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
-use projector::store::rules::{self, PartitionRow, RefusedCommit, Rescale};
+use projector::store::rules::{self, LagWindow, PartitionRow, RefusedCommit, Rescale};
 use projector::{
     BatchCommit, Checkpoint, DomainEvent, EventFilter, Exclusions, FailureRecord, HorizonHold, InFlight, Lease,
     Partition, ProjectionState, ProjectionStore, Status, StoreError, TableSchema, Value,
@@ -30,12 +30,14 @@ const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
 const MARK_NEEDS_REBUILD: &str = include_str!("../sql/mark_needs_rebuild.sql");
 const SET_PARTITION_COUNT: &str = include_str!("../sql/set_partition_count.sql");
 const CLAIM_PARTITION: &str = include_str!("../sql/claim_partition.sql");
+const LOCK_OWNER: &str = include_str!("../sql/lock_owner.sql");
 const CLAIM_REFUSED: &str = include_str!("../sql/claim_refused.sql");
 const RELEASE_PARTITION: &str = include_str!("../sql/release_partition.sql");
 const COMMIT_BATCH: &str = include_str!("../sql/commit_batch.sql");
 const COMMIT_REFUSED: &str = include_str!("../sql/commit_refused.sql");
 const SET_STATUS: &str = include_str!("../sql/set_status.sql");
 const SET_IN_FLIGHT: &str = include_str!("../sql/set_in_flight.sql");
+const BEGIN_STATES: &str = include_str!("../sql/begin_states.sql");
 const PROJECTION_STATES: &str = include_str!("../sql/projection_states.sql");
 const HORIZON_HOLD: &str = include_str!("../sql/horizon_hold.sql");
 
@@ -233,6 +235,14 @@ impl ProjectionStore for PgStore {
         rules::check_owner(projection, partition, owner)?;
         let (index, count) = (int4(partition.index)?, int4(partition.count)?);
         let client = self.client().await?;
+        let locks = self.owner_liveness().session_locks();
+        let seed = rules::OWNER_LOCK_SEED;
+        if locks && !self.holds_owner_lock(owner) {
+            // Before the first lease that says so, so no lease ever claims a lock not held.
+            client.query_typed(LOCK_OWNER, &[(&owner, Type::TEXT), (&seed, Type::INT8)]).await.map_err(map)?;
+            self.owner_locked(owner);
+        }
+        let held = self.locked_owners();
         let row = client
             .query_typed_opt(
                 CLAIM_PARTITION,
@@ -242,6 +252,9 @@ impl ProjectionStore for PgStore {
                     (&owner, Type::TEXT),
                     (&seconds(ttl), Type::FLOAT8),
                     (&count, Type::INT4),
+                    (&locks, Type::BOOL),
+                    (&seed, Type::INT8),
+                    (&held, Type::TEXT_ARRAY),
                 ],
             )
             .await
@@ -417,21 +430,35 @@ impl ProjectionStore for PgStore {
 
     async fn states(&self) -> Result<Vec<ProjectionState>, StoreError> {
         let client = self.client().await?;
-        let rows = client.query_typed(PROJECTION_STATES, &[]).await.map_err(map)?;
+        let limit = self.exact_lag_limit();
+        let window_rows = i64::from(limit) + 1;
+        client.batch_execute(BEGIN_STATES).await.map_err(map)?;
+        let rows = client.query_typed(PROJECTION_STATES, &[(&window_rows, Type::INT8)]).await;
+        let end = client.batch_execute(if rows.is_ok() { "COMMIT" } else { "ROLLBACK" }).await;
+        let rows = rows.map_err(map)?;
+        end.map_err(map)?;
         rows.iter()
             .map(|r| {
                 let status: String = r.get(6);
-                let lag_events: i64 = r.get(13);
+                let window = LagWindow {
+                    checkpoint_position: r.get(4),
+                    scanned: r.get(20),
+                    matching: r.get(13),
+                    last_position: r.get(21),
+                    head_position: r.get(22),
+                };
+                let lag = rules::lag_from_window(window, limit);
                 let status = Status::parse(&status)
                     .ok_or_else(|| StoreError::Database(format!("unknown projection status {status:?}")))?
-                    .with_lag(lag_events);
+                    .with_lag(lag.events);
                 Ok(ProjectionState {
                     projection: r.get(0),
                     partition: r.get::<_, i32>(1) as u32,
                     partitions: r.get::<_, i32>(2) as u32,
                     checkpoint: Checkpoint { transaction_id: r.get::<_, Xid8>(3).0, position: r.get(4) },
                     last_event_at: r.get::<_, Option<DateTime<Utc>>>(5),
-                    lag_events,
+                    lag_events: lag.events,
+                    lag_estimated: lag.estimated,
                     lag_seconds: rules::lag_seconds(r.get(19), r.get(14)),
                     status,
                     events_applied: r.get(7),

@@ -67,7 +67,8 @@ pub fn print_table(states: &[ProjectionState]) {
                 format!("{}/{}", s.partition, s.partitions),
                 s.status.to_string(),
                 s.checkpoint.to_string(),
-                s.lag_events.to_string(),
+                // `~`: estimated from positions, the backlog being past the exact count.
+                if s.lag_estimated { format!("~{}", s.lag_events) } else { s.lag_events.to_string() },
                 format!("{:.1}", s.lag_seconds),
                 s.events_applied.to_string(),
                 s.dead_letters.to_string(),

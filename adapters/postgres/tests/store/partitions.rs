@@ -69,7 +69,10 @@ async fn the_partition_filter_plans_as_the_expression_and_folds_away_for_one_par
     assert!(!whole.contains("projector_bucket") && !whole.contains("bit(32)"), "no filter for one partition:\n{whole}");
 
     let states = client
-        .query(&("EXPLAIN (VERBOSE, COSTS OFF) ".to_owned() + include_str!("../../sql/projection_states.sql")), &[])
+        .query_typed(
+            &("EXPLAIN (VERBOSE, COSTS OFF) ".to_owned() + include_str!("../../sql/projection_states.sql")),
+            &[(&10_001i64, Type::INT8)],
+        )
         .await
         .expect("explain states");
     let states = states.iter().map(|r| r.get::<_, String>(0)).collect::<Vec<_>>().join("\n");
