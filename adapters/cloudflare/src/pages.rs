@@ -172,6 +172,7 @@ mod tests {
             checkpoint: Checkpoint::START,
             last_event_at: None,
             lag_events: 3,
+            lag_estimated: false,
             lag_seconds: 1.5,
             status,
             events_applied: 7,
