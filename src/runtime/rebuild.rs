@@ -135,7 +135,11 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         };
 
         let mut exclusions = session.exclusions().await?;
-        let mut fold = Fold::new(self.handler).assume_absent(true).discarding(exclusions.discarded.iter().copied());
+        // A stored payload over the store's limit fails as it does live: dead-lettered.
+        let mut fold = Fold::new(self.handler)
+            .assume_absent(true)
+            .max_payload_bytes(store.max_payload_bytes())
+            .discarding(exclusions.discarded.iter().copied());
         let mut letters: Vec<DeadLetter> = Vec::new();
         let mut checkpoint = Checkpoint::START;
         let mut events_read = 0u64;

@@ -51,7 +51,10 @@ where
 {
     let reading = Reading::new(handler.filter().and(filter), upcasters.clone());
     let exclusions = store.exclusions(handler.name()).await?;
-    let mut fold = Fold::new(handler).assume_absent(true).discarding(exclusions.discarded.iter().copied());
+    let mut fold = Fold::new(handler)
+        .assume_absent(true)
+        .max_payload_bytes(store.max_payload_bytes())
+        .discarding(exclusions.discarded.iter().copied());
     if let Some(id) = aggregate_id {
         let bound = at.map_or(ReadBound::All, ReadBound::At);
         let prepared = reading.prepare(store.read_aggregate(id, bound).await?);

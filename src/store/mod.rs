@@ -304,7 +304,7 @@ pub trait RebuildSession {
 }
 
 /// Stores that can run a rebuild.
-pub trait Rebuilds {
+pub trait Rebuilds: EventStore {
     type Session<'a>: RebuildSession
     where
         Self: 'a;

@@ -113,6 +113,7 @@ macro_rules! failure_tests {
             a_gap_filled_within_its_timeout_applies_everything_in_order,
             a_version_at_the_largest_bigint_is_a_gap_and_refuses_appends,
             an_oversized_stored_event_is_dead_lettered_with_its_size,
+            a_rebuild_dead_letters_an_oversized_stored_event,
         );
         $crate::__store_tests!($attr $fresh crashes:
             a_claim_returns_the_batch_left_in_flight_and_a_commit_clears_it,

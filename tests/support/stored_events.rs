@@ -227,3 +227,28 @@ pub async fn an_oversized_stored_event_is_dead_lettered_with_its_size<S: StoredE
     let (profile, version) = stored_profiles(store, &[a]).await[&a].clone();
     assert_eq!((profile.name.as_deref(), version), (Some("A"), 2), "skipped, the version consumed");
 }
+
+/// A rebuild meets an oversized stored event as live processing does: dead-lettered with
+/// its size, its aggregate parked at the last good version, everyone else rebuilt.
+pub async fn a_rebuild_dead_letters_an_oversized_stored_event<S: StoredEventsStore>(store: &S) {
+    let handler = UserProfile;
+    store.register(handler.name(), handler.schema(), &handler.filter(), 1).await.unwrap();
+    let (a, b) = (user(38), user(39));
+    append(store, a, "UserRegistered", json!({"email": "a@x.io", "name": "A"})).await;
+    let limit = store.max_payload_bytes();
+    insert_by_sql(store, a, 2, &format!(r#"{{"name": "{}"}}"#, "x".repeat(limit))).await;
+    let last = append(store, b, "UserRegistered", json!({"email": "b@x.io", "name": "B"})).await;
+    settle(store, &last).await;
+
+    let outcome = projector::Rebuild::new(&handler, &EventFilter::all())
+        .run(store, |_: u64, _: projector::Checkpoint| {})
+        .await
+        .expect("the rebuild completes for everyone else");
+    assert_eq!(outcome.dead_lettered, 1);
+    let letter = store.list(&DeadLetterFilter::default()).await.unwrap().remove(0);
+    assert_eq!((letter.aggregate_id, letter.version), (a, 2));
+    assert!(letter.error.contains(&format!("limit of {limit} bytes")), "{}", letter.error);
+    let rows = stored_profiles(store, &[a, b]).await;
+    assert_eq!((rows[&a].0.name.as_deref(), rows[&a].1), (Some("A"), 1), "not folded");
+    assert_eq!((rows[&b].0.name.as_deref(), rows[&b].1), (Some("B"), 1), "B rebuilt");
+}
