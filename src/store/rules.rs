@@ -415,11 +415,21 @@ pub fn check_registered_partitions(projection: &str, existing: &[PartitionRow], 
     if existing.iter().all(|row| row.count == partitions) {
         return Ok(());
     }
-    Err(invalid(format!(
-        "projection {projection} is split into {stored} partitions in the store, but {partitions} were asked \
-         for; set `partitions: {stored}` in projections.yaml, or change the count with \
-         `projector scale {projection} {partitions}` (its runners stopped)"
-    )))
+    Err(invalid(partition_count_drift(projection, stored, partitions).unwrap_or_else(|| {
+        format!("projection {projection}: its partitions disagree on their count; `projector scale` resets it")
+    })))
+}
+
+/// What to tell an operator whose configured partition count is not the store's, or
+/// `None` when they agree. Only `projector scale` changes a stored count.
+pub fn partition_count_drift(projection: &str, stored: u32, configured: u32) -> Option<String> {
+    (stored != configured).then(|| {
+        format!(
+            "projection {projection}: the configuration says `partitions: {configured}` but the store has \
+             {stored}; to change the count stop its runners and run `projector scale {projection} {configured}`, \
+             or set `partitions: {stored}`"
+        )
+    })
 }
 
 /// How a read-model table a registration finds compares with the handler's schema.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use projector::adapter::ProjectionAdapter;
 use projector::config::{Config, Provider};
+use projector::store::rules;
 use projector::ProjectionStore;
 use projector_local::{Connector, LocalAdapter, WorkerExit};
 
@@ -94,14 +95,7 @@ async fn check_partition_counts<S: ProjectionStore>(config: &Config, store: &S) 
         .iter()
         .filter_map(|(name, p)| {
             let &in_store = stored.get(name.as_str())?;
-            (in_store != p.partitions).then(|| {
-                format!(
-                    "projection {name}: the configuration says `partitions: {}` but the store has {in_store}; \
-                     to change the count stop its runners and run `projector scale {name} {}`, \
-                     or set `partitions: {in_store}`",
-                    p.partitions, p.partitions
-                )
-            })
+            rules::partition_count_drift(name, in_store, p.partitions)
         })
         .collect();
     if disagreements.is_empty() {

@@ -334,7 +334,7 @@ fn registering_keeps_the_stored_partition_count() {
     let two = [row(0, 2, at(0, 5)), row(1, 2, at(0, 5))];
     assert!(check_registered_partitions("p", &two, 2).is_ok());
     let err = check_registered_partitions("p", &two, 3).unwrap_err().to_string();
-    for needle in ["2 partitions", "3 were asked", "`partitions: 2`", "`projector scale p 3`"] {
+    for needle in ["says `partitions: 3`", "the store has 2", "`partitions: 2`", "`projector scale p 3`"] {
         assert!(err.contains(needle), "{needle:?} in {err}");
     }
 }
