@@ -97,9 +97,14 @@ pub struct StatusPage<'a> {
 /// Gauges of one state: name, help, value.
 type Gauge = (&'static str, &'static str, fn(&ProjectionState, DateTime<Utc>) -> Option<f64>);
 
-const GAUGES: [Gauge; 7] = [
+const GAUGES: [Gauge; 8] = [
     ("projector_lag_events", "Events readable after the checkpoint.", |s, _| Some(s.lag_events as f64)),
     ("projector_lag_seconds", "Age of the oldest event not yet applied; 0 when caught up.", |s, _| Some(s.lag_seconds)),
+    (
+        "projector_lag_estimated",
+        "1 when projector_lag_events is estimated from positions (a backlog past the exact window).",
+        |s, _| Some(if s.lag_estimated { 1.0 } else { 0.0 }),
+    ),
     ("projector_dead_letters_open", "Open (unresolved) dead letters.", |s, _| Some(s.dead_letters as f64)),
     ("projector_dead_letter_oldest_age_seconds", "Age of the oldest open dead letter.", |s, now| {
         s.oldest_dead_letter_at.map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)

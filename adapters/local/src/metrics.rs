@@ -350,7 +350,7 @@ impl Metrics {
         }
 
         if states.is_some() {
-            let gauges: [GaugeFamily; 6] = [
+            let gauges: [GaugeFamily; 7] = [
                 ("projector_dead_letters_open", "Open (unresolved) dead letters.", |s| Some(s.dead_letters as f64)),
                 ("projector_dead_letter_oldest_age_seconds", "Age of the oldest open dead letter.", |s| {
                     s.oldest_dead_letter_at.map(|at| (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
@@ -365,6 +365,11 @@ impl Metrics {
                 ("projector_lag_seconds", "Age of the oldest event not yet applied; 0 when caught up.", |s| {
                     Some(s.lag_seconds)
                 }),
+                (
+                    "projector_lag_estimated",
+                    "1 when projector_lag_events is estimated from positions (a backlog past the exact window).",
+                    |s| Some(if s.lag_estimated { 1.0 } else { 0.0 }),
+                ),
             ];
             for (name, help, value) in gauges {
                 family(&mut out, name, help, "gauge");

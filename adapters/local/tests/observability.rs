@@ -426,6 +426,7 @@ async fn metrics_endpoint_serves_the_fed_counters_as_prometheus_text() {
 
     let mut s0 = state("user-profile", 0, 2);
     s0.lag_events = 12;
+    s0.lag_estimated = true;
     s0.lag_seconds = 3.5;
     s0.dead_letters = 2;
     s0.oldest_dead_letter_at = Some(Utc::now() - chrono::Duration::seconds(90));
@@ -448,6 +449,7 @@ async fn metrics_endpoint_serves_the_fed_counters_as_prometheus_text() {
         ("projector_parked_aggregates", "gauge"),
         ("projector_lag_events", "gauge"),
         ("projector_lag_seconds", "gauge"),
+        ("projector_lag_estimated", "gauge"),
         ("projector_batch_duration_seconds", "histogram"),
         ("projector_up", "gauge"),
     ] {
@@ -468,6 +470,8 @@ async fn metrics_endpoint_serves_the_fed_counters_as_prometheus_text() {
     assert_eq!(get("projector_lag_events", "0"), 12.0);
     assert_eq!(get("projector_lag_seconds", "0"), 3.5);
     assert_eq!(get("projector_lag_events", "1"), 0.0);
+    assert_eq!(get("projector_lag_estimated", "0"), 1.0);
+    assert_eq!(get("projector_lag_estimated", "1"), 0.0);
     let age = get("projector_dead_letter_oldest_age_seconds", "0");
     assert!((89.0..120.0).contains(&age), "{age}");
     assert_eq!(get("projector_batch_duration_seconds_count", "0"), 3.0);
