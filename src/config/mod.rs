@@ -14,6 +14,9 @@
 //!   url_env: DATABASE_URL            # env var holding the PostgreSQL URL (default)
 //!   embedded_path: .projector/projector.db   # used when that var is unset (default)
 //!   pooled: false                    # true: the URL is a transaction-mode pooler
+//!   listen_url_env: DATABASE_URL_DIRECT  # optional: env var holding a direct URL to
+//!                                    #   LISTEN on for appends; without it a pooled
+//!                                    #   database is polled only
 //! projections:
 //!   user-profile:                    # projection name: [a-z0-9-]+
 //!     handler: user-profile          # a known handler name
@@ -163,8 +166,14 @@ pub struct DatabaseConfig {
     /// Embedded store file used when that variable is unset or empty.
     pub embedded_path: PathBuf,
     /// The URL goes through a transaction-mode pooler: runners hold no session locks, so
-    /// a crashed runner's leases are taken over when they expire, not at once.
+    /// a crashed runner's leases are taken over when they expire, not at once, and they
+    /// `LISTEN` for appends only on `listen_url_env`'s URL (else they poll only).
     pub pooled: bool,
+    /// Name of the environment variable holding a direct (not pooled) URL of the same
+    /// database, used only to `LISTEN` for appends; `None` listens on the store's own
+    /// URL, or not at all when it is `pooled`, since a transaction-mode pooler cannot
+    /// carry a `LISTEN`.
+    pub listen_url_env: Option<String>,
 }
 
 /// One projection: its handler, where it runs, and the runtime knobs.
@@ -329,6 +338,7 @@ impl Default for DatabaseConfig {
             url_env: DEFAULT_URL_ENV.to_owned(),
             embedded_path: PathBuf::from(DEFAULT_EMBEDDED_PATH),
             pooled: false,
+            listen_url_env: None,
         }
     }
 }
@@ -340,6 +350,31 @@ impl DatabaseConfig {
     pub fn url(&self, lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
         lookup(&self.url_env).filter(|url| !url.is_empty())
     }
+
+    /// The direct URL held by the variable named `listen_url_env`, as `lookup` finds it;
+    /// `Ok(None)` when no such variable is configured. A configured variable that is
+    /// unset or empty is an error naming it rather than a silent fall back to the
+    /// store's URL, which may be a pooler that cannot carry a `LISTEN`.
+    pub fn listen_url(&self, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<String>, ListenUrlUnset> {
+        let Some(name) = &self.listen_url_env else {
+            return Ok(None);
+        };
+        match lookup(name).filter(|url| !url.is_empty()) {
+            Some(url) => Ok(Some(url)),
+            None => Err(ListenUrlUnset { variable: name.clone() }),
+        }
+    }
+}
+
+/// `database.listen_url_env` names a variable that is unset or empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "database.listen_url_env names the environment variable {variable}, which is unset or empty: \
+     set it to a direct (not pooled) PostgreSQL URL of the same database, or remove `listen_url_env`"
+)]
+pub struct ListenUrlUnset {
+    /// The variable's name.
+    pub variable: String,
 }
 
 impl Config {

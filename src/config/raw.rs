@@ -36,6 +36,7 @@ pub(super) struct RawDatabase {
     pub(super) url_env: Option<Spanned<String>>,
     pub(super) embedded_path: Option<Spanned<String>>,
     pub(super) pooled: Option<bool>,
+    pub(super) listen_url_env: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

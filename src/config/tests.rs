@@ -550,4 +550,5 @@ fn a_pooled_database_is_read() {
     assert!(config.database.pooled);
 }
 
+mod listen;
 mod upcasting;

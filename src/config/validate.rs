@@ -221,18 +221,8 @@ impl Validator<'_> {
         let Some(raw) = raw else {
             return database;
         };
-        if let Some(url_env) = raw.url_env {
-            if is_env_var_name(&url_env.value) {
-                database.url_env = url_env.value;
-            } else {
-                self.errors.push(ConfigError::InvalidValue {
-                    at: self.at(&url_env.referenced),
-                    field: "url_env",
-                    value: shown(&url_env.value),
-                    expected: "an environment variable name: letters, digits and `_`, \
-                               not starting with a digit (e.g. DATABASE_URL)",
-                });
-            }
+        if let Some(name) = raw.url_env.and_then(|name| self.env_var_name("url_env", name, URL_ENV_EXPECTED)) {
+            database.url_env = name;
         }
         if let Some(path) = raw.embedded_path {
             if path.value.trim().is_empty() {
@@ -246,8 +236,31 @@ impl Validator<'_> {
                 database.embedded_path = PathBuf::from(path.value);
             }
         }
+        database.listen_url_env =
+            raw.listen_url_env.and_then(|name| self.env_var_name("listen_url_env", name, LISTEN_URL_ENV_EXPECTED));
         database.pooled = raw.pooled.unwrap_or(false);
         database
+    }
+
+    /// `value` if it is an environment variable name, else `None` and the error recorded.
+    /// A connection string written where its variable's name belongs is not echoed: it
+    /// may carry a password.
+    fn env_var_name(&mut self, field: &'static str, value: Spanned<String>, expected: &'static str) -> Option<String> {
+        if is_env_var_name(&value.value) {
+            return Some(value.value);
+        }
+        let url_like = ["://", "@", "="].iter().any(|mark| value.value.contains(mark));
+        self.errors.push(ConfigError::InvalidValue {
+            at: self.at(&value.referenced),
+            field,
+            value: if url_like { "<a connection string, not shown>".to_owned() } else { shown(&value.value) },
+            expected: if url_like {
+                "the name of the environment variable that holds the URL, not the URL itself"
+            } else {
+                expected
+            },
+        });
+        None
     }
 
     /// The validated projection, or `None` if anything in it was wrong (the errors are
@@ -549,6 +562,11 @@ pub(super) fn is_http_url(url: &str) -> bool {
     });
     host_ok && port_ok
 }
+
+const URL_ENV_EXPECTED: &str =
+    "an environment variable name: letters, digits and `_`, not starting with a digit (e.g. DATABASE_URL)";
+const LISTEN_URL_ENV_EXPECTED: &str =
+    "an environment variable name: letters, digits and `_`, not starting with a digit (e.g. DATABASE_URL_DIRECT)";
 
 pub(super) fn is_env_var_name(name: &str) -> bool {
     let mut bytes = name.bytes();

@@ -16,9 +16,21 @@ pub trait Connector: Clone + Send + Sync + 'static {
     /// Creates or upgrades the store's schema; returns the migrations applied now.
     async fn migrate(&self) -> Result<Vec<&'static str>, StoreError>;
 
-    /// The PostgreSQL URL to LISTEN on for wake-ups, if the store has notifications.
+    /// The PostgreSQL URL to LISTEN on for wake-ups; `None` when the store has no
+    /// notifications or they cannot reach this runner (a pooler without a direct URL),
+    /// and then workers find new events by polling only.
     fn listen_url(&self) -> Option<&str> {
         None
+    }
+
+    /// Takes wake-ups from the direct URL `_direct` returns, when it returns one, instead
+    /// of the store's own URL. It is called only by a store with notifications, so
+    /// a direct URL that is needed but missing is an error there and nowhere else.
+    fn listening_on<E>(self, _direct: impl FnOnce() -> Result<Option<String>, E>) -> Result<Self, E>
+    where
+        Self: Sized,
+    {
+        Ok(self)
     }
 
     /// For messages: which store this is.
@@ -30,16 +42,28 @@ pub trait Connector: Clone + Send + Sync + 'static {
 pub struct PgConnector {
     url: String,
     pooled: bool,
+    /// A direct URL of the same database for LISTEN, beside a pooled `url`.
+    direct: Option<String>,
 }
 
 impl PgConnector {
     pub fn new(url: impl Into<String>) -> Self {
-        Self { url: url.into(), pooled: false }
+        Self { url: url.into(), pooled: false, direct: None }
     }
 
-    /// The URL goes through a transaction-mode pooler (see [`PgStore::set_pooled`]).
+    /// The URL goes through a transaction-mode pooler (see [`PgStore::set_pooled`]). A
+    /// pooler hands each transaction whichever server connection is free, so a LISTEN
+    /// issued through it is lost or holds a server connection hostage: a pooled
+    /// connector listens only on a [`PgConnector::direct`] URL.
     pub fn pooled(mut self, pooled: bool) -> Self {
         self.pooled = pooled;
+        self
+    }
+
+    /// LISTEN for wake-ups on `url`, a direct connection to the same database, rather
+    /// than on the store's URL.
+    pub fn direct(mut self, url: impl Into<String>) -> Self {
+        self.direct = Some(url.into());
         self
     }
 }
@@ -58,7 +82,18 @@ impl Connector for PgConnector {
     }
 
     fn listen_url(&self) -> Option<&str> {
-        Some(&self.url)
+        match (&self.direct, self.pooled) {
+            (Some(direct), _) => Some(direct),
+            (None, false) => Some(&self.url),
+            (None, true) => None,
+        }
+    }
+
+    fn listening_on<E>(self, direct: impl FnOnce() -> Result<Option<String>, E>) -> Result<Self, E> {
+        Ok(match direct()? {
+            Some(url) => self.direct(url),
+            None => self,
+        })
     }
 
     fn describe(&self) -> String {
@@ -93,5 +128,34 @@ impl Connector for EmbeddedConnector {
 
     fn describe(&self) -> String {
         format!("embedded store at {}", self.path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POOLED: &str = "postgres://u:p@pooler/db";
+    const DIRECT: &str = "postgres://u:p@direct/db";
+
+    #[test]
+    fn a_pooled_database_is_listened_on_only_through_its_direct_url() {
+        assert_eq!(PgConnector::new(POOLED).pooled(true).listen_url(), None);
+        assert_eq!(PgConnector::new(POOLED).pooled(true).direct(DIRECT).listen_url(), Some(DIRECT));
+        assert_eq!(PgConnector::new(DIRECT).listen_url(), Some(DIRECT));
+        assert_eq!(PgConnector::new(POOLED).direct(DIRECT).listen_url(), Some(DIRECT));
+    }
+
+    #[test]
+    fn the_direct_url_is_asked_for_only_by_a_store_with_notifications() {
+        let pooled = PgConnector::new(POOLED).pooled(true);
+        let direct = pooled.clone().listening_on(|| Ok::<_, ()>(Some(DIRECT.to_owned()))).unwrap();
+        assert_eq!(direct.listen_url(), Some(DIRECT));
+        assert_eq!(pooled.clone().listening_on(|| Ok::<_, ()>(None)).unwrap().listen_url(), None);
+        assert_eq!(pooled.listening_on(|| Err("unset")).unwrap_err(), "unset");
+
+        let embedded = EmbeddedConnector::new(EmbeddedStore::open_in_memory().unwrap(), ":memory:");
+        let embedded = embedded.listening_on(|| -> Result<Option<String>, &str> { panic!("asked for a direct URL") });
+        assert_eq!(embedded.unwrap().listen_url(), None);
     }
 }

@@ -102,7 +102,9 @@ impl<C: Connector> LocalAdapter<C> {
         }
     }
 
-    /// Keeps idle workers woken by `LISTEN projector_events` (PostgreSQL only) until shutdown.
+    /// Keeps idle workers woken by `LISTEN projector_events` until shutdown, on the
+    /// connector's [`Connector::listen_url`]; without one (the embedded store, or a pooled
+    /// database with no direct URL) no LISTEN is issued and workers poll only.
     pub async fn listen(&self, mut shutdown: watch::Receiver<bool>) {
         let Some(url) = self.connector.listen_url().map(str::to_owned) else {
             return;

@@ -1,8 +1,11 @@
 //! Wake-ups on append: a connection of its own that `LISTEN`s on the channel the events
 //! table's trigger notifies once per appending statement.
 //!
-//! Notifications only shorten the wait; runners poll as well, since a transaction-mode
-//! pooler may drop them and a lost connection drops them too.
+//! Notifications only shorten the wait; runners poll as well, since a lost connection
+//! drops them. The URL must be a direct connection: a transaction-mode pooler (PgBouncer
+//! in transaction mode, Neon's pooled endpoint) hands each transaction whichever server
+//! connection is free, so a session's LISTEN does not stay with it. Callers listen only
+//! on a direct URL, and a pooled database without one is polled only.
 
 use std::future::Future;
 

@@ -27,6 +27,13 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
     for name in &only {
         projection(&config, name)?;
     }
+    let connector = connector.listening_on(|| config.database.listen_url(|name| std::env::var(name).ok()))?;
+    if connector.listen_url().is_none() && config.database.pooled {
+        eprintln!(
+            "database.pooled without database.listen_url_env: no LISTEN through the pooler; \
+             new events are found by polling (poll_interval)"
+        );
+    }
     // Wait for the store: a runner started before its database server keeps trying.
     let store = loop {
         match connector.connect().await {

@@ -185,12 +185,18 @@ impl Workspace {
 
     /// Starts `projector run` (plus `extra` arguments); output goes to log files.
     pub fn spawn_runner(&self, extra: &[&str]) -> Runner {
+        self.spawn_runner_with(extra, &[])
+    }
+
+    /// [`Workspace::spawn_runner`] with environment variables set.
+    pub fn spawn_runner_with(&self, extra: &[&str], env: &[(&str, &str)]) -> Runner {
         let n = self.next_log.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let out_path = self.dir.path().join(format!("runner-{n}.stdout"));
         let err_path = self.dir.path().join(format!("runner-{n}.stderr"));
         let mut args = vec!["run"];
         args.extend_from_slice(extra);
         let mut cmd = self.command(&args);
+        cmd.envs(env.iter().copied());
         cmd.stdout(File::create(&out_path).expect("runner stdout file"))
             .stderr(File::create(&err_path).expect("runner stderr file"));
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {BIN} run: {e}"));
