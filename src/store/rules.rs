@@ -2,24 +2,26 @@
 //! the rescale rule, why a batch commit was refused, status from lag, how a rebuild
 //! counts, the parked set from stored rows; and (in `stored`) the limits on stored
 //! events and the batch a crashed runner left in flight; and (in `takeover`) when a claim
-//! may take over a lease whose owner is gone; and (in `lag`) lag from a bounded window.
+//! may take over a lease whose owner is gone; and (in `lag`) lag from a bounded window;
+//! and (in `idempotency`) the answer to a repeated idempotency key.
 //!
 //! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
 //! translates the answer to its own SQL. None of this does I/O.
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
 use crate::dead_letter::{Parked, ParkedSet};
 use crate::error::{Result, StoreError};
 use crate::event::{Checkpoint, Partition};
 use crate::read_model::TableSchema;
 use crate::state::Status;
-use crate::store::{AppendOutcome, AppendRequest, BatchCommit, ExpectedVersion};
+use crate::store::{AppendRequest, BatchCommit, ExpectedVersion};
 
+mod idempotency;
 mod lag;
 mod stored;
 mod takeover;
+pub use idempotency::*;
 pub use lag::*;
 pub use stored::*;
 pub use takeover::*;
@@ -273,119 +275,6 @@ pub fn diagnose_refused_commit(commit: &BatchCommit<'_>, found: RefusedCommit) -
         };
     }
     StoreError::CheckpointMoved { projection, partition: lease.partition.index }
-}
-
-/// What an idempotency key was stored with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredKey {
-    pub aggregate_id: Uuid,
-    /// [`request_fingerprint`] of the first append; `None` for keys stored before
-    /// fingerprints were kept, for which only the aggregate is compared.
-    pub fingerprint: Option<String>,
-    /// What the first append wrote.
-    pub outcome: AppendOutcome,
-}
-
-/// The answer to a repeated idempotency key: the first outcome when the request is the
-/// same, a refusal naming the difference when it is not (as payment APIs do: a key
-/// names one request, never "whatever came first").
-pub fn replay_idempotent(key: &str, stored: StoredKey, request: &AppendRequest) -> Result<AppendOutcome> {
-    if stored.aggregate_id != request.aggregate_id {
-        return Err(StoreError::IdempotencyConflict {
-            key: key.to_owned(),
-            reason: format!(
-                "it was used for aggregate {}, this append is for aggregate {}",
-                stored.aggregate_id, request.aggregate_id
-            ),
-        });
-    }
-    if stored.fingerprint.is_some_and(|print| print != request_fingerprint(request)) {
-        return Err(StoreError::IdempotencyConflict {
-            key: key.to_owned(),
-            reason: format!(
-                "it was used for other events on aggregate {} (versions {}..={})",
-                stored.aggregate_id, stored.outcome.first_version, stored.outcome.last_version
-            ),
-        });
-    }
-    Ok(AppendOutcome { deduplicated: true, ..stored.outcome })
-}
-
-/// A stable fingerprint of everything an append says (aggregate, type, expected version,
-/// and each event's id, type, payload, metadata, timestamp and encrypted fields). JSON
-/// objects are read with sorted keys, so the same request always has the same print.
-pub fn request_fingerprint(request: &AppendRequest) -> String {
-    let mut hash = Fnv128::new();
-    hash.field(request.aggregate_id.as_bytes());
-    hash.field(request.aggregate_type.as_bytes());
-    hash.field(
-        match request.expected_version {
-            ExpectedVersion::Any => "any".to_owned(),
-            ExpectedVersion::Exact(v) => v.to_string(),
-        }
-        .as_bytes(),
-    );
-    for event in &request.events {
-        hash.field(event.event_id.map(|id| id.to_string()).unwrap_or_default().as_bytes());
-        hash.field(event.event_type.as_bytes());
-        hash.json(&event.event_data);
-        hash.json(&serde_json::to_value(&event.metadata).unwrap_or(serde_json::Value::Null));
-        hash.field(event.timestamp.map(|t| t.to_rfc3339()).unwrap_or_default().as_bytes());
-        for field in &event.encrypted_fields {
-            hash.field(field.as_bytes());
-        }
-        hash.field(b"\xffend");
-    }
-    format!("fnv128:{:032x}", hash.0)
-}
-
-/// FNV-1a, 128 bits: stable across builds and platforms (unlike the std hashers), and
-/// enough to tell two requests under one key apart; it guards against mistakes, not
-/// against an adversary who controls both requests.
-struct Fnv128(u128);
-
-impl Fnv128 {
-    const OFFSET: u128 = 0x6c62272e07bb014262b821756295c58d;
-    const PRIME: u128 = 0x0000000001000000000000000000013B;
-
-    fn new() -> Self {
-        Self(Self::OFFSET)
-    }
-
-    fn bytes(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 ^= u128::from(b);
-            self.0 = self.0.wrapping_mul(Self::PRIME);
-        }
-    }
-
-    /// Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
-    fn field(&mut self, bytes: &[u8]) {
-        self.bytes(&(bytes.len() as u64).to_le_bytes());
-        self.bytes(bytes);
-    }
-
-    fn json(&mut self, value: &serde_json::Value) {
-        use serde_json::Value;
-        match value {
-            Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                self.field(b"{");
-                for key in keys {
-                    self.field(key.as_bytes());
-                    self.json(&map[key]);
-                }
-                self.field(b"}");
-            }
-            Value::Array(items) => {
-                self.field(b"[");
-                items.iter().for_each(|item| self.json(item));
-                self.field(b"]");
-            }
-            scalar => self.field(scalar.to_string().as_bytes()),
-        }
-    }
 }
 
 /// How registering a projection treats its existing partition rows.

@@ -1,9 +1,11 @@
 use std::time::Duration;
 
+use uuid::Uuid;
+
 use super::*;
 use crate::event::NewEvent;
 use crate::read_model::{Column, ColumnType, Merge};
-use crate::store::{FailureRecord, InFlight, Lease, RowChanges};
+use crate::store::{AppendOutcome, FailureRecord, InFlight, Lease, RowChanges};
 
 const KEY: &[Column] = &[Column { name: "id", ty: ColumnType::Uuid, nullable: false, merge: Merge::Replace }];
 const COLUMNS: &[Column] = &[Column { name: "total", ty: ColumnType::BigInt, nullable: false, merge: Merge::Add }];
