@@ -105,6 +105,7 @@ fn every_reporting_command_prints_its_documented_json() {
             "checkpoint",
             "last_event_at",
             "lag_events",
+            "lag_estimated",
             "lag_seconds",
             "status",
             "events_applied",
