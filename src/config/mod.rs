@@ -68,6 +68,7 @@
 
 mod error;
 mod raw;
+mod syntax;
 #[cfg(test)]
 mod tests;
 mod units;

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::syntax::{is_http_url, on_failure_from_name, parse_listen};
 use super::units::format_duration;
-use super::validate::{is_http_url, on_failure_from_name, parse_listen};
 use super::*;
 use crate::event::EventFilter;
 use crate::retry::RetryPolicy;
