@@ -507,7 +507,8 @@ async fn catch_up_partitioned(url: &str, batch: usize, partitions: u32) -> Res<C
     for _ in 0..partitions {
         stores.push(PgStore::connect(url).await?);
     }
-    stores[0].register(UserProfile.name(), UserProfile.schema(), &UserProfile.filter(), partitions).await?;
+    // The store owns the count: the bench changes it as `projector scale` does.
+    stores[0].repartition(UserProfile.name(), partitions).await?;
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (index, store) in stores.into_iter().enumerate() {
@@ -1526,7 +1527,7 @@ async fn run() -> Res<()> {
             batch,
         )
         .await?;
-        store.register(UserProfile.name(), UserProfile.schema(), &UserProfile.filter(), 1).await?;
+        store.repartition(UserProfile.name(), 1).await?;
     }
     if args.phases {
         let async_store = PgStore::connect(&async_commit_url(&url)).await?;
