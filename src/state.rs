@@ -82,3 +82,21 @@ pub struct ProjectionState {
     pub parked_aggregates: i64,
     pub parked_events: i64,
 }
+
+impl ProjectionState {
+    /// Why this partition's stored status makes it unhealthy, or `None`: failed, stopped
+    /// or waiting for a rebuild. The one status rule behind every `/health` (the local
+    /// runner adds its heartbeat, the Worker the age of the last claim or commit).
+    pub fn status_problem(&self) -> Option<String> {
+        let with = |what: &str, detail: Option<&String>, otherwise: &str| match detail {
+            Some(detail) => format!("status {what}: {detail}"),
+            None => format!("status {what}{otherwise}"),
+        };
+        match self.status {
+            Status::Failed => Some(with("failed", self.last_error.as_ref(), "")),
+            Status::Stopped => Some("status stopped".to_owned()),
+            Status::NeedsRebuild => Some(with("needs-rebuild", self.last_error.as_ref(), ": run `projector rebuild`")),
+            _ => None,
+        }
+    }
+}

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use projector::{HorizonHold, ProjectionState, Status};
+use projector::{HorizonHold, ProjectionState};
 use serde::Serialize;
 
 /// `Content-Type` of [`metrics`].
@@ -67,15 +67,8 @@ pub fn unreachable(error: &str) -> Health {
 }
 
 fn unhealthy_reason(state: &ProjectionState, interval: Duration, now: DateTime<Utc>) -> Option<String> {
-    match state.status {
-        Status::Failed => {
-            return Some(match &state.last_error {
-                Some(error) => format!("status failed: {error}"),
-                None => "status failed".to_owned(),
-            })
-        }
-        Status::Stopped => return Some("status stopped".to_owned()),
-        _ => {}
+    if let Some(problem) = state.status_problem() {
+        return Some(problem);
     }
     let silent = (now - state.updated_at).to_std().unwrap_or_default();
     (silent > interval).then(|| {
@@ -165,7 +158,7 @@ fn float(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use projector::Checkpoint;
+    use projector::{Checkpoint, Status};
 
     use super::*;
 
@@ -214,6 +207,16 @@ mod tests {
         assert_eq!(reasons[0], "status failed: boom");
         assert_eq!(reasons[1], "status stopped");
         assert!(reasons[2].starts_with("not registered"));
+    }
+
+    #[test]
+    fn a_partition_waiting_for_a_rebuild_is_unhealthy() {
+        let now = Utc::now();
+        let mut waiting = state("a", Status::NeedsRebuild, now);
+        waiting.last_error = Some("table user_profile is missing".into());
+        let h = health(&["a"], &[waiting], Duration::from_secs(60), now);
+        assert!(!h.healthy);
+        assert_eq!(h.partitions[0].reason.as_deref(), Some("status needs-rebuild: table user_profile is missing"));
     }
 
     #[test]

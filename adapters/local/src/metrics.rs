@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use projector::config::DEFAULT_HEALTH_INTERVAL;
-use projector::{ProjectionState, Status};
+use projector::ProjectionState;
 use serde::{Deserialize, Serialize};
 
 /// Upper bounds (seconds) of the `projector_batch_duration_seconds` buckets; `+Inf`
@@ -274,23 +274,8 @@ impl Metrics {
         if let Some(reason) = stats.and_then(|s| s.stopped.as_ref()) {
             return Some(reason.clone());
         }
-        if let Some(state) = state {
-            match state.status {
-                Status::Failed => {
-                    return Some(match &state.last_error {
-                        Some(error) => format!("status failed: {error}"),
-                        None => "status failed".to_owned(),
-                    })
-                }
-                Status::Stopped => return Some("status stopped".to_owned()),
-                Status::NeedsRebuild => {
-                    return Some(match &state.last_error {
-                        Some(why) => format!("status needs-rebuild: {why}"),
-                        None => "status needs-rebuild: run `projector rebuild`".to_owned(),
-                    })
-                }
-                _ => {}
-            }
+        if let Some(problem) = state.and_then(ProjectionState::status_problem) {
+            return Some(problem);
         }
         match stats.and_then(|s| s.last_heartbeat) {
             Some(beat) => {
