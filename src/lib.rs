@@ -28,7 +28,7 @@ pub use event::{Checkpoint, DomainEvent, EventFilter, Metadata, NewEvent, Partit
 pub use handler::{Ordering, ProjectionHandler};
 pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
 pub use retry::RetryPolicy;
-pub use runtime::{BatchRunner, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
+pub use runtime::{BatchRunner, CatchUpWindow, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
 pub use state::{ProjectionState, Status};
 pub use store::keys::{
     AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned, Shredded, SubjectKey, SubjectKeys,

@@ -61,8 +61,18 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     }
 }
 
+/// When the process started, as near as it can tell: what a command reports as its own
+/// duration counts from here (parsing, configuration, connecting and all).
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// When the command began (see [`main`]).
+pub(crate) fn started() -> std::time::Instant {
+    *STARTED.get_or_init(std::time::Instant::now)
+}
+
 /// Parses the command line, runs the command, and says how it went.
 pub fn main() -> std::process::ExitCode {
+    started();
     let cli = Cli::parse();
     crate::logging::init(cli.verbosity.is_present().then(|| cli.verbosity.tracing_level_filter()));
     let rt = match tokio::runtime::Runtime::new() {

@@ -12,7 +12,7 @@ use crate::event::{Checkpoint, DomainEvent};
 use crate::fold::ApplyError;
 use crate::handler::ProjectionHandler;
 use crate::store::rules::{self, CrashPlan};
-use crate::store::{BatchCommit, EventStore, InFlight, ProjectionStore};
+use crate::store::{BatchCommit, EventStore, ProjectionStore};
 
 use super::{BatchRunner, RuntimeError, StepOutcome};
 
@@ -32,14 +32,6 @@ where
         plan
     }
 
-    /// Records the batch about to be applied, so that a crash while applying it is found.
-    pub(super) async fn mark_in_flight(&mut self, to: Checkpoint, events: usize) -> Result<(), RuntimeError> {
-        let batch = InFlight { to, events: u32::try_from(events).unwrap_or(u32::MAX) };
-        self.store.set_in_flight(&self.lease, Some(batch), self.crashes).await?;
-        self.in_flight_marked = true;
-        Ok(())
-    }
-
     /// After a commit: the crash count starts over once a batch commits in the normal
     /// course, or once a halved search passes the end of the batch that crashed (the
     /// crash did not come back).
@@ -56,7 +48,7 @@ where
         if over {
             self.crashes = 0;
             self.crash_plan = Some(CrashPlan::Normal);
-            self.store.set_in_flight(&self.lease, None, 0).await?;
+            self.store.set_in_flight(&self.lease, None, 0, self.lease_ttl).await?;
         }
         Ok(())
     }

@@ -9,10 +9,12 @@ mod crashes;
 mod gaps;
 mod rebuild;
 mod time_travel;
+mod window;
 
 pub use align::{align_partitions, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
 pub use time_travel::{state_at, state_upcast_at};
+pub use window::CatchUpWindow;
 
 use std::time::Duration;
 
@@ -28,7 +30,7 @@ use crate::fold::{ApplyError, Fold, Halt};
 use crate::handler::ProjectionHandler;
 
 use crate::retry::{Failure, RetryAction, RetryPolicy};
-use crate::store::{rules, BatchCommit, EventStore, Lease, ProjectionStore};
+use crate::store::{rules, BatchCommit, EventStore, InFlight, Lease, ProjectionStore};
 use crate::upcast::{Reading, Upcasters};
 
 /// Why a batch did not commit.
@@ -106,6 +108,59 @@ pub struct BatchRunner<'a, H, S> {
     crash_plan: Option<rules::CrashPlan>,
     /// A batch is recorded in flight and not yet committed.
     in_flight_marked: bool,
+    /// How many batches a step far behind folds before it commits.
+    window: CatchUpWindow,
+}
+
+/// What the batches of one step folded so far leave to commit.
+#[derive(Default)]
+struct Window {
+    /// The end of the last batch folded.
+    to: Option<Checkpoint>,
+    last_timestamp: Option<DateTime<Utc>>,
+    events_read: usize,
+    letters: Vec<DeadLetter>,
+    /// Aggregates parked by failures in this step: from which version on.
+    parked_now: BTreeMap<Uuid, i64>,
+    /// Events that had failed before (a retry, a gap wait) and applied in this step:
+    /// their attempt history goes once the step commits.
+    applied_after_failing: Vec<Uuid>,
+    /// A batch was cut short at a gap or parked an aggregate: the step commits now.
+    cut: bool,
+}
+
+impl Window {
+    fn is_clean(&self) -> bool {
+        !self.cut
+    }
+}
+
+/// Why folding a batch stopped.
+enum BatchEnd {
+    /// Its first event waits for missing versions (see [`RuntimeError::GapWait`]).
+    Wait(Box<ApplyError>),
+    Fail(RuntimeError),
+}
+
+impl BatchEnd {
+    fn into_error(self) -> RuntimeError {
+        match self {
+            BatchEnd::Wait(failure) => RuntimeError::GapWait(failure),
+            BatchEnd::Fail(e) => e,
+        }
+    }
+}
+
+impl From<RuntimeError> for BatchEnd {
+    fn from(e: RuntimeError) -> Self {
+        BatchEnd::Fail(e)
+    }
+}
+
+impl From<StoreError> for BatchEnd {
+    fn from(e: StoreError) -> Self {
+        BatchEnd::Fail(e.into())
+    }
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -132,7 +187,15 @@ where
             crashes: 0,
             crash_plan: None,
             in_flight_marked: false,
+            window: CatchUpWindow::OFF,
         }
+    }
+
+    /// How much a step far behind folds before it commits (see [`CatchUpWindow`]).
+    /// Without one ([`CatchUpWindow::OFF`]), a step is one batch.
+    pub fn window(mut self, window: CatchUpWindow) -> Self {
+        self.window = window;
+        self
     }
 
     /// After this many consecutive crashes of the runner process with the same batch in
@@ -202,7 +265,7 @@ where
             // Not a crash: the next claim must not count one. Should this fail too, the
             // next claim counts a crash that was none, which takes `crash_limit` in a row
             // to matter.
-            let _ = self.store.set_in_flight(&self.lease, None, self.crashes).await;
+            let _ = self.store.set_in_flight(&self.lease, None, self.crashes, self.lease_ttl).await;
         }
         result
     }
@@ -237,24 +300,76 @@ where
         if plan == rules::CrashPlan::Isolated && !self.lease.parked.holds(&events[0]) {
             return self.dead_letter_crasher(events.swap_remove(0)).await;
         }
-        let schema = self.handler.schema();
 
-        let keys = Fold::new(self.handler).keys_to_load(&events);
-        let rows = if keys.is_empty() { Vec::new() } else { self.store.load_rows(schema, &keys).await? };
-        // Aggregates parked by failures in this batch: from which version on.
-        let mut parked_now: BTreeMap<Uuid, i64> = BTreeMap::new();
-        let mut letters: Vec<DeadLetter> = Vec::new();
         let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
-        fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
+        let mut window = Window::default();
         fold.failing_upcasts(prepared.failed);
-        let reads = gaps::read_gaps(self.store, &fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
+        let mut full = read == limit && self.until.is_none() && plan == rules::CrashPlan::Normal;
+        if let Err(e) = self.fold_batch(&mut fold, &mut window, events).await {
+            return Err(e.into_error());
+        }
+        // Far behind (the read came back full): fold further batches into the same rows
+        // and commit them all at once.
+        while full && window.is_clean() && self.window.reads_on(fold.len(), window.events_read) {
+            let after = window.to.expect("a folded batch has an end");
+            let events = self.store.read_all(after, self.reading.store_filter(), self.lease.partition, limit).await?;
+            let (read, read_to) = (events.len(), events.last().map(DomainEvent::checkpoint));
+            full = read == limit;
+            let prepared = self.reading.prepare(events);
+            if prepared.events.is_empty() {
+                if let Some(to) = read_to {
+                    window.to = Some(to);
+                    window.events_read += read;
+                }
+                continue;
+            }
+            fold.begin_page();
+            fold.failing_upcasts(prepared.failed);
+            match self.fold_batch(&mut fold, &mut window, prepared.events).await {
+                Ok(()) => {}
+                // The batch waits for missing versions: commit the batches before it.
+                Err(BatchEnd::Wait(_)) => break,
+                Err(BatchEnd::Fail(e)) => return Err(e),
+            }
+        }
+        self.commit_window(fold, window, from, plan).await
+    }
+
+    /// Folds one batch read after the window's end (or the checkpoint) into `fold`:
+    /// loads the rows it needs, records it in flight, applies it, and dead-letters and
+    /// parks what fails for good. The window's end moves past it.
+    async fn fold_batch(
+        &mut self,
+        fold: &mut Fold<'_, H>,
+        window: &mut Window,
+        mut events: Vec<DomainEvent>,
+    ) -> Result<(), BatchEnd> {
+        let read = events.len();
+        let schema = self.handler.schema();
+        // Recorded in flight as read: a batch cut short at a gap below is within it.
+        let end = events.last().expect("a batch has events").checkpoint();
+        let in_flight = InFlight { to: end, events: u32::try_from(window.events_read + read).unwrap_or(u32::MAX) };
+        let keys = fold.keys_to_load(&events);
+        let rows = self.store.begin_batch(&self.lease, in_flight, self.crashes, self.lease_ttl, schema, &keys).await?;
+        self.in_flight_marked = true;
+        fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
+        let reads = gaps::read_gaps(self.store, fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
         fold.failing_upcasts(reads.failed);
-        self.settle_gaps(&reads.unfilled, &mut events, &mut letters, &mut parked_now).await?;
+        let parked_before = window.parked_now.len();
+        if let Err(e) =
+            self.settle_gaps(&reads.unfilled, &mut events, &mut window.letters, &mut window.parked_now).await
+        {
+            return Err(match e {
+                RuntimeError::GapWait(failure) => BatchEnd::Wait(failure),
+                other => BatchEnd::Fail(other),
+            });
+        }
+        window.cut |= events.len() < read || window.parked_now.len() > parked_before;
         let gap_events = reads.events;
         let last = events.last().expect("a batch cut at a gap keeps at least one event");
         let to = last.checkpoint();
-        self.mark_in_flight(to, events.len()).await?;
         let parked = &self.lease.parked;
+        let parked_now = &mut window.parked_now;
         // The batch is folded once: after a failure, only the rows the parked versions
         // reached are replayed, and applying goes on where it stopped.
         let mut start = 0;
@@ -282,12 +397,12 @@ where
             let next = self.retry.next_action(Failure::Event(class), attempts);
             if let RetryAction::Retry { .. } = next {
                 self.retrying = Some(event.event_id);
-                return Err(RuntimeError::RetryLater { failure, attempts, next });
+                return Err(BatchEnd::Fail(RuntimeError::RetryLater { failure, attempts, next }));
             }
             if self.on_failure == OnFailure::Stop {
-                return Err(RuntimeError::Stopped(failure));
+                return Err(BatchEnd::Fail(RuntimeError::Stopped(failure)));
             }
-            letters.push(DeadLetter::new(
+            window.letters.push(DeadLetter::new(
                 self.handler.name(),
                 &event,
                 &message,
@@ -298,34 +413,56 @@ where
             parked_now.insert(event.aggregate_id, event.version);
             let held =
                 |e: &DomainEvent| parked.holds(e) || parked_now.get(&e.aggregate_id).is_some_and(|v| e.version >= *v);
-            fold.take_out(&events, &gap_events, index, &event, held)?;
+            fold.take_out(&events, &gap_events, index, &event, held).map_err(RuntimeError::from)?;
             start = index;
         }
+        for event_id in [self.retrying, self.gap_waiting].into_iter().flatten() {
+            if events.iter().any(|e| e.event_id == event_id) {
+                window.applied_after_failing.push(event_id);
+            }
+        }
+        window.to = Some(to);
+        window.last_timestamp = Some(last.timestamp);
+        window.events_read += events.len();
+        window.cut |= !window.letters.is_empty();
+        Ok(())
+    }
 
-        let dead_lettered = letters.len() as u64;
-        let letters_sent: Vec<Uuid> = letters.iter().map(|l| l.event_id).collect();
+    /// Commits the rows and dead letters of a window and moves the checkpoint to its end.
+    async fn commit_window(
+        &mut self,
+        fold: Fold<'_, H>,
+        window: Window,
+        from: Checkpoint,
+        plan: rules::CrashPlan,
+    ) -> Result<StepOutcome, RuntimeError> {
+        let to = window.to.expect("a folded batch has an end");
+        let dead_lettered = window.letters.len() as u64;
+        let letters_sent: Vec<Uuid> = window.letters.iter().map(|l| l.event_id).collect();
         let commit = BatchCommit {
             lease: &self.lease,
-            table: schema,
+            table: self.handler.schema(),
             from,
             to,
             changes: fold.changes(),
             events_applied: fold.events_applied(),
-            last_event_at: fold.last_event_at().or(Some(last.timestamp)),
+            last_event_at: fold.last_event_at().or(window.last_timestamp),
             lease_ttl: self.lease_ttl,
-            dead_letters: letters,
+            dead_letters: window.letters,
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
         self.in_flight_marked = false;
         self.committed_after_crashes(plan, to).await?;
-        for event_id in [self.retrying.take(), self.gap_waiting.take()].into_iter().flatten() {
-            if events.iter().any(|e| e.event_id == event_id) && !letters_sent.contains(&event_id) {
+        self.retrying = None;
+        self.gap_waiting = None;
+        for event_id in window.applied_after_failing {
+            if !letters_sent.contains(&event_id) {
                 self.store.clear_failure(self.handler.name(), event_id).await?;
             }
         }
-        if !parked_now.is_empty() {
-            for (aggregate_id, from_version) in parked_now {
+        if !window.parked_now.is_empty() {
+            for (aggregate_id, from_version) in window.parked_now {
                 self.lease
                     .parked
                     .by_aggregate
@@ -334,7 +471,7 @@ where
             self.lease.parked.epoch += 1;
         }
         Ok(StepOutcome {
-            events_read: events.len(),
+            events_read: window.events_read,
             events_applied: fold.events_applied(),
             dead_lettered,
             checkpoint: to,

@@ -234,9 +234,36 @@ pub trait ProjectionStore {
     /// Records the batch the lease holder is about to apply (`None`: none) and the
     /// partition's count of consecutive crashes, so that the next claim finds a batch a
     /// runner died applying (an abort, running out of memory, a stack overflow: what
-    /// cannot be caught). A batch commit clears the batch, not the count. Fails with
-    /// `LeaseLost` when the caller no longer holds the lease.
-    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<()>;
+    /// cannot be caught). A batch commit clears the batch, not the count. The lease is
+    /// renewed for `lease_ttl` (a step that folds many batches before it commits keeps
+    /// it that way). Fails with `LeaseLost` when the caller no longer holds the lease.
+    async fn set_in_flight(
+        &self,
+        lease: &Lease,
+        batch: Option<InFlight>,
+        crashes: u32,
+        lease_ttl: Duration,
+    ) -> Result<()>;
+
+    /// What a batch needs before it is applied: records it in flight
+    /// ([`ProjectionStore::set_in_flight`]) and loads the rows of `keys`
+    /// ([`ProjectionStore::load_rows`]). A store that can pipeline the two sends them in
+    /// one round trip.
+    async fn begin_batch(
+        &self,
+        lease: &Lease,
+        batch: InFlight,
+        crashes: u32,
+        lease_ttl: Duration,
+        table: &'static TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>> {
+        self.set_in_flight(lease, Some(batch), crashes, lease_ttl).await?;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.load_rows(table, keys).await
+    }
 
     /// Records a status change and (for failures) the error text.
     async fn set_status(

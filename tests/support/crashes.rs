@@ -38,12 +38,12 @@ pub async fn a_claim_returns_the_batch_left_in_flight_and_a_commit_clears_it<S: 
     let lease = claim(store, "r").await;
     assert_eq!((lease.in_flight, lease.crashes), (None, 0), "a new partition has nothing in flight");
     let batch = InFlight { to: Checkpoint { transaction_id: 7, position: 12 }, events: 9 };
-    store.set_in_flight(&lease, Some(batch), 2).await.expect("record the batch");
+    store.set_in_flight(&lease, Some(batch), 2, TTL).await.expect("record the batch");
     let again = claim(store, "r").await;
     assert_eq!((again.in_flight, again.crashes), (Some(batch), 2), "the claim finds what was recorded");
 
     let stranger = Lease { owner: "mallory".into(), ..again.clone() };
-    let refused = store.set_in_flight(&stranger, None, 0).await.expect_err("not the lease holder");
+    let refused = store.set_in_flight(&stranger, None, 0, TTL).await.expect_err("not the lease holder");
     assert!(matches!(refused, StoreError::LeaseLost { .. }), "{refused:?}");
     assert!(refused.to_string().contains("mallory"), "{refused}");
 
@@ -66,7 +66,7 @@ pub async fn one_event_in_flight_at_the_crash_limit_is_dead_lettered<S: FailureS
     let mut runner = BatchRunner::new(&UserProfile, store, &EventFilter::all(), lease.clone()).batch_size(1);
     runner.step().await.expect("the first event applies");
     lease.checkpoint = runner.checkpoint();
-    store.set_in_flight(&lease, Some(InFlight { to: crasher.checkpoint(), events: 1 }), 2).await.unwrap();
+    store.set_in_flight(&lease, Some(InFlight { to: crasher.checkpoint(), events: 1 }), 2, TTL).await.unwrap();
 
     let lease = claim(store, "r").await;
     let mut runner = BatchRunner::new(&UserProfile, store, &EventFilter::all(), lease).crash_limit(3);
@@ -91,7 +91,7 @@ pub async fn a_batch_in_flight_at_the_crash_limit_is_halved<S: FailureStore>(sto
     four_users(store).await;
     let all = read_everything(store, &EventFilter::all(), Partition::WHOLE, 100).await;
     let lease = claim(store, "r").await;
-    store.set_in_flight(&lease, Some(InFlight { to: all[3].checkpoint(), events: 4 }), 2).await.unwrap();
+    store.set_in_flight(&lease, Some(InFlight { to: all[3].checkpoint(), events: 4 }), 2, TTL).await.unwrap();
 
     let lease = claim(store, "r").await;
     let mut runner = BatchRunner::new(&UserProfile, store, &EventFilter::all(), lease).crash_limit(3).batch_size(100);

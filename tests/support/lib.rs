@@ -13,6 +13,7 @@ pub mod reporting;
 pub mod stored_events;
 pub mod tables;
 pub mod upcasting;
+pub mod windows;
 
 /// One `#[tokio::test]` per check of the store conformance suite ([`contract`],
 /// [`drift`] and [`tables`]), named after the check, each on a fresh store: a failing check hides no
@@ -78,7 +79,7 @@ macro_rules! contract_tests {
 }
 
 /// One `#[tokio::test]` per check of the failure-handling suite ([`failures`],
-/// [`replays`], [`stored_events`], [`crashes`] and [`upcasting`]); the
+/// [`replays`], [`stored_events`], [`crashes`], [`upcasting`] and [`windows`]); the
 /// argument is as for [`contract_tests!`].
 #[macro_export]
 macro_rules! failure_tests {
@@ -125,6 +126,10 @@ macro_rules! failure_tests {
             a_failing_upcaster_dead_letters_its_event_and_parks_only_its_aggregate,
             a_rebuild_dead_letters_an_event_that_does_not_upcast_like_live_processing,
             events_upcast_out_of_the_filter_are_passed_over,
+        );
+        $crate::__store_tests!($attr $fresh windows:
+            a_far_behind_step_folds_a_window_and_near_the_head_commits_each_batch,
+            a_failure_inside_a_window_commits_what_came_before_and_parks_only_its_aggregate,
         );
     };
     ($($fresh:tt)+) => {

@@ -90,7 +90,13 @@ impl ProjectionStore for EmbeddedStore {
         dead_letters::clear_failure(&self.lock(), projection, event_id)
     }
 
-    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<(), StoreError> {
+    async fn set_in_flight(
+        &self,
+        lease: &Lease,
+        batch: Option<InFlight>,
+        crashes: u32,
+        lease_ttl: Duration,
+    ) -> Result<(), StoreError> {
         let changed = self
             .lock()
             .prepare_cached(SET_IN_FLIGHT)
@@ -103,6 +109,7 @@ impl ProjectionStore for EmbeddedStore {
                     batch.map(|b| b.to.position),
                     batch.map(|b| i64::from(b.events)),
                     i64::from(crashes),
+                    format_ts(expiry(Utc::now(), lease_ttl)),
                 ])
             })
             .context(|| format!("record the batch in flight of {} partition {}", lease.projection, lease.partition))?;

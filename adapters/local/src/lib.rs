@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use projector::adapter::{AdapterError, Deployment, ProjectionAdapter};
 use projector::config::{Config, ProjectionConfig};
 use projector::upcast::{Reading, Upcasters};
-use projector::{Partition, ProjectionState, ProjectionStore};
+use projector::{CatchUpWindow, Partition, ProjectionState, ProjectionStore};
 use tokio::sync::{watch, Notify};
 
 pub use connect::{Connector, EmbeddedConnector, PgConnector};
@@ -130,6 +130,7 @@ impl<C: Connector> LocalAdapter<C> {
                     gap_timeout: p.gap_timeout,
                     crash_limit: p.crash_limit,
                     upcasters: upcasters.clone(),
+                    window: CatchUpWindow::for_memory(p.config.memory_bytes),
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })

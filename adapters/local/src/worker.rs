@@ -15,6 +15,7 @@ use tokio::sync::{watch, Notify};
 use crate::connect::Connector;
 use crate::metrics::Metrics;
 use projector::upcast::Upcasters;
+use projector::CatchUpWindow;
 
 /// How a partition worker runs.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct WorkerSettings {
     /// The upcaster chains `projections.yaml` enables: every event passes them before
     /// the handler sees it.
     pub upcasters: Upcasters,
+    /// How much a step far behind folds before it commits (from `config.memory`).
+    pub window: CatchUpWindow,
 }
 
 /// Why a worker ended.
@@ -129,7 +132,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .on_failure(s.on_failure)
                 .gap_timeout(s.gap_timeout)
                 .crash_limit(s.crash_limit)
-                .upcasters(s.upcasters.clone());
+                .upcasters(s.upcasters.clone())
+                .window(s.window);
             let mut renewed = Instant::now();
             // Until a step succeeds, the stored status may still be an earlier failure's.
             let mut recovered = false;

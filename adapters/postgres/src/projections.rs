@@ -180,6 +180,41 @@ async fn commit_refused(client: &Client, commit: &BatchCommit<'_>) -> StoreError
     rules::diagnose_refused_commit(commit, refused)
 }
 
+async fn set_in_flight(
+    client: &Client,
+    lease: &Lease,
+    batch: Option<InFlight>,
+    crashes: u32,
+    lease_ttl: Duration,
+) -> Result<(), StoreError> {
+    let ttl = seconds(lease_ttl);
+    let index = lease.partition.index as i32;
+    let xid = batch.map(|b| Xid8(b.to.transaction_id));
+    let position = batch.map(|b| b.to.position);
+    let events = batch.map(|b| i32::try_from(b.events).unwrap_or(i32::MAX));
+    let crashes = i32::try_from(crashes).unwrap_or(i32::MAX);
+    let changed = client
+        .execute_typed(
+            SET_IN_FLIGHT,
+            &[
+                (&lease.projection, Type::TEXT),
+                (&index, Type::INT4),
+                (&lease.owner, Type::TEXT),
+                (&xid, Type::XID8),
+                (&position, Type::INT8),
+                (&events, Type::INT4),
+                (&crashes, Type::INT4),
+                (&ttl, Type::FLOAT8),
+            ],
+        )
+        .await
+        .map_err(map)?;
+    if changed == 0 {
+        return Err(rules::in_flight_refused(lease));
+    }
+    Ok(())
+}
+
 impl ProjectionStore for PgStore {
     async fn register(
         &self,
@@ -368,32 +403,40 @@ impl ProjectionStore for PgStore {
         dead_letters::record_failure(&client, projection, event, error).await
     }
 
-    async fn set_in_flight(&self, lease: &Lease, batch: Option<InFlight>, crashes: u32) -> Result<(), StoreError> {
-        let index = lease.partition.index as i32;
-        let xid = batch.map(|b| Xid8(b.to.transaction_id));
-        let position = batch.map(|b| b.to.position);
-        let events = batch.map(|b| i32::try_from(b.events).unwrap_or(i32::MAX));
-        let crashes = i32::try_from(crashes).unwrap_or(i32::MAX);
+    async fn set_in_flight(
+        &self,
+        lease: &Lease,
+        batch: Option<InFlight>,
+        crashes: u32,
+        lease_ttl: Duration,
+    ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let changed = client
-            .execute_typed(
-                SET_IN_FLIGHT,
-                &[
-                    (&lease.projection, Type::TEXT),
-                    (&index, Type::INT4),
-                    (&lease.owner, Type::TEXT),
-                    (&xid, Type::XID8),
-                    (&position, Type::INT8),
-                    (&events, Type::INT4),
-                    (&crashes, Type::INT4),
-                ],
-            )
-            .await
-            .map_err(map)?;
-        if changed == 0 {
-            return Err(rules::in_flight_refused(lease));
-        }
-        Ok(())
+        set_in_flight(&client, lease, batch, crashes, lease_ttl).await
+    }
+
+    async fn begin_batch(
+        &self,
+        lease: &Lease,
+        batch: InFlight,
+        crashes: u32,
+        lease_ttl: Duration,
+        table: &'static TableSchema,
+        keys: &[Vec<Value>],
+    ) -> Result<Vec<Vec<Value>>, StoreError> {
+        let client = self.client().await?;
+        // Both go out before either answer comes back (tokio-postgres pipelines the
+        // queries of one connection): one round trip instead of two.
+        let load = async {
+            if keys.is_empty() {
+                Ok(Vec::new())
+            } else {
+                rows::load_rows(&client, table, keys).await
+            }
+        };
+        let (marked, rows) =
+            futures_util::future::join(set_in_flight(&client, lease, Some(batch), crashes, lease_ttl), load).await;
+        marked?;
+        rows
     }
 
     async fn set_status(

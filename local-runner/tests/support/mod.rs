@@ -29,7 +29,8 @@ projections:
   user-profile:
     handler: user-profile
     provider: local
-    config: {{ memory: 128MB, timeout: 30s, concurrency: 1 }}
+    # Small, so that a catch-up far behind commits a window every few thousand events.
+    config: {{ memory: 16MB, timeout: 30s, concurrency: 1 }}
     events:
       aggregate_types: [user]
     batch_size: 500
