@@ -1,5 +1,6 @@
-//! What the endpoint and alert tests share: projection states to serve, a server on a
-//! free port, raw HTTP requests, a webhook receiver and captured logs.
+//! What the endpoint, alert and runner tests share: projection states to serve, a server
+//! on a free port, raw HTTP requests, a webhook receiver, captured logs, and an event the
+//! user-profile handler cannot apply.
 #![allow(dead_code)] // each test file uses its own share of it
 
 pub mod exposition;
@@ -10,10 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use projector::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
 use projector::{Checkpoint, ProjectionState, RetryPolicy, Status};
 use projector_local::http;
 use projector_local::metrics::{Health, Metrics};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -242,4 +244,49 @@ impl std::io::Write for Logs {
 
 pub fn fast_retry(max_retries: u32) -> RetryPolicy {
     RetryPolicy { max_retries, base: Duration::from_millis(1), cap: Duration::from_millis(5) }
+}
+
+/// Polls `probe` until it finds something, for at most 30 seconds.
+pub async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A registration, then an event the user-profile handler cannot read (`email` is not a
+/// string), on one user.
+pub async fn append_unreadable_event(store: &impl EventStore) {
+    let user = uuid::Uuid::from_u128(0x5e7e);
+    let events = vec![
+        NewEvent::new("UserRegistered", json!({ "email": "e@x.io", "name": "E", "plan": "free" })),
+        NewEvent::new("UserEmailChanged", json!({ "email": 42 })),
+    ];
+    let request = AppendRequest {
+        aggregate_id: user,
+        aggregate_type: "user".into(),
+        expected_version: ExpectedVersion::Exact(0),
+        events,
+        idempotency_key: None,
+    };
+    store.append(request).await.expect("append");
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` over HTTP/1.0: the status and body, or `None` when nothing answers.
+pub async fn get_status(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    Some((code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
 }
