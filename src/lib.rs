@@ -8,6 +8,8 @@ pub mod error;
 pub mod event;
 pub mod fold;
 pub mod handler;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod read_model;
 pub mod repair;
 pub mod retry;

@@ -114,7 +114,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response
     match (method, path.as_str()) {
         (Method::Get, "/health") => health(&env).await,
         (Method::Get, "/status") => status(&env).await,
-        (Method::Get, "/metrics") => metrics(&env).await,
+        (Method::Get, "/metrics") => metrics(&req, &env).await,
         (Method::Post, p) if p.starts_with("/rebuild/") => rebuild(&req, &env, &p["/rebuild/".len()..]).await,
         (_, "/health" | "/status" | "/metrics") => {
             let headers = Headers::new();
@@ -167,8 +167,9 @@ async fn status(env: &Env) -> worker::Result<Response> {
     }
 }
 
-async fn metrics(env: &Env) -> worker::Result<Response> {
+async fn metrics(req: &Request, env: &Env) -> worker::Result<Response> {
     let now = chrono::Utc::now();
+    let format = projector::metrics::Format::negotiate(req.headers().get("accept")?.as_deref());
     let (states, health) = match (settings(env), read_states(env).await) {
         (Ok(settings), Ok(states)) => {
             let health = pages::health(&settings.projections, &states, settings.health_interval, now);
@@ -176,10 +177,15 @@ async fn metrics(env: &Env) -> worker::Result<Response> {
         }
         (Err(e), _) | (_, Err(e)) => (None, pages::unreachable(&e)),
     };
+    let body = match pages::metrics(states.as_deref(), &health, now, format) {
+        Ok(body) => body,
+        Err(e) => return Response::error(format!("cannot encode the metrics: {e}\n"), 500),
+    };
     let headers = Headers::new();
-    headers.set("content-type", pages::METRICS_CONTENT_TYPE)?;
+    headers.set("content-type", format.content_type())?;
     headers.set("cache-control", "no-store")?;
-    Ok(Response::ok(pages::metrics(states.as_deref(), &health, now))?.with_headers(headers))
+    headers.set("vary", "accept")?;
+    Ok(Response::ok(body)?.with_headers(headers))
 }
 
 async fn rebuild(req: &Request, env: &Env, projection: &str) -> worker::Result<Response> {

@@ -1,6 +1,6 @@
 //! What the Worker's `fetch` answers, computed from the stored projection states:
 //! `/health` (the local runner's health model and JSON shape), `/status` and `/metrics`
-//! (Prometheus text format 0.0.4).
+//! (Prometheus text, or OpenMetrics when the scraper asks for it).
 //!
 //! A Worker keeps nothing between invocations, so a partition's heartbeat is its stored
 //! `updated_at`, which every claim, commit and release moves: a partition that no
@@ -8,15 +8,13 @@
 //! that stopped heart-beating is. Failed and stopped partitions are unhealthy; parked
 //! events are not lag and do not make a partition unhealthy.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use projector::metrics::{self, Format};
 use projector::{HorizonHold, ProjectionState};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
-
-/// `Content-Type` of [`metrics`].
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Health of every configured partition (the local runner's `/health` shape).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,73 +85,27 @@ pub struct StatusPage<'a> {
     pub horizon_hold: Option<&'a HorizonHold>,
 }
 
-/// Gauges of one state: name, help, value.
-type Gauge = (&'static str, &'static str, fn(&ProjectionState, DateTime<Utc>) -> Option<f64>);
-
-const GAUGES: [Gauge; 8] = [
-    ("projector_lag_events", "Events readable after the checkpoint.", |s, _| Some(s.lag_events as f64)),
-    ("projector_lag_seconds", "Age of the oldest event not yet applied; 0 when caught up.", |s, _| Some(s.lag_seconds)),
-    (
-        "projector_lag_estimated",
-        "1 when projector_lag_events is estimated from positions (a backlog past the exact window).",
-        |s, _| Some(if s.lag_estimated { 1.0 } else { 0.0 }),
-    ),
-    ("projector_dead_letters_open", "Open (unresolved) dead letters.", |s, _| Some(s.dead_letters as f64)),
-    ("projector_dead_letter_oldest_age_seconds", "Age of the oldest open dead letter.", |s, now| {
-        s.oldest_dead_letter_at.map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0)
-    }),
-    ("projector_parked_aggregates", "Aggregates held back behind a dead letter.", |s, _| {
-        Some(s.parked_aggregates as f64)
-    }),
-    ("projector_parked_events", "Events held back behind a dead letter (not counted as lag).", |s, _| {
-        Some(s.parked_events as f64)
-    }),
-    ("projector_events_applied", "Events applied to the read model (stored count, all runners).", |s, _| {
-        Some(s.events_applied as f64)
-    }),
-];
-
-/// `/metrics`: the stored states as gauges, `projector_up` from [`health`], and
-/// `projector_store_up` (0 with no other sample when the states cannot be read).
-pub fn metrics(states: Option<&[ProjectionState]>, health: &Health, now: DateTime<Utc>) -> String {
-    let mut out = String::new();
+/// `/metrics` in `format`: the stored states as gauges, `projector_up` from [`health`]
+/// (both only when the states could be read), `projector_store_up` and
+/// `projector_build_info`; the families are the core's (`projector::metrics`), shared with
+/// the local runner.
+pub fn metrics(
+    states: Option<&[ProjectionState]>,
+    health: &Health,
+    now: DateTime<Utc>,
+    format: Format,
+) -> Result<String, std::fmt::Error> {
+    let mut registry = Registry::default();
     if let Some(states) = states {
-        for (name, help, value) in GAUGES {
-            family(&mut out, name, help);
-            for s in states {
-                if let Some(v) = value(s, now) {
-                    let _ = writeln!(out, "{name}{} {}", labels(&s.projection, s.partition), float(v));
-                }
-            }
-        }
-        family(&mut out, "projector_up", "1 when the partition is healthy (see /health).");
-        for p in &health.partitions {
-            let _ = writeln!(out, "projector_up{} {}", labels(&p.projection, p.partition), u8::from(p.healthy));
-        }
+        metrics::register_states(&mut registry, states, now);
+        metrics::register_up(
+            &mut registry,
+            health.partitions.iter().map(|p| (p.projection.as_str(), p.partition, p.healthy)),
+        );
     }
-    family(&mut out, "projector_store_up", "1 when the projection states could be read from the store.");
-    let _ = writeln!(out, "projector_store_up {}", u8::from(states.is_some()));
-    out
-}
-
-fn family(out: &mut String, name: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-}
-
-fn labels(projection: &str, partition: u32) -> String {
-    let escaped = projection.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-    format!("{{projection=\"{escaped}\",partition=\"{partition}\"}}")
-}
-
-fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".to_owned()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
-    } else {
-        format!("{v}")
-    }
+    metrics::register_store_up(&mut registry, states.is_some());
+    metrics::register_build_info(&mut registry, "cloudflare");
+    format.encode(&registry)
 }
 
 #[cfg(test)]
@@ -224,10 +176,16 @@ mod tests {
         let now = Utc::now();
         let states = [state("a\"b", Status::Running, now)];
         let h = health(&["a\"b"], &states, Duration::from_secs(60), now);
-        let text = metrics(Some(&states), &h, now);
+        let text = metrics(Some(&states), &h, now, Format::Prometheus).unwrap();
         assert!(text.contains("projector_lag_events{projection=\"a\\\"b\",partition=\"0\"} 3\n"), "{text}");
+        assert!(text.contains("projector_events_applied{projection=\"a\\\"b\",partition=\"0\"} 7\n"), "{text}");
         assert!(text.contains("projector_up{projection=\"a\\\"b\",partition=\"0\"} 1\n"), "{text}");
-        assert!(text.ends_with("projector_store_up 1\n"));
-        assert_eq!(metrics(None, &unreachable("down"), now).lines().last(), Some("projector_store_up 0"));
+        assert!(text.contains("projector_store_up 1\n"), "{text}");
+        assert!(text.contains("provider=\"cloudflare\"} 1\n"), "{text}");
+        let down = metrics(None, &unreachable("down"), now, Format::Prometheus).unwrap();
+        assert!(down.contains("projector_store_up 0\n"), "{down}");
+        assert!(!down.contains("projector_up"), "{down}");
+        let open = metrics(Some(&states), &h, now, Format::OpenMetrics).unwrap();
+        assert!(open.ends_with("# EOF\n"), "{open}");
     }
 }

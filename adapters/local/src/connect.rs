@@ -13,6 +13,12 @@ pub trait Connector: Clone + Send + Sync + 'static {
 
     async fn connect(&self) -> Result<Self::Store, StoreError>;
 
+    /// Opens the connection that reads the projection states for `/metrics`, `/health`
+    /// and the alerts; by default one like a worker's.
+    async fn connect_observer(&self) -> Result<Self::Store, StoreError> {
+        self.connect().await
+    }
+
     /// Creates or upgrades the store's schema; returns the migrations applied now.
     async fn migrate(&self) -> Result<Vec<&'static str>, StoreError>;
 
@@ -36,6 +42,9 @@ pub trait Connector: Clone + Send + Sync + 'static {
     /// For messages: which store this is.
     fn describe(&self) -> String;
 }
+
+/// The `application_name` of the connection behind `/metrics`, `/health` and the alerts.
+pub const OBSERVER_APPLICATION_NAME: &str = "projector-observability";
 
 /// PostgreSQL, one connection per worker.
 #[derive(Debug, Clone)]
@@ -74,6 +83,17 @@ impl Connector for PgConnector {
     async fn connect(&self) -> Result<PgStore, StoreError> {
         let store = PgStore::connect(&self.url).await?;
         store.set_pooled(self.pooled);
+        Ok(store)
+    }
+
+    /// Names the connection [`OBSERVER_APPLICATION_NAME`] in `pg_stat_activity`, unless it
+    /// goes through a pooler: there a session setting would stay on a server connection
+    /// that other clients get next.
+    async fn connect_observer(&self) -> Result<PgStore, StoreError> {
+        let store = self.connect().await?;
+        if !self.pooled {
+            store.execute_script(&format!("SET application_name = '{OBSERVER_APPLICATION_NAME}'")).await?;
+        }
         Ok(store)
     }
 

@@ -7,12 +7,15 @@
 //!
 //! A runner builds a [`LocalAdapter`] with the [`Registry`] of handlers it carries,
 //! registers and deploys its projections, then calls [`LocalAdapter::serve`] until it is
-//! told to stop, and drains the workers with [`LocalAdapter::stop_all`].
+//! told to stop, and drains the workers with [`LocalAdapter::stop_all`]. Meanwhile
+//! `/metrics`, `/health` and the alerts read the projections' state through a connection
+//! of their own that is reopened whenever it is lost.
 
 pub mod alerts;
 mod connect;
 pub mod http;
 pub mod metrics;
+mod observer;
 mod registry;
 mod serve;
 mod worker;
@@ -27,7 +30,7 @@ use projector::upcast::{Reading, Upcasters};
 use projector::{CatchUpWindow, Partition, ProjectionState, ProjectionStore};
 use tokio::sync::{watch, Notify};
 
-pub use connect::{Connector, EmbeddedConnector, PgConnector};
+pub use connect::{Connector, EmbeddedConnector, PgConnector, OBSERVER_APPLICATION_NAME};
 pub use registry::{Deploy, Registry};
 pub use serve::ServeEnd;
 pub use worker::{run_partition, WorkerExit, WorkerSettings};

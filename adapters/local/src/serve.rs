@@ -1,7 +1,8 @@
 //! What a runner does beside its workers while it serves: `LISTEN` wake-ups, the
 //! `/metrics` and `/health` endpoint on `observability.listen` (bound before anything
 //! runs, or the runner does not start), and the `alerts:` evaluator, all reading the
-//! projections' state through one store connection.
+//! projections' state through one store connection of their own, reopened whenever it is
+//! lost (see the `observer` module).
 
 use std::future::Future;
 use std::io;
@@ -9,11 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use projector::{ProjectionState, ProjectionStore};
+use projector::ProjectionState;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::alerts::Alerter;
+use crate::observer::Observer;
 use crate::{http, Connector, LocalAdapter};
 
 /// How often [`LocalAdapter::serve`] checks whether every worker has ended.
@@ -41,27 +43,24 @@ impl<C: Connector> LocalAdapter<C> {
 
     /// [`LocalAdapter::serve_on`] the listener of [`LocalAdapter::bind_observability`];
     /// fails, serving nothing, when its address cannot be bound.
-    pub async fn serve(&self, store: C::Store, shutdown: impl Future<Output = ()>) -> io::Result<ServeEnd> {
+    pub async fn serve(&self, shutdown: impl Future<Output = ()>) -> io::Result<ServeEnd> {
         let listener = self.bind_observability().await?;
-        Ok(self.serve_on(store, listener, shutdown).await)
+        Ok(self.serve_on(listener, shutdown).await)
     }
 
     /// Serves the deployed projections until `shutdown` resolves or every worker has
     /// ended: keeps idle workers woken by `LISTEN` (PostgreSQL), serves `/metrics` and
     /// `/health` on `listener` (when there is one), and evaluates the `alerts:`
-    /// conditions when configured. `store` reads the projection states for the endpoint
-    /// and the alerts.
+    /// conditions when configured. The endpoint and the alerts read the projection states
+    /// through one connection, opened by [`Connector::connect_observer`] on the first read
+    /// and reopened with backoff whenever it is lost.
     ///
     /// The workers keep running when this returns: [`LocalAdapter::stop_all`] drains them.
-    pub async fn serve_on(
-        &self,
-        store: C::Store,
-        listener: Option<TcpListener>,
-        shutdown: impl Future<Output = ()>,
-    ) -> ServeEnd {
+    pub async fn serve_on(&self, listener: Option<TcpListener>, shutdown: impl Future<Output = ()>) -> ServeEnd {
         let ours: Vec<String> = self.running.lock().expect("running map").keys().cloned().collect();
-        let (store, ours, me) = (&store, ours.as_slice(), self.owner.as_str());
-        let states = move || own_states(store, ours, me);
+        let observer = Observer::new(self.connector.clone());
+        let (observer, ours, me) = (&observer, ours.as_slice(), self.owner.as_str());
+        let states = move || own_states(observer, ours, me);
         // Never set: the endpoint, the alerts and LISTEN end when this drops them.
         let (_stop, stop_rx) = watch::channel(false);
         let observability = &self.config.observability;
@@ -131,8 +130,12 @@ impl<C: Connector> LocalAdapter<C> {
 
 /// The states this runner answers for: its projections' partitions that it leases, or
 /// that nobody holds a live lease on (another runner reports its own).
-async fn own_states<S: ProjectionStore>(store: &S, ours: &[String], me: &str) -> Result<Vec<ProjectionState>, String> {
-    let all = store.states().await.map_err(|e| e.to_string())?;
+async fn own_states<C: Connector>(
+    observer: &Observer<C>,
+    ours: &[String],
+    me: &str,
+) -> Result<Vec<ProjectionState>, String> {
+    let all = observer.states().await?;
     let now = Utc::now();
     let mine = |s: &ProjectionState| {
         ours.contains(&s.projection)

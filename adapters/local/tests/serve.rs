@@ -2,25 +2,17 @@
 //! `/health` and sends alert notifications, and it returns on shutdown or when every
 //! worker has ended.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{append_unreadable_event, eventually, free_port, get_status, Receiver};
 use projection_user_profile::UserProfile;
 use projector::adapter::ProjectionAdapter;
 use projector::config::Config;
-use projector::{AppendRequest, EventStore, ExpectedVersion, NewEvent};
 use projector_embedded::EmbeddedStore;
 use projector_local::{EmbeddedConnector, LocalAdapter, Registry, ServeEnd, WorkerExit};
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
-use uuid::Uuid;
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn config(on_failure: &str, listen: &str, webhook: &str) -> Config {
     let yaml = format!(
@@ -45,90 +37,14 @@ observability:
     Config::from_yaml_str(&yaml, "serve-test.yaml", &["user-profile"]).unwrap_or_else(|errors| panic!("{errors}"))
 }
 
-/// A registration, then an event the user-profile handler cannot read (`email` is not a
-/// string), on one user.
-async fn append_unreadable_event(store: &EmbeddedStore) {
-    let user = Uuid::from_u128(0x5e7e);
-    let events = vec![
-        NewEvent::new("UserRegistered", json!({ "email": "e@x.io", "name": "E", "plan": "free" })),
-        NewEvent::new("UserEmailChanged", json!({ "email": 42 })),
-    ];
-    let request = AppendRequest {
-        aggregate_id: user,
-        aggregate_type: "user".into(),
-        expected_version: ExpectedVersion::Exact(0),
-        events,
-        idempotency_key: None,
-    };
-    store.append(request).await.expect("append");
-}
-
-/// Records the JSON body of every POST; answers 200 with `Connection: close`.
-async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let recorded = Arc::clone(&bodies);
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let recorded = Arc::clone(&recorded);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let n = stream.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&request).into_owned();
-                    let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
-                        .map_or(0, |(_, v)| v.trim().parse::<usize>().unwrap());
-                    if body.len() < length {
-                        continue;
-                    }
-                    recorded.lock().unwrap().push(serde_json::from_str(&body[..length]).unwrap());
-                    let _ =
-                        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
-                    return;
-                }
-            });
-        }
-    });
-    (url, bodies)
-}
-
-async fn get_status(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    Some((code, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()))
-}
-
-async fn eventually<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_health_metrics_and_alerts_until_shutdown() {
     let store = EmbeddedStore::open_in_memory().expect("store");
-    let (webhook, bodies) = webhook_receiver().await;
+    let receiver = Receiver::start().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let connector = EmbeddedConnector::new(store.clone(), ":memory:");
     let adapter = LocalAdapter::new(
-        config("park", &addr.to_string(), &webhook),
+        config("park", &addr.to_string(), &receiver.url),
         connector,
         Registry::default().with(UserProfile),
     );
@@ -145,7 +61,7 @@ async fn serves_health_metrics_and_alerts_until_shutdown() {
         assert_eq!(code, 200, "{metrics}");
         assert!(metrics.contains("projection=\"user-profile\""), "{metrics}");
         let firing = eventually("a firing dead_letters notification", async || {
-            bodies.lock().unwrap().iter().find(|b| b["condition"] == "dead_letters").cloned()
+            receiver.bodies().into_iter().find(|b| b["condition"] == "dead_letters")
         })
         .await;
         assert_eq!(firing["status"], "firing");
@@ -153,7 +69,7 @@ async fn serves_health_metrics_and_alerts_until_shutdown() {
         stop.send(()).unwrap();
     };
     let (end, ()) = tokio::join!(
-        adapter.serve(store.clone(), async {
+        adapter.serve(async {
             let _ = stopped.await;
         }),
         checks
@@ -178,7 +94,7 @@ async fn returns_when_every_worker_has_ended() {
     adapter.deploy("user-profile").await.expect("deploy");
     append_unreadable_event(&store).await;
 
-    let end = tokio::time::timeout(Duration::from_secs(10), adapter.serve(store.clone(), std::future::pending()))
+    let end = tokio::time::timeout(Duration::from_secs(10), adapter.serve(std::future::pending()))
         .await
         .expect("serve returns once the only worker has halted")
         .expect("nothing to bind");
@@ -266,7 +182,7 @@ observability:
         stop.send(()).unwrap();
     };
     let (end, ()) = tokio::join!(
-        adapter.serve(store.clone(), async {
+        adapter.serve(async {
             let _ = stopped.await;
         }),
         checks
@@ -289,7 +205,7 @@ async fn an_observability_address_that_cannot_be_bound_is_an_error() {
         connector,
         Registry::default().with(UserProfile),
     );
-    let error = adapter.serve(store.clone(), std::future::pending()).await.expect_err("the address is taken");
+    let error = adapter.serve(std::future::pending()).await.expect_err("the address is taken");
     assert!(error.to_string().contains(&addr.to_string()), "{error}");
 }
 

@@ -70,7 +70,9 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
         let d = adapter.deploy(name).await?;
         eprintln!("running {name} with {} partition(s) as {}", d.partitions, adapter.owner());
     }
-    adapter.serve_on(store, listener, shutdown_signal()).await;
+    // `/metrics`, `/health` and the alerts keep a connection of their own.
+    drop(store);
+    adapter.serve_on(listener, shutdown_signal()).await;
     eprintln!("stopping: draining the current batches");
     let exits = tokio::task::block_in_place(|| adapter.stop_all());
     let failed: Vec<String> = exits
