@@ -34,6 +34,6 @@ pub use store::keys::{
     AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned, Shredded, SubjectKey, SubjectKeys,
 };
 pub use store::{
-    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, InFlight,
-    Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
+    AppendOutcome, AppendRequest, AppendWith, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold,
+    InFlight, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
 };

@@ -314,6 +314,7 @@ where
             last_event_at: fold.last_event_at().or(Some(last.timestamp)),
             lease_ttl: self.lease_ttl,
             dead_letters: letters,
+            audit: Vec::new(),
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
@@ -368,6 +369,7 @@ where
             last_event_at: None,
             lease_ttl: self.lease_ttl,
             dead_letters: Vec::new(),
+            audit: Vec::new(),
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = cap;

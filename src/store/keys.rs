@@ -187,6 +187,38 @@ pub trait SubjectKeys {
     async fn audit_log(&self, subject: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>>;
 }
 
+/// Reading subjects' current keys: from a store, or inside one of its transactions (a
+/// rebuild or a repair holds the store's connection, so its keys are read through it).
+pub trait KeyReads {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>>;
+}
+
+impl<S: SubjectKeys> KeyReads for &S {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>> {
+        self.subject_keys(subjects).await
+    }
+}
+
+/// Keys read inside a rebuild.
+#[derive(Debug)]
+pub struct InRebuild<'s, R>(pub &'s mut R);
+
+impl<R: crate::store::RebuildSession> KeyReads for InRebuild<'_, R> {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>> {
+        self.0.subject_keys(subjects).await
+    }
+}
+
+/// Keys read inside a repair.
+#[derive(Debug)]
+pub struct InRepair<'s, R>(pub &'s mut R);
+
+impl<R: crate::store::RepairSession> KeyReads for InRepair<'_, R> {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>> {
+        self.0.subject_keys(subjects).await
+    }
+}
+
 /// A subject id is what keys are bound to: non-empty, bounded, printable.
 pub fn check_subject(subject: &str) -> Result<()> {
     let bad = |why: &str| Err(StoreError::InvalidInput(format!("subject {subject:?}: {why}")));
