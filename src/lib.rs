@@ -4,6 +4,7 @@ pub mod adapter;
 pub mod config;
 pub mod crypto;
 pub mod dead_letter;
+pub mod encryption;
 pub mod error;
 pub mod event;
 pub mod fold;

@@ -10,9 +10,9 @@ mod gaps;
 mod rebuild;
 mod time_travel;
 
-pub use align::{align_partitions, align_partitions_upcast};
+pub use align::{align_partitions, align_partitions_read, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
-pub use time_travel::{state_at, state_upcast_at};
+pub use time_travel::{state_at, state_read_at, state_upcast_at};
 
 use std::time::Duration;
 
@@ -154,7 +154,16 @@ where
     /// enables). The filter then applies to the upcast type; an event an upcaster fails
     /// on is dead-lettered and parks its aggregate.
     pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
-        self.reading = Reading::new(self.reading.filter().clone(), upcasters);
+        self.reading = self.reading.with_upcasters(upcasters);
+        self
+    }
+
+    /// Opens the encrypted fields the projection is granted before upcasting; every
+    /// other one reaches the handler redacted (the default: nothing is granted). An
+    /// event whose fields cannot be read is dead-lettered and parks its aggregate. The
+    /// decrypts are audited in the batch's commit.
+    pub fn decryption(mut self, decryption: crate::encryption::Decryption) -> Self {
+        self.reading = self.reading.decrypting(decryption);
         self
     }
 
@@ -221,16 +230,17 @@ where
             if events.is_empty() && from < cap {
                 // Every event up to `cap` was below the horizon when `cap` was reached, so
                 // an empty read means this partition has none left before it.
-                return self.advance_to(cap).await;
+                return self.advance_to(cap, Vec::new()).await;
             }
         }
         let (read, read_to) = (events.len(), events.last().map(DomainEvent::checkpoint));
-        let prepared = self.reading.prepare(events);
+        let prepared = self.reading.prepare(&mut self.store, events).await?;
+        let mut audit = prepared.audit;
         let mut events = prepared.events;
         if events.is_empty() {
             return match read_to {
                 // Every event read became a type the filter leaves out: pass over them.
-                Some(to) => Ok(StepOutcome { events_read: read, ..self.advance_to(to).await? }),
+                Some(to) => Ok(StepOutcome { events_read: read, ..self.advance_to(to, audit).await? }),
                 None => Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() }),
             };
         }
@@ -249,6 +259,7 @@ where
         fold.failing_upcasts(prepared.failed);
         let reads = gaps::read_gaps(self.store, &fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
         fold.failing_upcasts(reads.failed);
+        audit.extend(reads.audit);
         self.settle_gaps(&reads.unfilled, &mut events, &mut letters, &mut parked_now).await?;
         let gap_events = reads.events;
         let last = events.last().expect("a batch cut at a gap keeps at least one event");
@@ -314,7 +325,7 @@ where
             last_event_at: fold.last_event_at().or(Some(last.timestamp)),
             lease_ttl: self.lease_ttl,
             dead_letters: letters,
-            audit: Vec::new(),
+            audit,
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
@@ -358,7 +369,11 @@ where
         }
     }
 
-    async fn advance_to(&mut self, cap: Checkpoint) -> Result<StepOutcome, RuntimeError> {
+    async fn advance_to(
+        &mut self,
+        cap: Checkpoint,
+        audit: Vec<crate::store::keys::AuditRecord>,
+    ) -> Result<StepOutcome, RuntimeError> {
         let commit = BatchCommit {
             lease: &self.lease,
             table: self.handler.schema(),
@@ -369,7 +384,7 @@ where
             last_event_at: None,
             lease_ttl: self.lease_ttl,
             dead_letters: Vec::new(),
-            audit: Vec::new(),
+            audit,
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = cap;

@@ -1,0 +1,293 @@
+//! The reader's side: what a projection sees of encrypted fields.
+//!
+//! Every path that folds events (live batches, gap reads, rebuilds, time travel,
+//! operator repairs, the Worker) reads them through [`crate::upcast::Reading`], which
+//! calls [`Decryption::open`] first. There each event's payload is checked against its
+//! `encrypted_fields`; the fields the projection is granted are opened, the others
+//! become [`REDACTED`](crate::crypto::REDACTED). An event whose fields cannot be read
+//! fails (it is dead-lettered and parks its aggregate) and is never passed on as
+//! plaintext. A shredded subject's fields read as redacted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::subject::subject_of_stored;
+use super::tally::AuditTally;
+use crate::config::EncryptionConfig;
+use crate::crypto::{
+    check_encrypted_fields, envelope_dek_version, open_paths, redact_paths, value_at, CacheLimits, CryptoError, Dek,
+    DekCache, EventContext, Keyring, ENVELOPE_PREFIX,
+};
+use crate::error::{HandlerError, StoreError};
+use crate::event::DomainEvent;
+use crate::store::keys::{AuditOperation, AuditRecord, KeyLookup, KeyReads};
+
+/// A clock for the key cache (the core has none of its own).
+pub type Clock = fn() -> DateTime<Utc>;
+
+/// What a projection may decrypt, and the keys to do it with. The default grants
+/// nothing: every encrypted field reads as redacted, and no key is ever touched.
+#[derive(Clone, Default)]
+pub struct Decryption {
+    granted: Option<Arc<Granted>>,
+}
+
+struct Granted {
+    keyring: Keyring,
+    paths: BTreeSet<String>,
+    config: EncryptionConfig,
+    actor: String,
+    clock: Clock,
+    cache: Mutex<DekCache>,
+}
+
+impl std::fmt::Debug for Decryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.granted {
+            None => f.write_str("Decryption(none)"),
+            Some(g) => f
+                .debug_struct("Decryption")
+                .field("paths", &g.paths)
+                .field("keyring", &g.keyring)
+                .field("actor", &g.actor)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// What opening a batch's encrypted fields found.
+#[derive(Debug, Default)]
+pub struct Opened {
+    /// Events whose fields could not be read, with the error to dead-letter them with.
+    /// They are left as stored (sealed) and must never reach a handler.
+    pub failed: Vec<(Uuid, HandlerError)>,
+    /// Audit rows of the decrypts (one per subject and outcome).
+    pub audit: Vec<AuditRecord>,
+}
+
+/// One subject's key, as this batch found it.
+enum SubjectKey {
+    Open { dek_version: u32, kek_version: u32, dek: Dek },
+    Erased,
+    Failed(CryptoError),
+}
+
+impl Decryption {
+    /// Grants nothing: encrypted fields read as redacted.
+    pub fn none() -> Decryption {
+        Decryption::default()
+    }
+
+    /// Opens `paths` (a projection's `decrypt:` list) with keys wrapped by `keyring`,
+    /// auditing as `actor`; `config` says whose key an event type's fields are under
+    /// when its metadata does not, and how long opened keys stay cached by `clock`. An
+    /// empty grant is [`Decryption::none`].
+    pub fn granted(
+        keyring: Keyring,
+        paths: impl IntoIterator<Item = String>,
+        config: &EncryptionConfig,
+        actor: impl Into<String>,
+        clock: Clock,
+    ) -> Decryption {
+        let paths: BTreeSet<String> = paths.into_iter().collect();
+        if paths.is_empty() {
+            return Decryption::none();
+        }
+        let cache = Mutex::new(DekCache::new(config.cache));
+        let granted = Granted { keyring, paths, config: config.clone(), actor: actor.into(), clock, cache };
+        Decryption { granted: Some(Arc::new(granted)) }
+    }
+
+    /// Whether any field is granted (then event metadata is needed: it names subjects).
+    pub fn grants_any(&self) -> bool {
+        self.granted.is_some()
+    }
+
+    pub fn cache_limits(&self) -> Option<CacheLimits> {
+        self.granted.as_ref().map(|g| g.config.cache)
+    }
+
+    /// Checks, opens or redacts the encrypted fields of `events` in place. Keys are read
+    /// once per batch, through `keys`, for the subjects whose granted fields need them
+    /// and that the cache does not hold. Fails only when reading keys fails (a store
+    /// error, transient or not); every problem with one event is in [`Opened::failed`].
+    pub async fn open<K: KeyReads>(&self, keys: &mut K, events: &mut [DomainEvent]) -> Result<Opened, StoreError> {
+        let mut opened = Opened::default();
+        let actor = self.granted.as_ref().map_or("", |g| g.actor.as_str());
+        let mut tally = AuditTally::new(actor);
+        // Parsed payloads of the events that need a look, by index.
+        let mut work: Vec<(usize, Value)> = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            if !needs_a_look(event) {
+                continue;
+            }
+            match serde_json::from_str::<Value>(event.event_data.get()) {
+                Ok(payload) => work.push((index, payload)),
+                // Not JSON at all: the fold reports it as the payload error it is.
+                Err(_) if event.encrypted_fields.is_empty() => {}
+                Err(e) => opened
+                    .failed
+                    .push((event.event_id, encrypted(event, CryptoError::Plaintext { reason: e.to_string() }))),
+            }
+        }
+        if work.is_empty() {
+            return Ok(opened);
+        }
+        let subjects = match &self.granted {
+            Some(granted) => granted.keys_for(keys, events, &work).await?,
+            None => BTreeMap::new(),
+        };
+        for (index, mut payload) in work {
+            let event = &mut events[index];
+            let result = match &self.granted {
+                None => redact_paths(&mut payload, &event.encrypted_fields).map(|()| None),
+                Some(granted) => granted.open_one(event, &mut payload, &subjects, &mut tally),
+            };
+            match result {
+                Ok(_) if event.encrypted_fields.is_empty() => {}
+                Ok(_) => match serde_json::value::to_raw_value(&payload) {
+                    Ok(raw) => event.event_data = raw,
+                    Err(e) => opened
+                        .failed
+                        .push((event.event_id, encrypted(event, CryptoError::Plaintext { reason: e.to_string() }))),
+                },
+                Err(error) => opened.failed.push((event.event_id, encrypted(event, error))),
+            }
+        }
+        opened.audit = tally.take();
+        Ok(opened)
+    }
+}
+
+impl Granted {
+    /// The key of every subject some event needs for a granted field: from the cache,
+    /// else read (one read for all of them) and unwrapped once.
+    async fn keys_for<K: KeyReads>(
+        &self,
+        keys: &mut K,
+        events: &[DomainEvent],
+        work: &[(usize, Value)],
+    ) -> Result<BTreeMap<String, SubjectKey>, StoreError> {
+        let now = (self.clock)();
+        let mut found: BTreeMap<String, SubjectKey> = BTreeMap::new();
+        let mut missing: Vec<String> = Vec::new();
+        for (index, payload) in work {
+            let event = &events[*index];
+            let Some(version) = self.granted_dek_version(event, payload) else { continue };
+            let subject = subject_of_stored(event, payload, &self.config);
+            if found.contains_key(&subject) || missing.contains(&subject) {
+                continue;
+            }
+            let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&subject, version, now);
+            match cached {
+                Some(dek) => {
+                    found.insert(subject, SubjectKey::Open { dek_version: version, kek_version: 0, dek });
+                }
+                None => missing.push(subject),
+            }
+        }
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let lookups = keys.read_keys(&missing).await?;
+        for (subject, lookup) in missing.into_iter().zip(lookups) {
+            let key = match lookup {
+                KeyLookup::Erased => SubjectKey::Erased,
+                KeyLookup::Missing => SubjectKey::Failed(CryptoError::MissingKey),
+                KeyLookup::Found(stored) => match self.keyring.unwrap(&stored.wrapped, &subject) {
+                    Ok(dek) => {
+                        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+                        cache.insert(&subject, stored.dek_version, dek.clone(), now);
+                        SubjectKey::Open {
+                            dek_version: stored.dek_version,
+                            kek_version: stored.wrapped.kek_version(),
+                            dek,
+                        }
+                    }
+                    Err(error) => SubjectKey::Failed(error),
+                },
+            };
+            found.insert(subject, key);
+        }
+        Ok(found)
+    }
+
+    /// The DEK version of the first granted field of the event, if it has one.
+    fn granted_dek_version(&self, event: &DomainEvent, payload: &Value) -> Option<u32> {
+        event.encrypted_fields.iter().filter(|path| self.paths.contains(*path)).find_map(|path| {
+            match value_at(payload, path) {
+                Ok(Some(Value::String(text))) => envelope_dek_version(text).ok(),
+                _ => None,
+            }
+        })
+    }
+
+    /// Opens one event's granted fields and redacts the rest; audits what it did.
+    fn open_one(
+        &self,
+        event: &DomainEvent,
+        payload: &mut Value,
+        subjects: &BTreeMap<String, SubjectKey>,
+        tally: &mut AuditTally,
+    ) -> Result<Option<()>, CryptoError> {
+        let listed = &event.encrypted_fields;
+        let granted: Vec<String> = listed.iter().filter(|p| self.paths.contains(*p)).cloned().collect();
+        if granted.is_empty() {
+            return redact_paths(payload, listed).map(|()| None);
+        }
+        check_encrypted_fields(payload, listed)?;
+        let subject = subject_of_stored(event, payload, &self.config);
+        let key = subjects.get(&subject);
+        let context = EventContext::of(event);
+        let result = open_paths(
+            payload,
+            listed,
+            |path| self.paths.contains(path),
+            &context,
+            |version| match key {
+                Some(SubjectKey::Open { dek_version, dek, .. }) if *dek_version == version => Ok(Some(dek.clone())),
+                Some(SubjectKey::Open { .. }) => Err(CryptoError::UnknownDekVersion { version }),
+                Some(SubjectKey::Erased) => Ok(None),
+                Some(SubjectKey::Failed(error)) => Err(error.clone()),
+                None => Err(CryptoError::MissingKey),
+            },
+        );
+        let versions = match key {
+            Some(SubjectKey::Open { dek_version, kek_version, .. }) => {
+                (Some(*dek_version), (*kek_version > 0).then_some(*kek_version))
+            }
+            _ => (None, None),
+        };
+        match &result {
+            Ok(_) if matches!(key, Some(SubjectKey::Erased)) => {
+                tally.count(AuditOperation::Denied, &subject, &granted, versions, Some("erased"))
+            }
+            Ok(_) => tally.count(AuditOperation::Decrypt, &subject, &granted, versions, None),
+            Err(error) => tally.count(AuditOperation::Decrypt, &subject, &granted, versions, Some(class_name(error))),
+        }
+        result.map(|_| Some(()))
+    }
+}
+
+fn class_name(error: &CryptoError) -> &'static str {
+    match error.class() {
+        crate::error::ErrorClass::Transient => "transient",
+        crate::error::ErrorClass::Permanent => "permanent",
+    }
+}
+
+fn encrypted(event: &DomainEvent, error: CryptoError) -> HandlerError {
+    HandlerError::Encrypted { event_id: event.event_id, error }
+}
+
+/// Whether an event may hold envelopes: it lists encrypted fields, or its text has the
+/// envelope prefix, or a `\u` escape behind which the prefix could hide. Cheap: the
+/// text is searched, not parsed, so plain events cost a scan of their bytes.
+fn needs_a_look(event: &DomainEvent) -> bool {
+    let text = event.event_data.get();
+    !event.encrypted_fields.is_empty() || text.contains(ENVELOPE_PREFIX) || text.contains("\\u")
+}
