@@ -6,11 +6,13 @@
 //! the store's ([`crate::store::keys::SubjectKeys`]).
 
 mod open;
+mod rewrap;
 mod seal;
 mod subject;
 mod tally;
 
 pub use open::{Clock, Decryption, Opened};
+pub use rewrap::{rewrap_all, RewrapFailure, RewrapOutcome, REWRAP_PAGE};
 pub use seal::{SealError, Sealer};
 pub use subject::{subject_for_append, METADATA_KEY};
 pub use tally::AuditTally;
