@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::connect::Connector;
 use crate::metrics::Metrics;
+use projector::encryption::Decryption;
 use projector::upcast::Upcasters;
 
 /// How a partition worker runs.
@@ -38,6 +39,9 @@ pub struct WorkerSettings {
     /// The upcaster chains `projections.yaml` enables: every event passes them before
     /// the handler sees it.
     pub upcasters: Upcasters,
+    /// The encrypted fields the projection may read (its `decrypt:` grant), opened
+    /// before upcasting; every other one reaches the handler redacted.
+    pub decryption: Decryption,
 }
 
 /// Why a worker ended.
@@ -129,7 +133,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .on_failure(s.on_failure)
                 .gap_timeout(s.gap_timeout)
                 .crash_limit(s.crash_limit)
-                .upcasters(s.upcasters.clone());
+                .upcasters(s.upcasters.clone())
+                .decryption(s.decryption.clone());
             let mut renewed = Instant::now();
             // Until a step succeeds, the stored status may still be an earlier failure's.
             let mut recovered = false;

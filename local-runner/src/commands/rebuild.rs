@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use projector::config::Config;
+use projector::encryption::Decryption;
 use projector::upcast::Upcasters;
 use projector::{
     Checkpoint, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome,
@@ -59,10 +60,12 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     bar.set_message(format!("rebuilding {name}"));
     let started = std::time::Instant::now();
     let upcasters = handlers::enabled_upcasters(config)?;
+    let keyring = crate::keyring::for_readers(config)?;
     let job = RebuildJob {
         store: &store,
         filter: p.events.to_filter(),
         upcasters,
+        decryption: crate::keyring::decryption(config, keyring.as_ref(), name)?,
         from,
         on_failure: p.on_failure,
         bar: &bar,
@@ -117,6 +120,7 @@ struct RebuildJob<'a, S> {
     store: &'a S,
     filter: EventFilter,
     upcasters: Upcasters,
+    decryption: Decryption,
     from: Option<i64>,
     on_failure: OnFailure,
     bar: &'a indicatif::ProgressBar,
@@ -129,6 +133,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
         let bar = self.bar;
         let outcome = Rebuild::new(&handler, &self.filter)
             .upcasters(self.upcasters)
+            .decryption(self.decryption)
             .from_position(self.from)
             .on_failure(self.on_failure)
             .run(self.store, |read: u64, _| {
