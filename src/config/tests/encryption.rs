@@ -51,3 +51,27 @@ fn a_keyring_written_into_the_file_is_never_echoed() {
     assert!(errors.iter().all(|e| !e.contains("QUJD")), "{errors:?}");
     assert!(errors[0].contains("never the keyring itself"), "{errors:?}");
 }
+
+/// The repository's `projections.yaml` shows the section commented out (the demo needs no
+/// keyring); uncommented, it is valid as written.
+#[test]
+fn the_commented_example_in_the_repository_file_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("projections.yaml");
+    let text = std::fs::read_to_string(path).expect("projections.yaml");
+    let mut out = Vec::new();
+    let mut in_section = false;
+    for line in text.lines() {
+        in_section = in_section || line.starts_with("# encryption:");
+        if in_section && line.starts_with("# ") {
+            out.push(line[2..].to_owned());
+        } else if line.trim_start().starts_with("# decrypt:") {
+            out.push(line.replacen("# decrypt:", "decrypt:", 1));
+        } else {
+            out.push(line.to_owned());
+        }
+    }
+    let config = Config::from_yaml_str(&out.join("\n"), "projections.yaml", KNOWN).expect("the example is valid");
+    assert_eq!(config.encryption.keyring, Some(KeyringSource::Env("PROJECTOR_KEYRING".into())));
+    assert_eq!(config.projections["user-profile"].decrypt, ["email", "name"]);
+    assert_eq!(config.encryption.fields_of("UserRegistered"), ["email", "name"]);
+}
