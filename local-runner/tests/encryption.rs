@@ -144,7 +144,6 @@ fn flow(db_url: Option<&str>, settle: impl Fn()) {
     ws.write("again.jsonl", &registered("any").replace("signup-grace", "signup-again"));
     run(&["append", "again.jsonl"], &v2_only).assert_failure_mentioning("a new event for a shredded subject", "erased");
 
-    drop(run);
     let logs = logs.into_inner();
     assert!(
         logs.contains("DEBUG") || logs.contains("TRACE") || logs.contains("INFO"),

@@ -52,7 +52,7 @@ pub enum SubjectSource {
 }
 
 /// The validated `encryption:` section; empty (nothing sealed, no keyring) when absent.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncryptionConfig {
     pub keyring: Option<KeyringSource>,
     /// Paths sealed at append, by event type as stored.
@@ -61,17 +61,6 @@ pub struct EncryptionConfig {
     pub subjects: BTreeMap<String, SubjectSource>,
     /// How long, how often and how many opened data keys a reader keeps.
     pub cache: CacheLimits,
-}
-
-impl Default for EncryptionConfig {
-    fn default() -> Self {
-        EncryptionConfig {
-            keyring: None,
-            fields: BTreeMap::new(),
-            subjects: BTreeMap::new(),
-            cache: CacheLimits::default(),
-        }
-    }
 }
 
 impl EncryptionConfig {

@@ -133,6 +133,9 @@ impl SubjectKeys for EmbeddedStore {
 
     async fn record_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         records.iter().try_for_each(check_audit_record)?;
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(|| "record audit rows")?;
         record_audit(&tx, records)?;
