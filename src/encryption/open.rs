@@ -164,8 +164,10 @@ impl Decryption {
 }
 
 impl Granted {
-    /// The key of every subject some event needs for a granted field: from the cache,
-    /// else read (one read for all of them) and unwrapped once.
+    /// The key of every subject some event needs for a granted field. The stored keys
+    /// of all of them are read in one query every batch, so a shred takes effect at the
+    /// next batch of every runner whatever the cache holds; the cache only spares the
+    /// unwrap of a key opened before.
     async fn keys_for<K: KeyReads>(
         &self,
         keys: &mut K,
@@ -173,43 +175,49 @@ impl Granted {
         work: &[(usize, Value)],
     ) -> Result<BTreeMap<String, SubjectKey>, StoreError> {
         let now = (self.clock)();
-        let mut found: BTreeMap<String, SubjectKey> = BTreeMap::new();
-        let mut missing: Vec<String> = Vec::new();
+        let mut subjects: Vec<String> = Vec::new();
         for (index, payload) in work {
             let event = &events[*index];
-            let Some(version) = self.granted_dek_version(event, payload) else { continue };
-            let subject = subject_of_stored(event, payload, &self.config);
-            if found.contains_key(&subject) || missing.contains(&subject) {
+            if self.granted_dek_version(event, payload).is_none() {
                 continue;
             }
-            let cached = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&subject, version, now);
-            match cached {
-                Some(dek) => {
-                    found.insert(subject, SubjectKey::Open { dek_version: version, kek_version: 0, dek });
-                }
-                None => missing.push(subject),
+            let subject = subject_of_stored(event, payload, &self.config);
+            if !subjects.contains(&subject) {
+                subjects.push(subject);
             }
         }
-        if missing.is_empty() {
+        let mut found: BTreeMap<String, SubjectKey> = BTreeMap::new();
+        if subjects.is_empty() {
             return Ok(found);
         }
-        let lookups = keys.read_keys(&missing).await?;
-        for (subject, lookup) in missing.into_iter().zip(lookups) {
+        let lookups = keys.read_keys(&subjects).await?;
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        for (subject, lookup) in subjects.into_iter().zip(lookups) {
             let key = match lookup {
-                KeyLookup::Erased => SubjectKey::Erased,
-                KeyLookup::Missing => SubjectKey::Failed(CryptoError::MissingKey),
-                KeyLookup::Found(stored) => match self.keyring.unwrap(&stored.wrapped, &subject) {
-                    Ok(dek) => {
-                        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-                        cache.insert(&subject, stored.dek_version, dek.clone(), now);
-                        SubjectKey::Open {
-                            dek_version: stored.dek_version,
-                            kek_version: stored.wrapped.kek_version(),
-                            dek,
-                        }
+                KeyLookup::Erased => {
+                    cache.forget_subject(&subject);
+                    SubjectKey::Erased
+                }
+                KeyLookup::Missing => {
+                    cache.forget_subject(&subject);
+                    SubjectKey::Failed(CryptoError::MissingKey)
+                }
+                KeyLookup::Found(stored) => {
+                    let (dek_version, kek_version) = (stored.dek_version, stored.wrapped.kek_version());
+                    // A retired or removed KEK must fail even for a key opened before.
+                    let usable = self.keyring.kek(kek_version).map(drop);
+                    let opened = match (usable, cache.get(&subject, dek_version, now)) {
+                        (Err(error), _) => Err(error),
+                        (Ok(()), Some(dek)) => Ok(dek),
+                        (Ok(()), None) => self.keyring.unwrap(&stored.wrapped, &subject).inspect(|dek| {
+                            cache.insert(&subject, dek_version, dek.clone(), now);
+                        }),
+                    };
+                    match opened {
+                        Ok(dek) => SubjectKey::Open { dek_version, kek_version, dek },
+                        Err(error) => SubjectKey::Failed(error),
                     }
-                    Err(error) => SubjectKey::Failed(error),
-                },
+                }
             };
             found.insert(subject, key);
         }
@@ -257,9 +265,7 @@ impl Granted {
             },
         );
         let versions = match key {
-            Some(SubjectKey::Open { dek_version, kek_version, .. }) => {
-                (Some(*dek_version), (*kek_version > 0).then_some(*kek_version))
-            }
+            Some(SubjectKey::Open { dek_version, kek_version, .. }) => (Some(*dek_version), Some(*kek_version)),
             _ => (None, None),
         };
         match &result {
