@@ -297,3 +297,77 @@ fn needs_a_look(event: &DomainEvent) -> bool {
     let text = event.event_data.get();
     !event.encrypted_fields.is_empty() || text.contains(ENVELOPE_PREFIX) || text.contains("\\u")
 }
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+    use serde_json::json;
+
+    use super::*;
+    use crate::crypto::{encrypt_field, FieldContext};
+
+    /// A key source that must never be asked: nothing is granted.
+    struct NoKeys;
+
+    impl KeyReads for NoKeys {
+        async fn read_keys(&mut self, _: &[String]) -> crate::error::Result<Vec<KeyLookup>> {
+            panic!("a reader without a grant reads no keys")
+        }
+    }
+
+    fn event(data: &str, listed: &[&str]) -> DomainEvent {
+        DomainEvent {
+            position: 1,
+            transaction_id: 0,
+            event_id: Uuid::from_u128(1),
+            aggregate_id: Uuid::from_u128(2),
+            aggregate_type: "user".into(),
+            event_type: "UserRegistered".into(),
+            event_data: serde_json::value::RawValue::from_string(data.to_owned()).unwrap(),
+            metadata: serde_json::value::RawValue::from_string("{}".to_owned()).unwrap(),
+            version: 1,
+            timestamp: DateTime::from_timestamp(0, 0).unwrap(),
+            encrypted_fields: listed.iter().map(|p| (*p).to_owned()).collect(),
+        }
+    }
+
+    fn envelope() -> String {
+        let at = FieldContext {
+            aggregate_type: "user",
+            aggregate_id: Uuid::from_u128(2),
+            event_type: "UserRegistered",
+            version: 1,
+            path: "email",
+        };
+        encrypt_field(&Dek::from_bytes([7; 32]), 1, &at, &json!("ada@example.com")).unwrap()
+    }
+
+    fn open(events: &mut [DomainEvent]) -> Opened {
+        Decryption::none().open(&mut NoKeys, events).now_or_never().expect("no I/O").expect("no store error")
+    }
+
+    #[test]
+    fn without_a_grant_listed_fields_read_redacted_and_plain_events_are_untouched() {
+        let plain = r#"{"name":"Ada",  "plan":"pro"}"#;
+        let sealed = format!(r#"{{"email":"{}","plan":"pro"}}"#, envelope());
+        let mut events = vec![event(plain, &[]), event(&sealed, &["email"])];
+        let opened = open(&mut events);
+        assert!(opened.failed.is_empty() && opened.audit.is_empty(), "{opened:?}");
+        assert_eq!(events[0].event_data.get(), plain, "a plain event is not even re-serialized");
+        let read: Value = serde_json::from_str(events[1].event_data.get()).unwrap();
+        assert_eq!(read, json!({"email": "[redacted]", "plan": "pro"}));
+    }
+
+    #[test]
+    fn an_envelope_hidden_behind_an_escape_or_a_plaintext_listed_field_fails() {
+        let escaped = envelope().replacen('.', "\\u002e", 1);
+        let hidden = format!(r#"{{"email":"{escaped}"}}"#);
+        let mut events = vec![event(&hidden, &[]), event(r#"{"email":"ada@example.com"}"#, &["email"])];
+        let opened = open(&mut events);
+        let errors: Vec<String> = opened.failed.iter().map(|(_, e)| e.to_string()).collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].contains("holds an envelope but is not listed"), "{errors:?}");
+        assert!(errors[1].contains("does not hold an envelope") && !errors[1].contains("ada@"), "{errors:?}");
+        assert!(events[1].event_data.get().contains("ada@"), "a failed event is left as stored, for no handler");
+    }
+}
