@@ -66,10 +66,14 @@ pub enum AuditOperation {
     Shred,
     /// A read or write that was refused (no grant, erased subject, retired key).
     Denied,
+    /// The keyring got a new primary key-encryption key (`kek_version`).
+    Rotate,
+    /// The keyring's minimum version was raised to `kek_version`: keys below it retired.
+    Retire,
 }
 
 impl AuditOperation {
-    pub const ALL: [AuditOperation; 7] = [
+    pub const ALL: [AuditOperation; 9] = [
         AuditOperation::Encrypt,
         AuditOperation::Decrypt,
         AuditOperation::Provision,
@@ -77,6 +81,8 @@ impl AuditOperation {
         AuditOperation::Rewrap,
         AuditOperation::Shred,
         AuditOperation::Denied,
+        AuditOperation::Rotate,
+        AuditOperation::Retire,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +94,8 @@ impl AuditOperation {
             AuditOperation::Rewrap => "rewrap",
             AuditOperation::Shred => "shred",
             AuditOperation::Denied => "denied",
+            AuditOperation::Rotate => "rotate",
+            AuditOperation::Retire => "retire",
         }
     }
 

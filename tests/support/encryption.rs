@@ -263,6 +263,13 @@ pub async fn rotation_keeps_data_readable_and_rewrap_moves_every_key<S: FailureS
     assert_eq!(again.rewrapped, 0, "a second run finds nothing to do");
     let rewraps = store.audit_log(None, 100).await.expect("audit");
     assert_eq!(rewraps.iter().filter(|a| a.record.operation == AuditOperation::Rewrap).count(), 2);
+    // What `keys rotate` and `keys retire` record, beside the keyring they write.
+    let keyring_rows = [AuditOperation::Rotate, AuditOperation::Retire]
+        .map(|op| projector::AuditRecord::new(op, "operator").key_versions(None, Some(2)));
+    store.record_audit(&keyring_rows).await.expect("keyring changes are audited");
+    let latest = store.audit_log(None, 2).await.expect("audit");
+    let ops: Vec<_> = latest.iter().map(|a| (a.record.operation, a.record.kek_version)).collect();
+    assert_eq!(ops, [(AuditOperation::Retire, Some(2)), (AuditOperation::Rotate, Some(2))]);
 
     assert_eq!(rebuild(store, granted(&retired, &["email", "name"])).await, 0);
     assert_eq!(profiles(store).await, oracle(), "after the rewrap v1 is no longer needed");

@@ -13,7 +13,7 @@ use clap::Subcommand;
 use projector::config::{Config, KeyringSource};
 use projector::crypto::Keyring;
 use projector::encryption::{rewrap_all, RewrapOutcome};
-use projector::store::keys::SubjectKeys;
+use projector::store::keys::{AuditOperation, AuditRecord, SubjectKeys};
 use projector_local::Connector;
 use zeroize::Zeroizing;
 
@@ -129,6 +129,8 @@ impl Command {
                 let keyring = load(config)?;
                 let text = keyring.rotate().context("adding a key-encryption key")?;
                 write(config, &text, &args, "rotated")?;
+                let primary = Keyring::parse(&text)?.primary_version();
+                audit_keyring(connector, AuditOperation::Rotate, primary, "keys rotate").await?;
                 if !args.json {
                     eprintln!(
                         "next: give every runner and writer the new keyring, then run `projector keys rewrap`, \
@@ -286,7 +288,22 @@ async fn retire<C: Connector>(config: &Config, connector: &C, args: &RetireArgs)
         );
     }
     let new = keyring.with_min_version(min).with_context(|| format!("retiring the keys below v{min}"))?;
-    write(config, &new, &args.write, "retired")
+    write(config, &new, &args.write, "retired")?;
+    audit_keyring(connector, AuditOperation::Retire, min, "keys retire").await
+}
+
+/// Records a change of the keyring, once it is written.
+async fn audit_keyring<C: Connector>(
+    connector: &C,
+    operation: AuditOperation,
+    version: u32,
+    command: &str,
+) -> Result<()> {
+    let row = AuditRecord::new(operation, actor(command)).key_versions(None, Some(version));
+    let recorded = async { connect(connector).await?.record_audit(&[row]).await.map_err(anyhow::Error::from) };
+    recorded.await.with_context(|| {
+        format!("the new keyring was written, but its {} audit row could not be recorded", operation.as_str())
+    })
 }
 
 async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -> Result<()> {
