@@ -14,8 +14,8 @@ pub enum ErrorClass {
 /// A handler could not apply an event.
 ///
 /// ### Handling
-/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing`, `Oversized`, `Crashed` and `Upcast` are
-/// permanent: the event goes to the dead-letter queue and parks its aggregate.
+/// `Payload`, `Rejected`, `Panicked`, `VersionsMissing`, `Oversized`, `Crashed`, `Upcast` and
+/// `Encrypted` are permanent: the event goes to the dead-letter queue and parks its aggregate.
 /// `Transient` asks the runtime to retry the batch.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -45,6 +45,12 @@ pub enum HandlerError {
     /// The error names the event, its type and the version the failing step starts at.
     #[error(transparent)]
     Upcast(#[from] crate::upcast::UpcastError),
+    /// The event's encrypted fields could not be read: the payload and its
+    /// `encrypted_fields` disagree, an envelope does not open (tampered, wrong key), or the
+    /// key of a subject that was not shredded is missing or retired. The handler never
+    /// sees the event; nothing of it is taken for plaintext.
+    #[error("event {event_id}: encrypted fields: {error}")]
+    Encrypted { event_id: Uuid, error: crate::crypto::CryptoError },
 }
 
 /// "versions 2–4 missing", or "version 3 missing" for one.
@@ -60,7 +66,29 @@ impl HandlerError {
     pub fn class(&self) -> ErrorClass {
         match self {
             HandlerError::Transient(_) => ErrorClass::Transient,
+            HandlerError::Encrypted { error, .. } => error.class(),
             _ => ErrorClass::Permanent,
+        }
+    }
+
+    /// The same error with every free text (reasons, messages) passed through `f`: the
+    /// reader removes decrypted values a handler quoted (see [`crate::crypto::scrub_text`]).
+    pub fn map_texts(self, f: impl Fn(&str) -> String) -> HandlerError {
+        use crate::upcast::UpcastError;
+        match self {
+            HandlerError::Payload { event_id, event_type, reason } => {
+                HandlerError::Payload { event_id, event_type, reason: f(&reason) }
+            }
+            HandlerError::Rejected { event_id, reason } => HandlerError::Rejected { event_id, reason: f(&reason) },
+            HandlerError::Transient(reason) => HandlerError::Transient(f(&reason)),
+            HandlerError::Panicked { event_id, message } => HandlerError::Panicked { event_id, message: f(&message) },
+            HandlerError::Upcast(UpcastError::Failed { event_id, event_type, from_version, reason }) => {
+                HandlerError::Upcast(UpcastError::Failed { event_id, event_type, from_version, reason: f(&reason) })
+            }
+            HandlerError::Upcast(UpcastError::Unreadable { event_id, event_type, reason }) => {
+                HandlerError::Upcast(UpcastError::Unreadable { event_id, event_type, reason: f(&reason) })
+            }
+            other => other,
         }
     }
 }

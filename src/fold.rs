@@ -364,6 +364,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
     /// Applies one event unless the projection already has it.
     pub fn apply_one(&mut self, event: &DomainEvent) -> Result<(), Box<ApplyError>> {
         let failed = |error| {
+            let error = withhold_plaintext(event, error);
             Box::new(ApplyError {
                 projection: self.handler.name(),
                 event_id: event.event_id,
@@ -453,6 +454,22 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
         self.slots.get(key).map_or(0, |s| s.version)
     }
 }
+
+/// `error` without the values of the event's decrypted fields: its text goes to dead
+/// letters, logs and status rows, which shredding cannot reach. When a listed field
+/// cannot be found (an upcaster moved it), no text about the event is kept at all.
+fn withhold_plaintext(event: &DomainEvent, error: HandlerError) -> HandlerError {
+    if event.encrypted_fields.is_empty() {
+        return error;
+    }
+    let payload: Option<serde_json::Value> = serde_json::from_str(event.event_data.get()).ok();
+    match payload.and_then(|payload| crate::crypto::plaintext_leaves(&payload, &event.encrypted_fields)) {
+        Some(leaves) => error.map_texts(|text| crate::crypto::scrub_text(text, &leaves)),
+        None => error.map_texts(|_| WITHHELD.to_owned()),
+    }
+}
+
+const WITHHELD: &str = "details withheld: the event carries personal data that could not be told apart in this text";
 
 /// The text a panic carries (`panic!` with a literal or a formatted message).
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -4,6 +4,7 @@ pub mod adapter;
 pub mod config;
 pub mod crypto;
 pub mod dead_letter;
+pub mod encryption;
 pub mod error;
 pub mod event;
 pub mod fold;
@@ -36,6 +37,6 @@ pub use store::keys::{
     AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned, Shredded, SubjectKey, SubjectKeys,
 };
 pub use store::{
-    AppendOutcome, AppendRequest, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold, InFlight,
-    Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
+    AppendOutcome, AppendRequest, AppendWith, BatchCommit, EventStore, ExpectedVersion, FailureRecord, HorizonHold,
+    InFlight, Lease, ProjectionStore, ReadBound, RebuildSession, Rebuilds, RepairSession, Repairs, RowChanges,
 };

@@ -14,6 +14,7 @@ use crate::event::{DomainEvent, EventFilter};
 use crate::fold::Fold;
 use crate::handler::ProjectionHandler;
 use crate::runtime::RuntimeError;
+use crate::store::keys::InRepair;
 use crate::store::{rules, EventStore, ReadBound, RepairSession, Repairs};
 use crate::upcast::{Prepared, Reading, Upcasters};
 
@@ -97,7 +98,7 @@ pub async fn repair_upcast<H: ProjectionHandler, S: Repairs + EventStore>(
     actor: &str,
     chunk: usize,
 ) -> Result<RepairOutcome, RuntimeError> {
-    let reading = Reading::new(handler.filter().and(reading.filter()), reading.upcasters().clone());
+    let reading = reading.narrowed(&handler.filter());
     let chunk = chunk.max(1);
     let schema = handler.schema();
     let mut applied = 0u64;
@@ -128,7 +129,8 @@ pub async fn repair_upcast<H: ProjectionHandler, S: Repairs + EventStore>(
             .read_aggregate(parked.aggregate_id, ReadBound::Versions { after: parked.from_version - 1, upto: i64::MAX })
             .await?;
         read.retain(|e| e.checkpoint() <= checkpoint);
-        let Prepared { events, failed: unreadable } = reading.prepare(read);
+        let Prepared { events, failed: unreadable, audit } = reading.prepare(&mut InRepair(&mut session), read).await?;
+        session.record_audit(&audit).await?;
         // Events taken out by an earlier skip or discard stay out (the parking may be
         // newer than that decision, e.g. made by a rebuild).
         let taken_out: std::collections::HashSet<uuid::Uuid> =
@@ -275,7 +277,8 @@ async fn apply_sequence<'h, H: ProjectionHandler, R: RepairSession>(
         let found =
             session.read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto }).await?;
         found_gaps.push(rules::missing_versions(gap.after, gap.upto, found.iter().map(|e| e.version)));
-        let prepared = reading.prepare(found);
+        let prepared = reading.prepare(&mut InRepair(&mut *session), found).await?;
+        session.record_audit(&prepared.audit).await?;
         gap_events.extend(prepared.events);
         unreadable.extend(prepared.failed);
     }

@@ -90,6 +90,7 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
         window: projector::CatchUpWindow::for_memory(128 << 20),
+        decryption: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -167,6 +168,7 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         upcasters: projector::upcast::Upcasters::new(),
         // Windows of about 2,000 events: kills land between commits and inside windows.
         window: projector::CatchUpWindow::for_memory(8 << 20),
+        decryption: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -255,6 +257,7 @@ async fn the_worker_waits_at_a_gap_then_dead_letters_it() {
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
         window: projector::CatchUpWindow::for_memory(128 << 20),
+        decryption: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());

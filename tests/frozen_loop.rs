@@ -107,6 +107,7 @@ async fn a_frozen_loop_is_unhealthy_within_the_interval_and_healthy_again_after(
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
         window: projector::CatchUpWindow::for_memory(128 << 20),
+        decryption: Default::default(),
     };
     let worker = {
         let (handler, metrics, connector) =

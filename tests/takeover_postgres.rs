@@ -43,6 +43,7 @@ fn empty_commit(lease: &projector::Lease) -> BatchCommit<'_> {
         last_event_at: None,
         lease_ttl: TTL,
         dead_letters: Vec::new(),
+        audit: Vec::new(),
     }
 }
 

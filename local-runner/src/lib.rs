@@ -5,6 +5,7 @@ mod backend;
 pub mod cli;
 mod commands;
 mod handlers;
+mod keyring;
 mod logging;
 mod output;
 mod seed;

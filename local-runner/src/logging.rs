@@ -11,6 +11,11 @@ use tracing_subscriber::EnvFilter;
 /// The level when neither flags nor variables say otherwise.
 const DEFAULT: LevelFilter = LevelFilter::WARN;
 
+/// The PostgreSQL driver logs every statement with its parameters at debug level:
+/// decrypted fields a projection writes, payloads, keys' wraps. Never below this level
+/// unless a filter names the driver itself.
+const DRIVER_CAP: &str = "tokio_postgres=info";
+
 /// Starts logging to stderr. `flags` is the level `-v`/`-q` asked for, when given.
 pub fn init(flags: Option<LevelFilter>) {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
@@ -33,7 +38,7 @@ fn choose(
     rust_log: Option<String>,
 ) -> (EnvFilter, Option<String>) {
     if let Some(level) = flags {
-        return (EnvFilter::default().add_directive(level.into()), None);
+        return (capped(EnvFilter::default().add_directive(level.into())), None);
     }
     let (name, value) = match (projector_log, rust_log) {
         (Some(v), _) => ("PROJECTOR_LOG", v),
@@ -41,7 +46,8 @@ fn choose(
         (None, None) => return (EnvFilter::default().add_directive(DEFAULT.into()), None),
     };
     match EnvFilter::try_new(&value) {
-        Ok(filter) => (filter, None),
+        Ok(filter) if value.contains("tokio_postgres") => (filter, None),
+        Ok(filter) => (capped(filter), None),
         Err(e) => (
             EnvFilter::default().add_directive(DEFAULT.into()),
             Some(format!(
@@ -49,6 +55,13 @@ fn choose(
                  Give a level (error, warn, info, debug, trace) or directives such as projector_local=debug"
             )),
         ),
+    }
+}
+
+fn capped(filter: EnvFilter) -> EnvFilter {
+    match DRIVER_CAP.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     }
 }
 
@@ -73,9 +86,11 @@ mod tests {
     #[test]
     fn flags_win_then_projector_log_then_rust_log() {
         let shown = |f: (EnvFilter, Option<String>)| f.0.to_string();
-        assert_eq!(shown(choose(Some(LevelFilter::DEBUG), Some("error".into()), None)), "debug");
-        assert_eq!(shown(choose(None, Some("error".into()), Some("info".into()))), "error");
-        assert_eq!(shown(choose(None, None, Some("info".into()))), "info");
+        assert_eq!(shown(choose(Some(LevelFilter::DEBUG), Some("error".into()), None)), "tokio_postgres=info,debug");
+        assert_eq!(shown(choose(None, Some("error".into()), Some("info".into()))), "tokio_postgres=info,error");
+        assert_eq!(shown(choose(None, None, Some("info".into()))), "tokio_postgres=info,info");
+        let named = choose(None, Some("tokio_postgres=debug".into()), None);
+        assert_eq!(shown(named), "tokio_postgres=debug", "a filter naming the driver is taken as given");
         assert_eq!(shown(choose(None, None, None)), "warn");
         let (filter, complaint) = choose(None, Some("projector=nonsense".into()), None);
         assert_eq!(filter.to_string(), "warn");

@@ -94,6 +94,33 @@ pub enum ConfigError {
     /// Any other bad value; `expected` says what is accepted.
     #[error("{at}: invalid `{field}` value `{value}`: expected {expected}")]
     InvalidValue { at: Position, field: &'static str, value: String, expected: &'static str },
+    /// Fields are sealed, or a projection decrypts, and `encryption:` names no keyring.
+    #[error(
+        "{at}: {what}, but `encryption` names no keyring: add `keyring_env: <VARIABLE>` or \
+         `keyring_file: <path>` under `encryption:` (the keyring text itself never goes in this file)"
+    )]
+    KeyringNotNamed { at: Position, what: String },
+    /// Both `keyring_env` and `keyring_file`.
+    #[error("{at}: `encryption` names the keyring twice: give either `keyring_env` or `keyring_file`, not both")]
+    KeyringNamedTwice { at: Position },
+    /// A field path that `encrypted_fields` could not hold.
+    #[error("{at}: invalid field path `{path}` in {owner}: {reason}")]
+    InvalidFieldPath { at: Position, owner: String, path: String, reason: String },
+    /// The subject field of an event type is one of its encrypted fields.
+    #[error(
+        "{at}: the subject of {event_type} is the field `{field}`, which is encrypted: subject ids are \
+         stored in the clear (key tables, audit rows), so name a field that is not personal data, such as a user id"
+    )]
+    EncryptedSubject { at: Position, event_type: String, field: String },
+    /// `encryption.subjects` names an event type with no encrypted fields.
+    #[error("{at}: `encryption.subjects` names {event_type}, but `encryption.fields` encrypts nothing of it")]
+    SubjectWithoutFields { at: Position, event_type: String },
+    /// A projection's `decrypt:` names a path no event type encrypts.
+    #[error(
+        "{at}: projection {projection} decrypts `{path}`, but no event type encrypts it; encrypted paths: {}",
+        if .encrypted.is_empty() { "none".to_owned() } else { .encrypted.join(", ") }
+    )]
+    UnknownDecryptPath { at: Position, projection: String, path: String, encrypted: Vec<String> },
 }
 
 impl ConfigError {
@@ -113,7 +140,13 @@ impl ConfigError {
             | ConfigError::ProviderLimit { at, .. }
             | ConfigError::LeaseTtlNotAbovePollInterval { at, .. }
             | ConfigError::RetryCapBelowBase { at, .. }
-            | ConfigError::InvalidValue { at, .. } => at,
+            | ConfigError::InvalidValue { at, .. }
+            | ConfigError::KeyringNotNamed { at, .. }
+            | ConfigError::KeyringNamedTwice { at }
+            | ConfigError::InvalidFieldPath { at, .. }
+            | ConfigError::EncryptedSubject { at, .. }
+            | ConfigError::SubjectWithoutFields { at, .. }
+            | ConfigError::UnknownDecryptPath { at, .. } => at,
         }
     }
 }

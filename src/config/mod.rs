@@ -53,7 +53,13 @@
 //! observability:                     # optional
 //!   listen: 127.0.0.1:9464           # /metrics and /health (default); `off` disables
 //!   health_interval: 30s             # a partition loop silent this long is unhealthy
+//! encryption:                        # optional: fields sealed at append (see `encryption`)
+//!   keyring_env: PROJECTOR_KEYRING   #   where the keyring is (or keyring_file:)
+//!   fields: { UserRegistered: [email, name] }
 //! ```
+//!
+//! A projection may add `decrypt: [email]`: the encrypted fields its handler sees in
+//! the clear; every other encrypted field reaches it as `"[redacted]"`.
 //!
 //! Whole numbers are written without quotes (`partitions: 4`; `"4"` is a string).
 //! Durations are a positive integer followed by `ms`, `s`, `m` or `h`. Sizes are a
@@ -66,6 +72,7 @@
 //! [`Config::from_yaml_str`], and gives [`DatabaseConfig::url`] a way to look up a
 //! variable.
 
+mod encryption;
 mod error;
 mod raw;
 mod syntax;
@@ -73,6 +80,7 @@ mod syntax;
 mod tests;
 mod units;
 mod validate;
+mod validate_encryption;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -82,6 +90,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use self::encryption::{EncryptionConfig, KeyringSource, SubjectSource};
 pub use self::error::{ConfigError, ConfigErrors, Position};
 pub use self::units::{parse_duration, parse_size};
 
@@ -147,6 +156,8 @@ pub struct Config {
     pub observability: ObservabilityConfig,
     /// Which upcaster chains run (`upcasting:`; none when absent).
     pub upcasting: UpcastingConfig,
+    /// Field encryption (`encryption:`; nothing sealed when absent).
+    pub encryption: EncryptionConfig,
 }
 
 /// The optional `upcasting:` section: the event types whose registered upcaster chains
@@ -207,6 +218,9 @@ pub struct ProjectionConfig {
     /// Crashes of the runner process in a row with the same batch in flight (1..=100)
     /// before the batch is halved to find the event that crashes it.
     pub crash_limit: u32,
+    /// Encrypted fields this projection's handler sees decrypted (`decrypt:`); every
+    /// other encrypted field reaches it as [`crate::crypto::REDACTED`].
+    pub decrypt: Vec<String>,
 }
 
 /// The optional `alerts:` section: when to raise an incident, and where to send it.

@@ -22,6 +22,25 @@ pub(super) struct RawConfig {
     pub(super) alerts: Option<RawAlerts>,
     pub(super) observability: Option<RawObservability>,
     pub(super) upcasting: Option<RawUpcasting>,
+    pub(super) encryption: Option<Spanned<RawEncryption>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEncryption {
+    pub(super) keyring_env: Option<Spanned<String>>,
+    pub(super) keyring_file: Option<Spanned<String>>,
+    pub(super) fields: Option<Entries<Vec<Spanned<String>>>>,
+    pub(super) subjects: Option<Entries<Spanned<String>>>,
+    pub(super) cache: Option<RawDekCache>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDekCache {
+    pub(super) max_age: Option<Spanned<String>>,
+    pub(super) max_uses: Option<Spanned<RawInt>>,
+    pub(super) max_entries: Option<Spanned<RawInt>>,
 }
 
 #[derive(Deserialize)]
@@ -54,6 +73,7 @@ pub(super) struct RawProjection {
     pub(super) on_failure: Option<Spanned<String>>,
     pub(super) gap_timeout: Option<Spanned<String>>,
     pub(super) crash_limit: Option<Spanned<RawInt>>,
+    pub(super) decrypt: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

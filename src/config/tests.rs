@@ -550,5 +550,6 @@ fn a_pooled_database_is_read() {
     assert!(config.database.pooled);
 }
 
+mod encryption;
 mod listen;
 mod upcasting;

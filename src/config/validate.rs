@@ -47,15 +47,15 @@ pub(super) struct Known<'a> {
     pub(super) upcast_event_types: &'a [&'a str],
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     source: &'a str,
     file: &'a str,
     known: &'a Known<'a>,
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Validator<'_> {
-    fn at(&self, location: &Location) -> Position {
+    pub(super) fn at(&self, location: &Location) -> Position {
         Position { file: self.file.to_owned(), line: location.line(), column: location.column() }
     }
 
@@ -68,27 +68,31 @@ impl Validator<'_> {
         self.source.get(start..start.checked_add(len)?)
     }
 
-    fn start_of_file(&self) -> Position {
+    pub(super) fn start_of_file(&self) -> Position {
         Position { file: self.file.to_owned(), line: 1, column: 1 }
     }
 
     fn config(&mut self, raw: Option<RawConfig>) -> Config {
-        let (database, projections, alerts, observability, upcasting) = match raw {
-            Some(raw) => (raw.database, raw.projections, raw.alerts, raw.observability, raw.upcasting),
-            None => (None, None, None, None, None),
+        let (database, projections, alerts, observability, upcasting, encryption) = match raw {
+            Some(raw) => (raw.database, raw.projections, raw.alerts, raw.observability, raw.upcasting, raw.encryption),
+            None => (None, None, None, None, None, None),
         };
         let database = self.database(database);
         let mut out = BTreeMap::new();
+        let mut grants = Vec::new();
         match projections {
             Some(projections) if !projections.value.0.is_empty() => {
-                for (name, raw) in projections.value.0 {
+                for (name, mut raw) in projections.value.0 {
                     if !is_projection_name(&name.value) {
                         self.errors.push(ConfigError::InvalidProjectionName {
                             at: self.at(&name.referenced),
                             name: shown(&name.value),
                         });
                     }
-                    if let Some(projection) = self.projection(raw) {
+                    let (decrypt, grant) = self.grant(&name.value, raw.decrypt.take().unwrap_or_default());
+                    grants.push(grant);
+                    if let Some(mut projection) = self.projection(raw) {
+                        projection.decrypt = decrypt;
                         out.insert(name.value, projection);
                     }
                 }
@@ -99,7 +103,8 @@ impl Validator<'_> {
         let alerts = alerts.map(|raw| self.alerts(raw));
         let observability = self.observability(observability);
         let upcasting = self.upcasting(upcasting);
-        Config { database, projections: out, alerts, observability, upcasting }
+        let encryption = self.encryption(encryption, &grants);
+        Config { database, projections: out, alerts, observability, upcasting, encryption }
     }
 
     fn upcasting(&mut self, raw: Option<RawUpcasting>) -> UpcastingConfig {
@@ -383,6 +388,7 @@ impl Validator<'_> {
             on_failure: on_failure?,
             gap_timeout: gap_timeout?,
             crash_limit: u32::try_from(crash_limit?).ok()?,
+            decrypt: Vec::new(),
         })
     }
 
@@ -413,7 +419,7 @@ impl Validator<'_> {
         out
     }
 
-    fn duration(&mut self, field: &'static str, value: &Spanned<String>) -> Option<Duration> {
+    pub(super) fn duration(&mut self, field: &'static str, value: &Spanned<String>) -> Option<Duration> {
         let parsed = parse_duration(&value.value);
         if parsed.is_none() {
             self.errors.push(ConfigError::InvalidDuration {
@@ -460,7 +466,13 @@ impl Validator<'_> {
 
     /// `value` if it is a whole number in `min..=max` (`max` defaults to `u32::MAX`, the
     /// widest type these knobs are stored in).
-    fn integer(&mut self, field: &'static str, value: &Spanned<RawInt>, min: i64, max: Option<i64>) -> Option<i64> {
+    pub(super) fn integer(
+        &mut self,
+        field: &'static str,
+        value: &Spanned<RawInt>,
+        min: i64,
+        max: Option<i64>,
+    ) -> Option<i64> {
         let number = match &value.value {
             RawInt::Int(number) => Some(*number),
             _ => None,

@@ -12,7 +12,7 @@ use crate::error::ErrorClass;
 ///   `Malformed`, `UnknownFormatVersion`, `UnknownAlgorithm`) and `Authentication`:
 ///   permanent. The stored bytes were damaged or tampered with, or the wrong key or
 ///   context was used; retrying gives the same answer. A reader dead-letters the event.
-/// - `UnknownDekVersion`, `UnknownKekVersion`, `KekRetired`: permanent until the
+/// - `UnknownDekVersion`, `MissingKey`, `UnknownKekVersion`, `KekRetired`: permanent until the
 ///   configuration changes (a key is missing from the keyring, or was retired before
 ///   every wrap was moved off it).
 /// - `Keyring`, `InvalidPath`: configuration or caller error, found before any data is
@@ -75,6 +75,14 @@ pub enum CryptoError {
     /// reads as redacted, not as an error).
     #[error("no data-encryption key of version {version}")]
     UnknownDekVersion { version: u32 },
+
+    /// No data-encryption key is stored for the subject, and it was not shredded (a
+    /// shredded subject reads as redacted, not as an error).
+    ///
+    /// Handling: permanent; the key rows were lost or deleted around the store. Restore
+    /// them from a backup, or shred the subject to make the loss deliberate.
+    #[error("no data-encryption key is stored for the subject, and it was not shredded")]
+    MissingKey,
 
     /// The keyring has no key-encryption key of this version.
     ///

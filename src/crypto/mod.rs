@@ -57,17 +57,22 @@
 mod aead;
 mod cache;
 mod codec;
+mod digest;
 mod envelope;
 pub mod error;
 mod keys;
 mod paths;
+mod scrub;
 mod wrap;
 
 pub use cache::{CacheLimits, DekCache};
+pub use digest::{DigestKey, DIGEST_PREFIX};
 pub use envelope::{decrypt_field, encrypt_field, envelope_dek_version, is_envelope, FieldContext, ENVELOPE_PREFIX};
 pub use error::CryptoError;
 pub use keys::{Dek, Kek, Keyring};
 pub use paths::{
-    check_encrypted_fields, decrypt_paths, encrypt_paths, redact_paths, redacted, Decrypted, EventContext, REDACTED,
+    check_encrypted_fields, check_paths, decrypt_paths, encrypt_paths, open_paths, redact_paths, redacted,
+    set_value_at, value_at, Decrypted, EventContext, REDACTED,
 };
+pub use scrub::{plaintext_leaves, scrub_text};
 pub use wrap::WrappedDek;

@@ -115,12 +115,29 @@ pub fn decrypt_paths<S: AsRef<str>>(
     payload: &mut Value,
     listed: &[S],
     event: &EventContext<'_>,
+    keys: impl FnMut(u32) -> Result<Option<Dek>, CryptoError>,
+) -> Result<Decrypted, CryptoError> {
+    open_paths(payload, listed, |_| true, event, keys)
+}
+
+/// [`decrypt_paths`] for a reader granted only some fields: a listed field for which
+/// `granted` is false becomes [`REDACTED`] unopened, and `keys` is asked only for the
+/// versions of granted fields (not at all when none is granted).
+pub fn open_paths<S: AsRef<str>>(
+    payload: &mut Value,
+    listed: &[S],
+    granted: impl Fn(&str) -> bool,
+    event: &EventContext<'_>,
     mut keys: impl FnMut(u32) -> Result<Option<Dek>, CryptoError>,
 ) -> Result<Decrypted, CryptoError> {
     check_encrypted_fields(payload, listed)?;
     let mut fetched: Vec<(u32, Option<Dek>)> = Vec::new();
     let mut opened = Vec::with_capacity(listed.len());
     for path in listed.iter().map(AsRef::as_ref) {
+        if !granted(path) {
+            opened.push((path, None));
+            continue;
+        }
         let envelope = envelope_at(payload, path)?;
         let version = envelope_dek_version(envelope)?;
         let known = fetched.iter().position(|(v, _)| *v == version);
@@ -179,6 +196,24 @@ pub fn check_encrypted_fields<S: AsRef<str>>(payload: &Value, listed: &[S]) -> R
         Some(path) => Err(CryptoError::UnlistedEnvelope { path }),
         None => Ok(()),
     }
+}
+
+/// Checks a list of paths as `encrypted_fields` takes them: none empty or with an
+/// empty segment, none listed twice, none inside another.
+pub fn check_paths<S: AsRef<str>>(paths: &[S]) -> Result<(), CryptoError> {
+    parse_paths(paths).map(drop)
+}
+
+/// The value at `path` (`None` when a key on the way is missing or a parent is
+/// `null`); an error when the path crosses a non-object.
+pub fn value_at<'v>(payload: &'v Value, path: &str) -> Result<Option<&'v Value>, CryptoError> {
+    let segments: Vec<&str> = path.split('.').collect();
+    lookup(payload, path, &segments)
+}
+
+/// Replaces the value at `path`, which must be present.
+pub fn set_value_at(payload: &mut Value, path: &str, value: Value) -> Result<(), CryptoError> {
+    replace(payload, path, value)
 }
 
 type Parsed<'p> = Vec<(&'p str, Vec<&'p str>)>;

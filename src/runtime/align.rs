@@ -43,6 +43,24 @@ where
     H: ProjectionHandler,
     S: EventStore + ProjectionStore,
 {
+    let reading = crate::upcast::Reading::new(filter.clone(), upcasters.clone());
+    align_partitions_read(handler, store, projection, &reading, owner, batch_size).await
+}
+
+/// [`align_partitions`] through `reading` (the configuration's filter, the enabled
+/// upcasters and what the projection may decrypt), as the partitions' runners read.
+pub async fn align_partitions_read<H, S>(
+    handler: &H,
+    store: &S,
+    projection: &str,
+    reading: &crate::upcast::Reading,
+    owner: &str,
+    batch_size: usize,
+) -> Result<Checkpoint, RuntimeError>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
     let states: Vec<_> = store.states().await?.into_iter().filter(|s| s.projection == projection).collect();
     let Some(target) = states.iter().map(|s| s.checkpoint).max() else {
         return Err(StoreError::UnknownProjection(projection.to_owned()).into());
@@ -56,8 +74,9 @@ where
                 owner: state.lease_owner.clone().unwrap_or_else(|| "another runner".into()),
             }
         })?;
-        let mut runner = BatchRunner::new(handler, store, filter, lease)
-            .upcasters(upcasters.clone())
+        let mut runner = BatchRunner::new(handler, store, reading.filter(), lease)
+            .upcasters(reading.upcasters().clone())
+            .decryption(reading.decryption().clone())
             .batch_size(batch_size)
             .until(target);
         while runner.checkpoint() < target {

@@ -87,6 +87,7 @@ where
             last_event_at: None,
             lease_ttl: self.lease_ttl,
             dead_letters: vec![letter],
+            audit: Vec::new(),
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;

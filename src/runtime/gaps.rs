@@ -21,6 +21,8 @@ pub(super) struct GapReads {
     pub failed: Vec<(Uuid, HandlerError)>,
     /// Gaps the direct read could not fill, in batch order.
     pub unfilled: Vec<Unfilled>,
+    /// Audit rows of the decrypts of `events`.
+    pub audit: Vec<crate::store::keys::AuditRecord>,
 }
 
 /// An event of the batch with versions of its aggregate still missing before it.
@@ -75,9 +77,10 @@ pub(super) async fn read_gaps<H: ProjectionHandler, S: EventStore>(
                 last_missing: last,
             });
         }
-        let prepared = reading.prepare(found);
+        let prepared = reading.prepare(&mut &*store, found).await?;
         out.events.extend(prepared.events);
         out.failed.extend(prepared.failed);
+        out.audit.extend(prepared.audit);
     }
     Ok(out)
 }

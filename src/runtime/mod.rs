@@ -11,9 +11,9 @@ mod rebuild;
 mod time_travel;
 mod window;
 
-pub use align::{align_partitions, align_partitions_upcast};
+pub use align::{align_partitions, align_partitions_read, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
-pub use time_travel::{state_at, state_upcast_at};
+pub use time_travel::{state_at, state_read_at, state_upcast_at};
 pub use window::CatchUpWindow;
 
 use std::time::Duration;
@@ -127,6 +127,8 @@ struct Window {
     applied_after_failing: Vec<Uuid>,
     /// A batch was cut short at a gap or parked an aggregate: the step commits now.
     cut: bool,
+    /// What reading the batches decrypted, recorded in the commit.
+    audit: Vec<crate::store::keys::AuditRecord>,
 }
 
 impl Window {
@@ -217,7 +219,16 @@ where
     /// enables). The filter then applies to the upcast type; an event an upcaster fails
     /// on is dead-lettered and parks its aggregate.
     pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
-        self.reading = Reading::new(self.reading.filter().clone(), upcasters);
+        self.reading = self.reading.with_upcasters(upcasters);
+        self
+    }
+
+    /// Opens the encrypted fields the projection is granted before upcasting; every
+    /// other one reaches the handler redacted (the default: nothing is granted). An
+    /// event whose fields cannot be read is dead-lettered and parks its aggregate. The
+    /// decrypts are audited in the batch's commit.
+    pub fn decryption(mut self, decryption: crate::encryption::Decryption) -> Self {
+        self.reading = self.reading.decrypting(decryption);
         self
     }
 
@@ -284,16 +295,17 @@ where
             if events.is_empty() && from < cap {
                 // Every event up to `cap` was below the horizon when `cap` was reached, so
                 // an empty read means this partition has none left before it.
-                return self.advance_to(cap).await;
+                return self.advance_to(cap, Vec::new()).await;
             }
         }
         let (read, read_to) = (events.len(), events.last().map(DomainEvent::checkpoint));
-        let prepared = self.reading.prepare(events);
+        let prepared = self.reading.prepare(&mut self.store, events).await?;
+        let audit = prepared.audit;
         let mut events = prepared.events;
         if events.is_empty() {
             return match read_to {
                 // Every event read became a type the filter leaves out: pass over them.
-                Some(to) => Ok(StepOutcome { events_read: read, ..self.advance_to(to).await? }),
+                Some(to) => Ok(StepOutcome { events_read: read, ..self.advance_to(to, audit).await? }),
                 None => Ok(StepOutcome { checkpoint: from, ..StepOutcome::default() }),
             };
         }
@@ -302,7 +314,7 @@ where
         }
 
         let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
-        let mut window = Window::default();
+        let mut window = Window { audit, ..Window::default() };
         fold.failing_upcasts(prepared.failed);
         let mut full = read == limit && self.until.is_none() && plan == rules::CrashPlan::Normal;
         if let Err(e) = self.fold_batch(&mut fold, &mut window, events).await {
@@ -315,7 +327,8 @@ where
             let events = self.store.read_all(after, self.reading.store_filter(), self.lease.partition, limit).await?;
             let (read, read_to) = (events.len(), events.last().map(DomainEvent::checkpoint));
             full = read == limit;
-            let prepared = self.reading.prepare(events);
+            let prepared = self.reading.prepare(&mut self.store, events).await?;
+            window.audit.extend(prepared.audit);
             if prepared.events.is_empty() {
                 if let Some(to) = read_to {
                     window.to = Some(to);
@@ -355,6 +368,7 @@ where
         fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
         let reads = gaps::read_gaps(self.store, fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
         fold.failing_upcasts(reads.failed);
+        window.audit.extend(reads.audit);
         let parked_before = window.parked_now.len();
         if let Err(e) =
             self.settle_gaps(&reads.unfilled, &mut events, &mut window.letters, &mut window.parked_now).await
@@ -449,6 +463,7 @@ where
             last_event_at: fold.last_event_at().or(window.last_timestamp),
             lease_ttl: self.lease_ttl,
             dead_letters: window.letters,
+            audit: window.audit,
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = to;
@@ -494,7 +509,11 @@ where
         }
     }
 
-    async fn advance_to(&mut self, cap: Checkpoint) -> Result<StepOutcome, RuntimeError> {
+    async fn advance_to(
+        &mut self,
+        cap: Checkpoint,
+        audit: Vec<crate::store::keys::AuditRecord>,
+    ) -> Result<StepOutcome, RuntimeError> {
         let commit = BatchCommit {
             lease: &self.lease,
             table: self.handler.schema(),
@@ -505,6 +524,7 @@ where
             last_event_at: None,
             lease_ttl: self.lease_ttl,
             dead_letters: Vec::new(),
+            audit,
         };
         self.store.commit(commit).await?;
         self.lease.checkpoint = cap;

@@ -10,6 +10,7 @@ use crate::fold::{Fold, Halt};
 use crate::handler::ProjectionHandler;
 use crate::read_model::{RowKey, Value};
 use crate::runtime::RuntimeError;
+use crate::store::keys::InRebuild;
 use crate::store::{ReadBound, RebuildSession, Rebuilds};
 use crate::upcast::{Reading, Upcasters};
 
@@ -72,7 +73,15 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
     /// Upcasts every event before the handler sees it, as live processing does (see
     /// [`crate::BatchRunner::upcasters`]).
     pub fn upcasters(mut self, upcasters: Upcasters) -> Self {
-        self.reading = Reading::new(self.reading.filter().clone(), upcasters);
+        self.reading = self.reading.with_upcasters(upcasters);
+        self
+    }
+
+    /// Opens the encrypted fields the projection is granted, as live processing does
+    /// (see [`crate::BatchRunner::decryption`]); the decrypts are audited in the
+    /// rebuild's transaction.
+    pub fn decryption(mut self, decryption: crate::encryption::Decryption) -> Self {
+        self.reading = self.reading.decrypting(decryption);
         self
     }
 
@@ -153,7 +162,8 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             let Some(last) = read.last() else { break };
             checkpoint = last.checkpoint();
             events_read += read.len() as u64;
-            let prepared = self.reading.prepare(read);
+            let prepared = self.reading.prepare(&mut InRebuild(&mut session), read).await?;
+            session.record_audit(&prepared.audit).await?;
             fold.failing_upcasts(prepared.failed);
             let mut events = prepared.events;
             if let Some(only) = &only {
@@ -170,7 +180,8 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
                 let found = session
                     .read_aggregate(gap.aggregate_id, ReadBound::Versions { after: gap.after, upto: gap.upto })
                     .await?;
-                let prepared = self.reading.prepare(found);
+                let prepared = self.reading.prepare(&mut InRebuild(&mut session), found).await?;
+                session.record_audit(&prepared.audit).await?;
                 fold.failing_upcasts(prepared.failed);
                 gap_events.extend(prepared.events);
             }
@@ -268,7 +279,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             let events = session.read_since_position(from, self.reading.store_filter(), after, self.read_size).await?;
             let Some(last) = events.last() else { break };
             after = last.position;
-            keys.extend(self.reading.prepare(events).events.iter().filter_map(|e| self.handler.key(e)));
+            let prepared = self.reading.prepare(&mut InRebuild(&mut *session), events).await?;
+            session.record_audit(&prepared.audit).await?;
+            keys.extend(prepared.events.iter().filter_map(|e| self.handler.key(e)));
         }
         Ok(keys)
     }

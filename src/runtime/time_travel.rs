@@ -49,7 +49,26 @@ where
     H: ProjectionHandler,
     S: EventStore + ProjectionStore,
 {
-    let reading = Reading::new(handler.filter().and(filter), upcasters.clone());
+    state_read_at(handler, store, &Reading::new(filter.clone(), upcasters.clone()), key, aggregate_id, at).await
+}
+
+/// [`state_upcast_at`] through `reading` (the configuration's filter, the enabled
+/// upcasters, and what the projection may decrypt; the handler's own filter is added
+/// here). The decrypts are audited.
+pub async fn state_read_at<H, S>(
+    handler: &H,
+    store: &S,
+    reading: &Reading,
+    key: &H::Key,
+    aggregate_id: Option<Uuid>,
+    at: Option<DateTime<Utc>>,
+) -> Result<Option<(H::Row, i64)>, RuntimeError>
+where
+    H: ProjectionHandler,
+    S: EventStore + ProjectionStore,
+{
+    let reading = reading.narrowed(&handler.filter());
+    let mut audit = Vec::new();
     let exclusions = store.exclusions(handler.name()).await?;
     let mut fold = Fold::new(handler)
         .assume_absent(true)
@@ -57,7 +76,8 @@ where
         .discarding(exclusions.discarded.iter().copied());
     if let Some(id) = aggregate_id {
         let bound = at.map_or(ReadBound::All, ReadBound::At);
-        let prepared = reading.prepare(store.read_aggregate(id, bound).await?);
+        let prepared = reading.prepare(&mut &*store, store.read_aggregate(id, bound).await?).await?;
+        audit.extend(prepared.audit);
         fold.failing_upcasts(prepared.failed);
         for e in prepared.events.iter().filter(|e| !exclusions.holds(e)) {
             if handler.key(e).as_ref() == Some(key) {
@@ -72,7 +92,8 @@ where
             let events = store.read_committed(after, reading.store_filter(), 10_000).await?;
             let Some(last) = events.last() else { break };
             after = last.position;
-            let prepared = reading.prepare(events);
+            let prepared = reading.prepare(&mut &*store, events).await?;
+            audit.extend(prepared.audit);
             fold.failing_upcasts(prepared.failed);
             for e in &prepared.events {
                 if at.is_some_and(|at| e.timestamp > at) || exclusions.holds(e) {
@@ -84,5 +105,6 @@ where
             }
         }
     }
+    store.record_audit(&audit).await?;
     Ok(fold.row(key).cloned().map(|row| (row, fold.version(key))))
 }

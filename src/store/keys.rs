@@ -66,10 +66,14 @@ pub enum AuditOperation {
     Shred,
     /// A read or write that was refused (no grant, erased subject, retired key).
     Denied,
+    /// The keyring got a new primary key-encryption key (`kek_version`).
+    Rotate,
+    /// The keyring's minimum version was raised to `kek_version`: keys below it retired.
+    Retire,
 }
 
 impl AuditOperation {
-    pub const ALL: [AuditOperation; 7] = [
+    pub const ALL: [AuditOperation; 9] = [
         AuditOperation::Encrypt,
         AuditOperation::Decrypt,
         AuditOperation::Provision,
@@ -77,6 +81,8 @@ impl AuditOperation {
         AuditOperation::Rewrap,
         AuditOperation::Shred,
         AuditOperation::Denied,
+        AuditOperation::Rotate,
+        AuditOperation::Retire,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +94,8 @@ impl AuditOperation {
             AuditOperation::Rewrap => "rewrap",
             AuditOperation::Shred => "shred",
             AuditOperation::Denied => "denied",
+            AuditOperation::Rotate => "rotate",
+            AuditOperation::Retire => "retire",
         }
     }
 
@@ -185,6 +193,38 @@ pub trait SubjectKeys {
 
     /// The newest audit rows first, of one subject or of all.
     async fn audit_log(&self, subject: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+/// Reading subjects' current keys: from a store, or inside one of its transactions (a
+/// rebuild or a repair holds the store's connection, so its keys are read through it).
+pub trait KeyReads {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>>;
+}
+
+impl<S: SubjectKeys> KeyReads for &S {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>> {
+        self.subject_keys(subjects).await
+    }
+}
+
+/// Keys read inside a rebuild.
+#[derive(Debug)]
+pub struct InRebuild<'s, R>(pub &'s mut R);
+
+impl<R: crate::store::RebuildSession> KeyReads for InRebuild<'_, R> {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>> {
+        self.0.subject_keys(subjects).await
+    }
+}
+
+/// Keys read inside a repair.
+#[derive(Debug)]
+pub struct InRepair<'s, R>(pub &'s mut R);
+
+impl<R: crate::store::RepairSession> KeyReads for InRepair<'_, R> {
+    async fn read_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>> {
+        self.0.subject_keys(subjects).await
+    }
 }
 
 /// A subject id is what keys are bound to: non-empty, bounded, printable.

@@ -18,6 +18,7 @@ use crate::error::Result;
 use crate::event::{Checkpoint, DomainEvent, EventFilter, NewEvent, Partition};
 use crate::read_model::{TableSchema, Value};
 use crate::state::{ProjectionState, Status};
+use crate::store::keys::{AuditRecord, KeyLookup, SubjectKeys};
 
 /// What the appender believes the aggregate's current version is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,19 @@ pub struct AppendOutcome {
     pub deduplicated: bool,
 }
 
+/// What a writer adds to an append beyond its events, written with them or not at all.
+#[derive(Debug, Clone, Default)]
+pub struct AppendWith {
+    /// The idempotency fingerprint to store with the key and to compare a repeat with,
+    /// in place of [`rules::request_fingerprint`] of the request as the store receives
+    /// it: a writer that seals fields (fresh nonces each time) or pins `Any` to the
+    /// version it sealed for gives the fingerprint of the request as its caller made
+    /// it. `None`: computed from the request.
+    pub fingerprint: Option<String>,
+    /// Crypto audit rows (the `encrypt`s of sealed fields), in the append's transaction.
+    pub audit: Vec<AuditRecord>,
+}
+
 /// How far to read one aggregate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBound {
@@ -66,11 +80,21 @@ pub enum ReadBound {
     At(DateTime<Utc>),
 }
 
-/// Appending and reading events.
-pub trait EventStore {
+/// Appending and reading events, and the keys of the subjects whose fields they seal
+/// (a store that holds events with encrypted fields holds their wrapped keys too).
+pub trait EventStore: SubjectKeys {
     /// Appends `request.events` as the next versions of the aggregate, or fails with
     /// [`StoreError::Conflict`](crate::StoreError::Conflict).
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome>;
+    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome> {
+        self.append_with(request, AppendWith::default()).await
+    }
+
+    /// [`EventStore::append`] with what the writer adds ([`AppendWith`]): all of it
+    /// commits with the events, or nothing does.
+    async fn append_with(&self, request: AppendRequest, with: AppendWith) -> Result<AppendOutcome>;
+
+    /// The aggregate's current version (0: it has no events).
+    async fn current_version(&self, aggregate_id: Uuid) -> Result<i64>;
 
     /// One aggregate's events in version order.
     async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
@@ -159,6 +183,9 @@ pub struct BatchCommit<'a> {
     /// history, see [`ProjectionStore::record_failure`]). The commit also checks that
     /// `lease.parked.epoch` has not moved, and bumps it when it parks anything.
     pub dead_letters: Vec<DeadLetter>,
+    /// Crypto audit rows of the batch (the decrypts it made), written only if the
+    /// commit is.
+    pub audit: Vec<AuditRecord>,
 }
 
 /// An open transaction that keeps committed events from being read.
@@ -325,6 +352,13 @@ pub trait RebuildSession {
     /// from their versions on, as a batch commit does; visible when the rebuild finishes.
     async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<()>;
 
+    /// The current key of each subject, read inside the rebuild (as
+    /// [`SubjectKeys::subject_keys`]).
+    async fn subject_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>>;
+
+    /// Audit rows of the rebuild's decrypts, committed with it.
+    async fn record_audit(&mut self, records: &[AuditRecord]) -> Result<()>;
+
     /// Sets every partition's checkpoint to `to`, marks the projection caught up, moves
     /// every partition's parking epoch (runners re-read their parked sets) and commits.
     async fn finish(self, to: Checkpoint, events_applied: u64, last_event_at: Option<DateTime<Utc>>) -> Result<()>;
@@ -394,6 +428,13 @@ pub trait RepairSession {
 
     /// Records an action that leaves the letter open (a retry that stopped).
     async fn record_action(&mut self, action: &OperatorAction) -> Result<()>;
+
+    /// The current key of each subject, read inside the repair (as
+    /// [`SubjectKeys::subject_keys`]).
+    async fn subject_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>>;
+
+    /// Audit rows of the repair's decrypts, committed with it.
+    async fn record_audit(&mut self, records: &[AuditRecord]) -> Result<()>;
 
     async fn commit(self) -> Result<()>;
 }

@@ -172,6 +172,10 @@ pub fn check_append(request: &AppendRequest, max_payload_bytes: usize) -> Result
                 which()
             )));
         }
+        // A payload that disagrees with its listing would be read as plaintext or fail
+        // every reader: refused here, at the one door every writer goes through.
+        crate::crypto::check_encrypted_fields(&event.event_data, &event.encrypted_fields)
+            .map_err(|e| invalid(format!("{}: {e}", which())))?;
     }
     Ok(())
 }

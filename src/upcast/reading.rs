@@ -7,30 +7,40 @@
 //! ([`Reading::store_filter`]), and the filter is applied again, in memory, to the
 //! upcast events ([`Reading::prepare`]). An event whose chain leads out of the filter
 //! is dropped like an event the store filtered out.
+//!
+//! Before upcasting, each event's encrypted fields are opened or redacted as the
+//! projection's grant says ([`Decryption`]): upcasters and handlers see the payload a
+//! projection may see, and an event whose fields cannot be read is failed, never passed
+//! on sealed or as plaintext.
 
 use uuid::Uuid;
 
 use super::{UpcastError, Upcasters};
-use crate::error::HandlerError;
+use crate::encryption::Decryption;
+use crate::error::{HandlerError, StoreError};
 use crate::event::{DomainEvent, EventFilter};
+use crate::store::keys::{AuditRecord, KeyReads};
 
-/// What one path reads: the projection's filter (on upcast types) and the upcasters
-/// enabled for it.
+/// What one path reads: the projection's filter (on upcast types), the upcasters
+/// enabled for it, and what it may decrypt.
 #[derive(Debug, Clone, Default)]
 pub struct Reading {
     filter: EventFilter,
     store_filter: EventFilter,
     upcasters: Upcasters,
+    decryption: Decryption,
 }
 
-/// Events ready for a fold: upcast and filtered, in the order read.
+/// Events ready for a fold: decrypted as granted, upcast and filtered, in the order read.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// Upcast events, and the events an upcaster failed on as stored.
+    /// Upcast events, and the events an upcaster or the decryption failed on as stored.
     pub events: Vec<DomainEvent>,
-    /// The events an upcaster failed on, with the error to dead-letter them with (for
-    /// [`crate::fold::Fold::failing_upcasts`]).
+    /// The events an upcaster or the decryption failed on, with the error to
+    /// dead-letter them with (for [`crate::fold::Fold::failing_upcasts`]).
     pub failed: Vec<(Uuid, HandlerError)>,
+    /// Audit rows of the decrypts, to write with the work's effect.
+    pub audit: Vec<AuditRecord>,
 }
 
 impl Reading {
@@ -49,7 +59,31 @@ impl Reading {
                 skip_metadata: filter.skip_metadata && !upcasts,
             }
         };
-        Self { filter, store_filter, upcasters }
+        Self { filter, store_filter, upcasters, decryption: Decryption::none() }
+    }
+
+    /// The same reading, decrypting as `decryption` grants. A grant needs the events'
+    /// metadata (it names their subjects), so the store is asked for it.
+    pub fn decrypting(mut self, decryption: Decryption) -> Self {
+        if decryption.grants_any() {
+            self.store_filter.skip_metadata = false;
+        }
+        self.decryption = decryption;
+        self
+    }
+
+    /// The same reading with other upcasters (the decryption is kept).
+    pub fn with_upcasters(&self, upcasters: Upcasters) -> Self {
+        Reading::new(self.filter.clone(), upcasters).decrypting(self.decryption.clone())
+    }
+
+    /// The same reading, its filter narrowed by `filter` (a handler's own).
+    pub fn narrowed(&self, filter: &EventFilter) -> Self {
+        Reading::new(self.filter.and(filter), self.upcasters.clone()).decrypting(self.decryption.clone())
+    }
+
+    pub fn decryption(&self) -> &Decryption {
+        &self.decryption
     }
 
     /// The filter on upcast events.
@@ -66,12 +100,34 @@ impl Reading {
         &self.upcasters
     }
 
-    /// Upcasts `events` (read with [`Reading::store_filter`], or unfiltered) and keeps
-    /// those the filter takes. An event an upcaster fails on is kept as stored when its
-    /// chain would end at a filtered type, with its failure in [`Prepared::failed`].
-    pub fn prepare(&self, events: Vec<DomainEvent>) -> Prepared {
-        let mut out = Prepared { events: Vec::with_capacity(events.len()), failed: Vec::new() };
+    /// Opens or redacts the encrypted fields of `events` (read with
+    /// [`Reading::store_filter`], or unfiltered; keys come through `keys`), upcasts them
+    /// and keeps those the filter takes. An event the decryption or an upcaster fails on
+    /// is kept as stored when its chain would end at a filtered type, with its failure in
+    /// [`Prepared::failed`]. Fails only when reading keys fails.
+    pub async fn prepare<K: KeyReads>(
+        &self,
+        keys: &mut K,
+        mut events: Vec<DomainEvent>,
+    ) -> Result<Prepared, StoreError> {
+        let opened = self.decryption.open(keys, &mut events).await?;
+        let mut out = self.upcast(events, opened.failed);
+        out.audit = opened.audit;
+        Ok(out)
+    }
+
+    /// Upcasts and filters events whose encrypted fields were dealt with; `unread` are
+    /// the events whose fields could not be read: they skip the upcasters.
+    fn upcast(&self, events: Vec<DomainEvent>, unread: Vec<(Uuid, HandlerError)>) -> Prepared {
+        let mut out = Prepared { events: Vec::with_capacity(events.len()), failed: Vec::new(), audit: Vec::new() };
         for event in events {
+            if let Some(at) = unread.iter().position(|(id, _)| *id == event.event_id) {
+                if self.leads_in(&event) {
+                    out.failed.push((event.event_id, unread[at].1.clone()));
+                    out.events.push(event);
+                }
+                continue;
+            }
             let (event, error) = self.upcasters.upcast_or_keep(event);
             match error {
                 None if self.filter.matches(&event) => out.events.push(event),
@@ -93,6 +149,16 @@ impl Reading {
             }
         }
         out
+    }
+
+    /// Whether a stored event the reading cannot look into may end at a filtered type.
+    fn leads_in(&self, event: &DomainEvent) -> bool {
+        if !self.store_filter.matches(event) {
+            return false;
+        }
+        let types = &self.filter.event_types;
+        let version = event.metadata().map_or(1, |m| m.event_version);
+        types.is_empty() || types.contains(&self.upcasters.target_of(&event.event_type, version).0)
     }
 }
 
@@ -163,10 +229,10 @@ mod tests {
             event(2, "Joined", 3, json!({})),
             event(3, "SignedUp", 3, json!({"first": "Bo"})),
         ];
-        let renamed = Reading::new(only(&["SignedUp"]), upcasters()).prepare(events.clone());
+        let renamed = Reading::new(only(&["SignedUp"]), upcasters()).upcast(events.clone(), Vec::new());
         let types: Vec<_> = renamed.events.iter().map(|e| (e.event_id.as_u128(), e.event_type.as_str())).collect();
         assert_eq!(types, [(1, "SignedUp"), (3, "SignedUp")], "a Joined v3 stays Joined and is left out");
-        let old_name = Reading::new(only(&["Joined"]), upcasters()).prepare(events);
+        let old_name = Reading::new(only(&["Joined"]), upcasters()).upcast(events, Vec::new());
         let ids: Vec<_> = old_name.events.iter().map(|e| e.event_id.as_u128()).collect();
         assert_eq!(ids, [2], "a filter on the old name sees only what is still called so");
     }
@@ -174,13 +240,14 @@ mod tests {
     #[test]
     fn a_failing_event_is_kept_as_stored_with_its_error() {
         let failing = event(1, "Joined", 1, json!({"name": 7}));
-        let prepared = Reading::new(only(&["SignedUp"]), upcasters()).prepare(vec![failing.clone()]);
+        let prepared = Reading::new(only(&["SignedUp"]), upcasters()).upcast(vec![failing.clone()], Vec::new());
         assert_eq!(prepared.events, [failing]);
         let (id, error) = &prepared.failed[0];
         assert_eq!(*id, Uuid::from_u128(1));
         let text = error.to_string();
         assert!(text.contains("Joined v1") && text.contains("no name"), "{text}");
-        let elsewhere = Reading::new(only(&["Left"]), upcasters()).prepare(vec![event(1, "Joined", 1, json!({}))]);
+        let elsewhere =
+            Reading::new(only(&["Left"]), upcasters()).upcast(vec![event(1, "Joined", 1, json!({}))], Vec::new());
         assert!(elsewhere.events.is_empty() && elsewhere.failed.is_empty(), "its chain does not lead to the filter");
     }
 }

@@ -1251,6 +1251,7 @@ async fn catch_up_phases(
                 last_event_at: fold.last_event_at(),
                 lease_ttl: Duration::from_secs(60),
                 dead_letters: Vec::new(),
+                audit: Vec::new(),
             })
             .await?;
         commit += t.elapsed();

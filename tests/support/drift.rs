@@ -253,6 +253,7 @@ fn probe_commit<'a>(
         last_event_at: None,
         lease_ttl: TTL,
         dead_letters: Vec::new(),
+        audit: Vec::new(),
     }
 }
 

@@ -319,6 +319,7 @@ pub fn commit<'a>(
         last_event_at: None,
         lease_ttl: TTL,
         dead_letters,
+        audit: Vec::new(),
     }
 }
 

@@ -3,6 +3,8 @@
 pub mod contract;
 pub mod crashes;
 pub mod drift;
+pub mod encryption;
+pub mod encryption_failures;
 pub mod failures;
 pub mod keys;
 pub mod ledger;
@@ -154,6 +156,29 @@ macro_rules! keys_tests {
     };
     ($($fresh:tt)+) => {
         $crate::keys_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
+}
+
+/// One test per check of the field-encryption suite ([`encryption`] and
+/// [`encryption_failures`]), each on a fresh store; arguments as [`contract_tests!`].
+#[macro_export]
+macro_rules! encryption_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::encryption_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh encryption:
+            only_a_granted_projection_sees_plaintext,
+            a_repeated_sealed_append_is_recognised,
+            rotation_keeps_data_readable_and_rewrap_moves_every_key,
+            a_shredded_subject_reads_redacted_and_gets_no_new_key,
+        );
+        $crate::__store_tests!($attr $fresh encryption_failures:
+            unreadable_fields_are_dead_lettered_and_park_only_their_aggregate,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::encryption_tests!(@tests [tokio::test] { $($fresh)+ });
     };
 }
 

@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use projector::store::rules::{self, Lag, LagWindow, StoredKey};
 use projector::{
-    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
-    ReadBound, StoreError,
+    AppendOutcome, AppendRequest, AppendWith, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion,
+    Partition, ReadBound, StoreError,
 };
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use uuid::Uuid;
@@ -26,9 +26,14 @@ const MEASURE_LAG: &str = include_str!("../sql/measure_lag.sql");
 const BUCKET_FUNCTION: &str = "projector_bucket";
 
 impl EventStore for EmbeddedStore {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn append_with(&self, request: AppendRequest, with: AppendWith) -> Result<AppendOutcome, StoreError> {
         rules::check_append(&request, self.max_payload_bytes())?;
-        append(&mut self.lock(), request)
+        append(&mut self.lock(), request, with)
+    }
+
+    async fn current_version(&self, aggregate_id: Uuid) -> Result<i64, StoreError> {
+        current_version(&self.lock(), &format_uuid(&aggregate_id))
+            .context(|| format!("read the version of aggregate {aggregate_id}"))
     }
 
     async fn read_aggregate(&self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>, StoreError> {
@@ -79,7 +84,7 @@ fn current_version(conn: &Connection, aggregate_id: &str) -> rusqlite::Result<i6
     conn.prepare_cached(CURRENT_VERSION)?.query_row([aggregate_id], |r| r.get(0))
 }
 
-fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+fn append(conn: &mut Connection, request: AppendRequest, with: AppendWith) -> Result<AppendOutcome, StoreError> {
     let aggregate = request.aggregate_id;
     for e in &request.events {
         if let Some(t) = e.timestamp {
@@ -94,9 +99,10 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
     // order: when each event is recorded, and its timestamp unless the request gives one.
     let now = Utc::now();
     let recorded_at = format_ts(now);
+    let fingerprint = with.fingerprint.clone().unwrap_or_else(|| rules::request_fingerprint(&request));
     if let Some(key) = &request.idempotency_key {
         if let Some(stored) = find_key(&tx, key, aggregate)? {
-            return rules::replay_idempotent(key, stored, &request);
+            return rules::replay_idempotent_print(key, stored, &request, &fingerprint);
         }
     }
 
@@ -176,11 +182,10 @@ fn append(conn: &mut Connection, request: AppendRequest) -> Result<AppendOutcome
         let stored = serde_json::to_string(&outcome)
             .map_err(|e| StoreError::Database(format!("append outcome does not serialize: {e}")))?;
         tx.prepare_cached(RECORD_IDEMPOTENCY_KEY)
-            .and_then(|mut s| {
-                s.execute(params![key, aggregate_text, rules::request_fingerprint(&request), stored, format_ts(now)])
-            })
+            .and_then(|mut s| s.execute(params![key, aggregate_text, fingerprint, stored, format_ts(now)]))
             .context(|| format!("append to aggregate {aggregate}: recording idempotency key {key:?}"))?;
     }
+    crate::keys::record_audit(&tx, &with.audit)?;
     tx.commit().context(|| format!("append to aggregate {aggregate}: commit"))?;
     Ok(outcome)
 }

@@ -62,9 +62,7 @@ impl SubjectKeys for EmbeddedStore {
     }
 
     async fn subject_keys(&self, subjects: &[String]) -> Result<Vec<KeyLookup>, StoreError> {
-        subjects.iter().try_for_each(|s| check_subject(s))?;
-        let conn = self.lock();
-        subjects.iter().map(|subject| lookup(&conn, subject)).collect()
+        subject_keys(&self.lock(), subjects)
     }
 
     async fn shred_subject(&self, subject: &str, actor: &str) -> Result<Shredded, StoreError> {
@@ -135,12 +133,12 @@ impl SubjectKeys for EmbeddedStore {
 
     async fn record_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
         records.iter().try_for_each(check_audit_record)?;
+        if records.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).context(|| "record audit rows")?;
-        let now = format_ts(Utc::now());
-        for record in records {
-            insert_audit(&tx, record, &now)?;
-        }
+        record_audit(&tx, records)?;
         tx.commit().context(|| "record audit rows")
     }
 
@@ -151,6 +149,19 @@ impl SubjectKeys for EmbeddedStore {
         let rows = statement.query_map(params![subject, limit], RawAudit::read).context(context)?;
         rows.map(|row| row.context(context)?.decode()).collect()
     }
+}
+
+/// The current key of each subject, on a connection that may be inside a transaction.
+pub(crate) fn subject_keys(conn: &Connection, subjects: &[String]) -> Result<Vec<KeyLookup>, StoreError> {
+    subjects.iter().try_for_each(|s| check_subject(s))?;
+    subjects.iter().map(|subject| lookup(conn, subject)).collect()
+}
+
+/// Writes audit rows on a connection inside the caller's transaction.
+pub(crate) fn record_audit(conn: &Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    records.iter().try_for_each(check_audit_record)?;
+    let now = format_ts(Utc::now());
+    records.iter().try_for_each(|record| insert_audit(conn, record, &now))
 }
 
 fn lookup(conn: &Connection, subject: &str) -> Result<KeyLookup, StoreError> {

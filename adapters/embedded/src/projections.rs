@@ -343,6 +343,7 @@ fn commit(conn: &mut Connection, commit: BatchCommit<'_>) -> Result<(), StoreErr
         dead_letters::dead_letter_batch(&tx, projection, &commit.dead_letters)?;
     }
     rows::write_rows(&tx, commit.table, &commit.changes)?;
+    crate::keys::record_audit(&tx, &commit.audit)?;
     tx.commit().context(context)?;
     Ok(())
 }

@@ -3,6 +3,8 @@
 
 use std::sync::MutexGuard;
 
+use projector::store::keys::{AuditRecord, KeyLookup};
+
 use chrono::{DateTime, Utc};
 use projector::store::rules;
 use projector::{
@@ -143,6 +145,14 @@ impl RebuildSession for EmbeddedRebuild<'_> {
 
     async fn dead_letter(&mut self, letters: &[DeadLetter]) -> Result<(), StoreError> {
         dead_letters::dead_letter_batch(&self.conn, &self.projection, letters)
+    }
+
+    async fn subject_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>, StoreError> {
+        crate::keys::subject_keys(&self.conn, subjects)
+    }
+
+    async fn record_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        crate::keys::record_audit(&self.conn, records)
     }
 
     async fn finish(

@@ -3,6 +3,8 @@
 
 use std::sync::MutexGuard;
 
+use projector::store::keys::{AuditRecord, KeyLookup};
+
 use chrono::Utc;
 use projector::{
     Checkpoint, DeadLetter, DeadLetterStatus, DiscardedEvent, DomainEvent, OperatorAction, Parked, ReadBound,
@@ -217,6 +219,14 @@ impl RepairSession for EmbeddedRepair<'_> {
 
     async fn record_action(&mut self, action: &OperatorAction) -> Result<(), StoreError> {
         dead_letters::insert_action(&self.conn, self.letter.id, action)
+    }
+
+    async fn subject_keys(&mut self, subjects: &[String]) -> Result<Vec<KeyLookup>, StoreError> {
+        crate::keys::subject_keys(&self.conn, subjects)
+    }
+
+    async fn record_audit(&mut self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        crate::keys::record_audit(&self.conn, records)
     }
 
     async fn commit(mut self) -> Result<(), StoreError> {

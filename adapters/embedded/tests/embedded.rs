@@ -221,6 +221,7 @@ async fn read_model_values_are_stored_as_documented() {
         last_event_at: None,
         lease_ttl: Duration::from_secs(30),
         dead_letters: vec![],
+        audit: Vec::new(),
     };
     store.commit(commit).await.unwrap();
     assert_eq!(store.load_rows(&TYPES, &[vec![Value::Uuid(id)]]).await.unwrap(), vec![row]);
@@ -258,6 +259,7 @@ async fn read_model_values_are_stored_as_documented() {
         last_event_at: None,
         lease_ttl: Duration::from_secs(30),
         dead_letters: vec![],
+        audit: Vec::new(),
     };
     match store.commit(commit).await {
         Err(StoreError::Row { table, reason }) => {
@@ -322,6 +324,7 @@ async fn the_store_answers_with_the_core_rules() {
         last_event_at: None,
         lease_ttl: ttl,
         dead_letters: vec![],
+        audit: Vec::new(),
     };
     let result = store.commit(commit(&ELSEWHERE, &lease)).await;
     assert!(matches!(&result, Err(StoreError::InvalidInput(m)) if m.contains("writes table")), "{result:?}");

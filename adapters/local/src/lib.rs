@@ -26,6 +26,8 @@ use std::thread::JoinHandle;
 
 use projector::adapter::{AdapterError, Deployment, ProjectionAdapter};
 use projector::config::{Config, ProjectionConfig};
+use projector::crypto::Keyring;
+use projector::encryption::Decryption;
 use projector::upcast::{Reading, Upcasters};
 use projector::{CatchUpWindow, Partition, ProjectionState, ProjectionStore};
 use tokio::sync::{watch, Notify};
@@ -51,6 +53,8 @@ pub struct LocalAdapter<C: Connector> {
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     running: Mutex<HashMap<String, Running>>,
+    /// Opens the fields projections are granted (`decrypt:`); `None`: none may be.
+    keyring: Option<Keyring>,
 }
 
 /// A runner id unique to this process: host, pid and a random suffix.
@@ -72,7 +76,29 @@ impl<C: Connector> LocalAdapter<C> {
             wake: Arc::new(Notify::new()),
             metrics: Metrics::new(),
             running: Mutex::new(HashMap::new()),
+            keyring: None,
         }
+    }
+
+    /// The keyring that opens the fields projections are granted (`decrypt:` in
+    /// `projections.yaml`); without it a projection with a grant does not start.
+    pub fn with_keyring(mut self, keyring: Option<Keyring>) -> Self {
+        self.keyring = keyring;
+        self
+    }
+
+    /// What projection `name` may decrypt, with this adapter's keyring.
+    fn decryption(&self, name: &str, p: &ProjectionConfig) -> Result<Decryption, AdapterError> {
+        if p.decrypt.is_empty() {
+            return Ok(Decryption::none());
+        }
+        let keyring = self.keyring.clone().ok_or_else(|| {
+            AdapterError::Provider(format!(
+                "projection {name} decrypts fields ({}), but no keyring was given to the runner",
+                p.decrypt.join(", ")
+            ))
+        })?;
+        Ok(Decryption::granted(keyring, p.decrypt.iter().cloned(), &self.config.encryption, name, chrono::Utc::now))
     }
 
     /// Counters and heart-beats of this runner's workers (for `/metrics`, `/health`, alerts).
@@ -117,6 +143,7 @@ impl<C: Connector> LocalAdapter<C> {
     fn start(&self, name: &str, partitions: u32) -> Result<Deployment, AdapterError> {
         let (p, d) = self.projection(name)?;
         let upcasters = self.upcasters()?;
+        let decryption = self.decryption(name, p)?;
         let (tx, rx) = watch::channel(false);
         let workers = (0..partitions)
             .map(|index| {
@@ -134,6 +161,7 @@ impl<C: Connector> LocalAdapter<C> {
                     crash_limit: p.crash_limit,
                     upcasters: upcasters.clone(),
                     window: CatchUpWindow::for_memory(p.config.memory_bytes),
+                    decryption: decryption.clone(),
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())
             })
@@ -191,8 +219,8 @@ impl<C: Connector> ProjectionAdapter for LocalAdapter<C> {
         self.stop(projection);
         // Old partitions first reach one checkpoint, so the new split starts from it
         // with nothing applied twice and nothing skipped.
-        let (filter, upcasters) = (p.events.to_filter(), self.upcasters()?);
-        d.align(self.connector.clone(), projection.to_owned(), filter, upcasters, self.owner.clone(), p.batch_size)
+        let reading = Reading::new(p.events.to_filter(), self.upcasters()?).decrypting(self.decryption(projection, p)?);
+        d.align(self.connector.clone(), projection.to_owned(), reading, self.owner.clone(), p.batch_size)
             .map_err(AdapterError::Provider)?;
         let store = self.connector.connect().await?;
         store.repartition(projection, partitions).await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use futures_util::FutureExt;
-use projector::upcast::Upcasters;
+use projector::upcast::{Reading, Upcasters};
 use projector::ProjectionHandler;
 use tokio::sync::{watch, Notify};
 
@@ -23,13 +23,13 @@ pub trait Deploy<C: Connector>: Send + Sync {
     fn handler_filter(&self) -> projector::EventFilter;
 
     /// Brings every partition to one checkpoint (see `projector::runtime::align_partitions`),
-    /// on a thread of its own; every lease must be free.
+    /// on a thread of its own, reading as the runners do (`reading`: the configuration's
+    /// filter, upcasters and grant); every lease must be free.
     fn align(
         &self,
         connector: C,
         projection: String,
-        filter: projector::EventFilter,
-        upcasters: Upcasters,
+        reading: Reading,
         owner: String,
         batch: usize,
     ) -> Result<projector::Checkpoint, String>;
@@ -64,8 +64,7 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         &self,
         connector: C,
         projection: String,
-        filter: projector::EventFilter,
-        upcasters: Upcasters,
+        reading: Reading,
         owner: String,
         batch: usize,
     ) -> Result<projector::Checkpoint, String> {
@@ -73,7 +72,7 @@ impl<H: ProjectionHandler, C: Connector> Deploy<C> for Entry<H> {
         let aligned = on_own_runtime(format!("{projection}-align"), Err, move || async move {
             let store = connector.connect().await.map_err(|e| e.to_string())?;
             let (handler, store) = (&*handler, &store);
-            projector::runtime::align_partitions_upcast(handler, store, &projection, &filter, &upcasters, &owner, batch)
+            projector::runtime::align_partitions_read(handler, store, &projection, &reading, &owner, batch)
                 .await
                 .map_err(|e| e.to_string())
         });

@@ -14,6 +14,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::connect::Connector;
 use crate::metrics::Metrics;
+use projector::encryption::Decryption;
 use projector::upcast::Upcasters;
 use projector::CatchUpWindow;
 
@@ -41,6 +42,9 @@ pub struct WorkerSettings {
     pub upcasters: Upcasters,
     /// How much a step far behind folds before it commits (from `config.memory`).
     pub window: CatchUpWindow,
+    /// The encrypted fields the projection may read (its `decrypt:` grant), opened
+    /// before upcasting; every other one reaches the handler redacted.
+    pub decryption: Decryption,
 }
 
 /// Why a worker ended.
@@ -133,7 +137,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .gap_timeout(s.gap_timeout)
                 .crash_limit(s.crash_limit)
                 .upcasters(s.upcasters.clone())
-                .window(s.window);
+                .window(s.window)
+                .decryption(s.decryption.clone());
             let mut renewed = Instant::now();
             // Until a step succeeds, the stored status may still be an earlier failure's.
             let mut recovered = false;

@@ -1,6 +1,7 @@
 -- One append in one statement: the expected-version check, the idempotency key (with the
 -- request's fingerprint) and the events. A key already stored inserts nothing, and then
--- no event either (`keyed` is 0): the caller reads the stored key and decides.
+-- no event either (`keyed` is 0): the caller reads the stored key and decides. Audit
+-- rows of sealed fields, when there are any, are spliced in after `ins`, guarded by it.
 WITH cur AS (
     SELECT coalesce(max(version), 0) AS v FROM events WHERE aggregate_id = $1
 ), ok AS (
@@ -20,6 +21,7 @@ WITH cur AS (
     WHERE $4::text IS NULL OR EXISTS (SELECT 1 FROM key)
     RETURNING event_id, position, version
 )
+-- audit rows
 SELECT (SELECT v FROM cur) AS current,
        (SELECT count(*) FROM key) AS keyed,
        coalesce((SELECT array_agg(event_id ORDER BY version) FROM ins), '{}') AS ids,

@@ -5,8 +5,8 @@ use chrono::{DateTime, Utc};
 use postgres_types::{ToSql, Type};
 use projector::store::rules::{self, StoredKey};
 use projector::{
-    AppendOutcome, AppendRequest, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion, Partition,
-    ReadBound, StoreError,
+    AppendOutcome, AppendRequest, AppendWith, Checkpoint, DomainEvent, EventFilter, EventStore, ExpectedVersion,
+    Partition, ReadBound, StoreError,
 };
 use serde_json::value::RawValue;
 use tokio_postgres::{Client, Row};
@@ -144,15 +144,42 @@ async fn stored_key(client: &Client, key: &str) -> Result<Option<StoredKey>, Sto
 
 /// The answer to a key that is already stored: the first outcome or a refusal
 /// ([`rules::replay_idempotent`]); `None` when the key is not there after all.
-async fn replay(client: &Client, key: &str, request: &AppendRequest) -> Result<Option<AppendOutcome>, StoreError> {
+async fn replay(
+    client: &Client,
+    key: &str,
+    request: &AppendRequest,
+    fingerprint: &str,
+) -> Result<Option<AppendOutcome>, StoreError> {
     match stored_key(client, key).await? {
-        Some(stored) => rules::replay_idempotent(key, stored, request).map(Some),
+        Some(stored) => rules::replay_idempotent_print(key, stored, request, fingerprint).map(Some),
         None => Ok(None),
     }
 }
 
+/// The line of `append.sql` after which audit rows go.
+const AUDIT_HERE: &str = "-- audit rows\n";
+
+/// `append.sql` with the CTEs that write `audit`'s rows (their arrays after the
+/// statement's own parameters) when events were inserted; as it is without audit rows.
+fn append_statement(audit: bool) -> std::borrow::Cow<'static, str> {
+    if !audit {
+        return std::borrow::Cow::Borrowed(APPEND);
+    }
+    let (head, tail) = APPEND.split_once(AUDIT_HERE).expect("append.sql has an `-- audit rows` line");
+    let guard = ", guard AS (SELECT 1 FROM ins LIMIT 1)\n";
+    std::borrow::Cow::Owned(format!("{head}{guard}{}{tail}", crate::keys::audit_cte(APPEND_PARAMS + 1)))
+}
+
+/// Parameters of `append.sql`.
+const APPEND_PARAMS: usize = 12;
+
 impl EventStore for PgStore {
-    async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+    async fn current_version(&self, aggregate_id: Uuid) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        current_version(&client, aggregate_id).await
+    }
+
+    async fn append_with(&self, request: AppendRequest, with: AppendWith) -> Result<AppendOutcome, StoreError> {
         rules::check_append(&request, self.max_payload_bytes())?;
         let n = request.events.len() as i64;
         let expected = match request.expected_version {
@@ -172,28 +199,30 @@ impl EventStore for PgStore {
         let encrypted: Vec<serde_json::Value> =
             request.events.iter().map(|e| serde_json::json!(e.encrypted_fields)).collect();
         let key = request.idempotency_key.as_deref();
-        let fingerprint = key.map(|_| rules::request_fingerprint(&request));
+        let print = with.fingerprint.clone().unwrap_or_else(|| rules::request_fingerprint(&request));
+        let fingerprint = key.map(|_| print.as_str());
+        let audit = (!with.audit.is_empty()).then(|| crate::keys::AuditColumns::new(&with.audit)).transpose()?;
 
         let client = self.client().await?;
-        let result = client
-            .query_typed_one(
-                APPEND,
-                &[
-                    (&request.aggregate_id, Type::UUID),
-                    (&request.aggregate_type, Type::TEXT),
-                    (&expected, Type::INT8),
-                    (&key, Type::TEXT),
-                    (&n, Type::INT8),
-                    (&ids, Type::UUID_ARRAY),
-                    (&types, Type::TEXT_ARRAY),
-                    (&data, Type::JSONB_ARRAY),
-                    (&metadata, Type::JSONB_ARRAY),
-                    (&timestamps, Type::TIMESTAMPTZ_ARRAY),
-                    (&encrypted, Type::JSONB_ARRAY),
-                    (&fingerprint, Type::TEXT),
-                ],
-            )
-            .await;
+        let mut params: Vec<(&(dyn ToSql + Sync), Type)> = vec![
+            (&request.aggregate_id, Type::UUID),
+            (&request.aggregate_type, Type::TEXT),
+            (&expected, Type::INT8),
+            (&key, Type::TEXT),
+            (&n, Type::INT8),
+            (&ids, Type::UUID_ARRAY),
+            (&types, Type::TEXT_ARRAY),
+            (&data, Type::JSONB_ARRAY),
+            (&metadata, Type::JSONB_ARRAY),
+            (&timestamps, Type::TIMESTAMPTZ_ARRAY),
+            (&encrypted, Type::JSONB_ARRAY),
+            (&fingerprint, Type::TEXT),
+        ];
+        debug_assert_eq!(params.len(), APPEND_PARAMS);
+        if let Some(audit) = &audit {
+            audit.push(&mut params);
+        }
+        let result = client.query_typed_one(&append_statement(audit.is_some()), &params).await;
         let row = match result {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) => {
@@ -207,7 +236,7 @@ impl EventStore for PgStore {
                 }
                 // A concurrent append stored the same key first.
                 if let (Some(key), "idempotency_keys_pkey") = (key, constraint.as_str()) {
-                    if let Some(outcome) = replay(&client, key, &request).await? {
+                    if let Some(outcome) = replay(&client, key, &request, &print).await? {
                         return Ok(outcome);
                     }
                 }
@@ -233,7 +262,7 @@ impl EventStore for PgStore {
         let positions: Vec<i64> = row.get(3);
         let first_version: i64 = row.get(4);
         if let (Some(key), 0) = (key, keyed) {
-            if let Some(outcome) = replay(&client, key, &request).await? {
+            if let Some(outcome) = replay(&client, key, &request, &print).await? {
                 return Ok(outcome);
             }
         }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use postgres_types::Type;
+use postgres_types::{ToSql, Type};
 use projector::crypto::WrappedDek;
 use projector::store::keys::{
     check_actor, check_audit_record, check_subject, AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned,
@@ -29,6 +29,13 @@ const KEYS_TO_REWRAP: &str = include_str!("../sql/keys_to_rewrap.sql");
 const REPLACE_WRAP: &str = include_str!("../sql/replace_wrap.sql");
 const INSERT_AUDIT: &str = include_str!("../sql/insert_audit.sql");
 const AUDIT_LOG: &str = include_str!("../sql/audit_log.sql");
+const GUARDED_AUDIT: &str = include_str!("../sql/guarded_audit.sql");
+
+/// The CTE `audit` that writes audit rows (their arrays from parameter `$first`) when
+/// the statement's CTE `guard` returned a row.
+pub(crate) fn audit_cte(first: usize) -> String {
+    format!(", audit AS (\n{})\n", crate::dead_letters::renumbered(GUARDED_AUDIT, first - 1))
+}
 
 impl SubjectKeys for PgStore {
     async fn provision_subject_key(
@@ -72,10 +79,8 @@ impl SubjectKeys for PgStore {
     }
 
     async fn subject_keys(&self, subjects: &[String]) -> Result<Vec<KeyLookup>, StoreError> {
-        subjects.iter().try_for_each(|s| check_subject(s))?;
         let client = self.client().await?;
-        let rows = client.query_typed(SUBJECT_KEYS, &[(&subjects, Type::TEXT_ARRAY)]).await.map_err(map)?;
-        subjects.iter().zip(&rows).map(|(subject, row)| lookup(subject, row)).collect()
+        subject_keys(&client, subjects).await
     }
 
     async fn shred_subject(&self, subject: &str, actor: &str) -> Result<Shredded, StoreError> {
@@ -141,31 +146,11 @@ impl SubjectKeys for PgStore {
     }
 
     async fn record_audit(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        records.iter().try_for_each(check_audit_record)?;
         if records.is_empty() {
             return Ok(());
         }
-        let columns = AuditColumns::new(records)?;
         let client = self.client().await?;
-        client
-            .query_typed(
-                INSERT_AUDIT,
-                &[
-                    (&columns.operation, Type::TEXT_ARRAY),
-                    (&columns.subject, Type::TEXT_ARRAY),
-                    (&columns.field_paths, Type::JSONB_ARRAY),
-                    (&columns.dek_version, Type::INT4_ARRAY),
-                    (&columns.kek_version, Type::INT4_ARRAY),
-                    (&columns.event_id, Type::UUID_ARRAY),
-                    (&columns.actor, Type::TEXT_ARRAY),
-                    (&columns.outcome, Type::TEXT_ARRAY),
-                    (&columns.error_class, Type::TEXT_ARRAY),
-                    (&columns.count, Type::INT8_ARRAY),
-                ],
-            )
-            .await
-            .map_err(map)?;
-        Ok(())
+        record_audit(&client, records).await
     }
 
     async fn audit_log(&self, subject: Option<&str>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
@@ -174,6 +159,28 @@ impl SubjectKeys for PgStore {
         let rows = client.query_typed(AUDIT_LOG, &[(&subject, Type::TEXT), (&limit, Type::INT8)]).await.map_err(map)?;
         rows.iter().map(audit_entry).collect()
     }
+}
+
+/// The current key of each subject, on a client that may be inside a transaction.
+pub(crate) async fn subject_keys(client: &Client, subjects: &[String]) -> Result<Vec<KeyLookup>, StoreError> {
+    subjects.iter().try_for_each(|s| check_subject(s))?;
+    if subjects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client.query_typed(SUBJECT_KEYS, &[(&subjects, Type::TEXT_ARRAY)]).await.map_err(map)?;
+    subjects.iter().zip(&rows).map(|(subject, row)| lookup(subject, row)).collect()
+}
+
+/// Writes audit rows on a client that may be inside the caller's transaction.
+pub(crate) async fn record_audit(client: &Client, records: &[AuditRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let columns = AuditColumns::new(records)?;
+    let mut params = Vec::new();
+    columns.push(&mut params);
+    client.query_typed(INSERT_AUDIT, &params).await.map_err(map)?;
+    Ok(())
 }
 
 /// Runs `work` between `BEGIN` and `COMMIT`, rolling back when it fails.
@@ -240,7 +247,7 @@ fn audit_entry(row: &Row) -> Result<AuditEntry, StoreError> {
 }
 
 /// Audit rows as one array per column, for `unnest`.
-struct AuditColumns {
+pub(crate) struct AuditColumns {
     operation: Vec<&'static str>,
     subject: Vec<Option<String>>,
     field_paths: Vec<serde_json::Value>,
@@ -254,7 +261,9 @@ struct AuditColumns {
 }
 
 impl AuditColumns {
-    fn new(records: &[AuditRecord]) -> Result<Self, StoreError> {
+    /// The rows, checked, as arrays.
+    pub(crate) fn new(records: &[AuditRecord]) -> Result<Self, StoreError> {
+        records.iter().try_for_each(check_audit_record)?;
         let optional = |v: Option<u32>| v.map(int4).transpose();
         Ok(Self {
             operation: records.iter().map(|r| r.operation.as_str()).collect(),
@@ -268,6 +277,20 @@ impl AuditColumns {
             error_class: records.iter().map(|r| r.error_class.clone()).collect(),
             count: records.iter().map(|r| i64::try_from(r.count).unwrap_or(i64::MAX)).collect(),
         })
+    }
+
+    /// The ten arrays, in the order `insert_audit.sql` and `guarded_audit.sql` take them.
+    pub(crate) fn push<'a>(&'a self, params: &mut Vec<(&'a (dyn ToSql + Sync), Type)>) {
+        params.push((&self.operation, Type::TEXT_ARRAY));
+        params.push((&self.subject, Type::TEXT_ARRAY));
+        params.push((&self.field_paths, Type::JSONB_ARRAY));
+        params.push((&self.dek_version, Type::INT4_ARRAY));
+        params.push((&self.kek_version, Type::INT4_ARRAY));
+        params.push((&self.event_id, Type::UUID_ARRAY));
+        params.push((&self.actor, Type::TEXT_ARRAY));
+        params.push((&self.outcome, Type::TEXT_ARRAY));
+        params.push((&self.error_class, Type::TEXT_ARRAY));
+        params.push((&self.count, Type::INT8_ARRAY));
     }
 }
 

@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (9, "recorded_at", include_str!("../sql/migrations/0009_recorded_at.sql")),
     (10, "subject_keys", include_str!("../sql/migrations/0010_subject_keys.sql")),
     (11, "owner_locks", include_str!("../sql/migrations/0011_owner_locks.sql")),
+    (14, "audit_key_operations", include_str!("../sql/migrations/0014_audit_key_operations.sql")),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

@@ -339,6 +339,7 @@ impl ProjectionStore for PgStore {
         let lease = commit.lease;
         let writes = GuardedWrites::new(commit.table, &commit.changes)?;
         let letters = (!commit.dead_letters.is_empty()).then(|| LetterArrays::new(&commit.dead_letters));
+        let audit = (!commit.audit.is_empty()).then(|| crate::keys::AuditColumns::new(&commit.audit)).transpose()?;
         let index = lease.partition.index as i32;
         let from_xid = Xid8(commit.from.transaction_id);
         let to_xid = Xid8(commit.to.transaction_id);
@@ -366,6 +367,10 @@ impl ProjectionStore for PgStore {
         if let Some(letters) = &letters {
             sql.push_str(&commit_letters_sql(params.len() + 1));
             letters.push(&mut params);
+        }
+        if let Some(audit) = &audit {
+            sql.push_str(&crate::keys::audit_cte(params.len() + 1));
+            audit.push(&mut params);
         }
         writes.push(&mut sql, &mut params);
         sql.push_str(end);

@@ -138,6 +138,17 @@ impl Rebuilds for PgStore {
 }
 
 impl RebuildSession for PgRebuild<'_> {
+    async fn subject_keys(
+        &mut self,
+        subjects: &[String],
+    ) -> Result<Vec<projector::store::keys::KeyLookup>, StoreError> {
+        crate::keys::subject_keys(&self.client, subjects).await
+    }
+
+    async fn record_audit(&mut self, records: &[projector::store::keys::AuditRecord]) -> Result<(), StoreError> {
+        crate::keys::record_audit(&self.client, records).await
+    }
+
     fn needs_full(&self) -> bool {
         self.needs_full
     }

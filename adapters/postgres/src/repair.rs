@@ -105,6 +105,17 @@ async fn lock_for_repair(
 }
 
 impl RepairSession for PgRepair<'_> {
+    async fn subject_keys(
+        &mut self,
+        subjects: &[String],
+    ) -> Result<Vec<projector::store::keys::KeyLookup>, StoreError> {
+        crate::keys::subject_keys(&self.client, subjects).await
+    }
+
+    async fn record_audit(&mut self, records: &[projector::store::keys::AuditRecord]) -> Result<(), StoreError> {
+        crate::keys::record_audit(&self.client, records).await
+    }
+
     fn dead_letter(&self) -> &DeadLetter {
         &self.letter
     }

@@ -4,12 +4,18 @@
 //! Every line says which version it expects (`expected_version`: a number, `"no_stream"`
 //! or `"any"`), so an unchecked append is always a choice. Events are stamped with the
 //! store's clock; `--keep-timestamps` imports history with the `timestamp`s it gives.
+//!
+//! The fields `projections.yaml` encrypts (`encryption.fields`) are sealed before they
+//! reach the store, with the configured keyring; a line may not set `encrypted_fields`
+//! for such an event type itself.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
+use projector::config::Config;
+use projector::encryption::Sealer;
 use projector::{AppendRequest, EventStore, ExpectedVersion, Metadata, NewEvent};
 use projector_local::Connector;
 use serde::Deserialize;
@@ -128,7 +134,7 @@ impl AppendLine {
     }
 }
 
-pub async fn execute<C: Connector>(connector: &C, args: Args) -> Result<()> {
+pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
     let file = args.file.as_deref();
     let (name, reader): (String, Box<dyn BufRead>) = match file {
         Some(p) if p != Path::new("-") => (
@@ -140,6 +146,10 @@ pub async fn execute<C: Connector>(connector: &C, args: Args) -> Result<()> {
         _ => ("<stdin>".into(), Box::new(std::io::BufReader::new(std::io::stdin()))),
     };
     let store = connect(connector).await?;
+    // Read once, before the first line: a writer that must seal never appends without keys.
+    let keyring = if config.encryption.seals_anything() { Some(crate::keyring::load(config)?) } else { None };
+    let actor = crate::keyring::actor("append");
+    let sealer = keyring.as_ref().map(|k| Sealer::new(k, &config.encryption, &actor));
     let (mut appends, mut events, mut repeated) = (0u64, 0u64, 0u64);
     for (i, line) in reader.lines().enumerate() {
         let line = line.with_context(|| format!("{name}:{}: cannot read", i + 1))?;
@@ -151,7 +161,11 @@ pub async fn execute<C: Connector>(connector: &C, args: Args) -> Result<()> {
         let at = |what: &str| format!("{name}:{}: {what} ({appends} earlier line(s) were appended)", i + 1);
         let parsed: AppendLine = serde_json::from_str(line).with_context(|| at("not a valid append line"))?;
         let request = parsed.into_request(args.keep_timestamps).with_context(|| at("not a valid append line"))?;
-        let outcome = store.append(request).await.with_context(|| at("append failed"))?;
+        let outcome = match &sealer {
+            Some(sealer) => sealer.append(&store, request).await.map_err(anyhow::Error::from),
+            None => store.append(request).await.map_err(anyhow::Error::from),
+        }
+        .with_context(|| at("append failed"))?;
         if outcome.deduplicated {
             repeated += 1;
         } else {

@@ -3,6 +3,7 @@
 
 use anyhow::{anyhow, Context, Result};
 use projector::config::{Config, ProjectionConfig};
+use projector::encryption::Decryption;
 use projector::upcast::Upcasters;
 use projector::{
     BatchRunner, Checkpoint, EventFilter, EventStore, Partition, ProjectionHandler, ProjectionStore, RowKey, Value,
@@ -38,10 +39,11 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     register_all(config, connector).await?;
     let owner = format!("demo-{}", std::process::id());
     let upcasters = handlers::enabled_upcasters(config)?;
+    let keyring = crate::keyring::for_readers(config)?;
     for (name, p) in &config.projections {
-        let applied =
-            handlers::dispatch(&p.handler, CatchUp { store: &store, name, p, upcasters: &upcasters, owner: &owner })
-                .await?;
+        let decryption = crate::keyring::decryption(config, keyring.as_ref(), name)?;
+        let catch_up = CatchUp { store: &store, name, p, upcasters: &upcasters, decryption, owner: &owner };
+        let applied = handlers::dispatch(&p.handler, catch_up).await?;
         say!("{name}: caught up ({applied} event(s) applied now)");
     }
     say!();
@@ -59,6 +61,7 @@ struct CatchUp<'a, S> {
     name: &'a str,
     p: &'a ProjectionConfig,
     upcasters: &'a Upcasters,
+    decryption: Decryption,
     owner: &'a str,
 }
 
@@ -66,7 +69,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for CatchUp<'_, S> {
     type Output = Result<u64>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<u64> {
-        let CatchUp { store, name, p, upcasters, owner } = self;
+        let CatchUp { store, name, p, upcasters, decryption, owner } = self;
         let handler = &handler;
         let mut applied = 0;
         for index in 0..p.partitions {
@@ -77,6 +80,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for CatchUp<'_, S> {
                 .ok_or_else(|| anyhow!("{name} partition {partition} is leased by a running runner; stop it first"))?;
             let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease)
                 .upcasters(upcasters.clone())
+                .decryption(decryption.clone())
                 .batch_size(p.batch_size);
             applied += runner.catch_up().await.with_context(|| format!("projection {name}"))?.events_applied;
             store.release(runner.lease()).await?;

@@ -145,7 +145,9 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, command: Comm
     let id = letter.id;
     let p = projection(config, &letter.projection)?;
     let who = actor(&args);
-    let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?);
+    let keyring = crate::keyring::for_readers(config)?;
+    let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?)
+        .decrypting(crate::keyring::decryption(config, keyring.as_ref(), &letter.projection)?);
     let job = Repair { store: &store, reading, id, what, actor: &who, chunk: args.chunk };
     let outcome = handlers::dispatch(&p.handler, job).await.with_context(|| format!("dlq {} {id}", what.as_str()))?;
     if args.json {

@@ -7,6 +7,7 @@ mod completions;
 mod demo;
 mod dlq;
 mod init;
+mod keys;
 mod rebuild;
 mod run;
 mod scale;
@@ -45,6 +46,9 @@ pub enum Command {
     Dlq(dlq::Command),
     /// Shows one read-model row, optionally as it was at an instant (time travel).
     State(state::Args),
+    /// Field encryption keys: init, rotate, rewrap, retire, and crypto-shredding.
+    #[command(subcommand)]
+    Keys(keys::Command),
     /// Writes the shell completion script for `projector` to stdout (see the README for
     /// where each shell looks for it).
     Completions(completions::Args),
@@ -54,7 +58,7 @@ impl Command {
     pub async fn execute<C: Connector>(self, config: Config, connector: C) -> Result<()> {
         match self {
             Command::Init(args) => init::execute(&config, &connector, args).await,
-            Command::Append(args) => append::execute(&connector, args).await,
+            Command::Append(args) => append::execute(&config, &connector, args).await,
             Command::Demo(args) => demo::execute(&config, &connector, args).await,
             Command::Run(args) => run::execute(config, connector, args).await,
             Command::Status(args) => status::execute(&config, &connector, args).await,
@@ -62,6 +66,7 @@ impl Command {
             Command::Scale(args) => scale::execute(&config, &connector, args).await,
             Command::Dlq(command) => dlq::execute(&config, &connector, command).await,
             Command::State(args) => state::execute(&config, &connector, args).await,
+            Command::Keys(command) => command.execute(&config, &connector).await,
             Command::Completions(args) => completions::execute(&args),
         }
     }
@@ -72,6 +77,7 @@ impl Command {
     pub fn standalone(&self) -> Option<Result<()>> {
         match self {
             Command::Completions(args) => Some(completions::execute(args)),
+            Command::Keys(command) => command.standalone(),
             _ => None,
         }
     }

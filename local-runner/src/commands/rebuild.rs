@@ -3,6 +3,7 @@
 
 use anyhow::Result;
 use projector::config::Config;
+use projector::encryption::Decryption;
 use projector::upcast::Upcasters;
 use projector::{
     Checkpoint, EventFilter, OnFailure, Partition, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome,
@@ -60,10 +61,12 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     // The whole command's time: what a user waits for, not the rebuild's alone.
     let started = crate::cli::started();
     let upcasters = handlers::enabled_upcasters(config)?;
+    let keyring = crate::keyring::for_readers(config)?;
     let job = RebuildJob {
         store: &store,
         filter: p.events.to_filter(),
         upcasters,
+        decryption: crate::keyring::decryption(config, keyring.as_ref(), name)?,
         from,
         on_failure: p.on_failure,
         bar: &bar,
@@ -118,6 +121,7 @@ struct RebuildJob<'a, S> {
     store: &'a S,
     filter: EventFilter,
     upcasters: Upcasters,
+    decryption: Decryption,
     from: Option<i64>,
     on_failure: OnFailure,
     bar: &'a indicatif::ProgressBar,
@@ -130,6 +134,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
         let bar = self.bar;
         let outcome = Rebuild::new(&handler, &self.filter)
             .upcasters(self.upcasters)
+            .decryption(self.decryption)
             .from_position(self.from)
             .on_failure(self.on_failure)
             .run(self.store, |read: u64, _| {

@@ -59,7 +59,9 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
     if names.is_empty() {
         bail!("no projection to run here: every one selected has `provider: cloudflare`");
     }
-    let adapter = LocalAdapter::new(config, connector, handlers::registry::<C>());
+    // Read before anything runs: a granted projection never starts without its keys.
+    let keyring = crate::keyring::for_readers(&config)?;
+    let adapter = LocalAdapter::new(config, connector, handlers::registry::<C>()).with_keyring(keyring);
     // Before anything is registered or runs: a runner that cannot be watched does not run.
     let listener = adapter
         .bind_observability()

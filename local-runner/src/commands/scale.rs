@@ -4,9 +4,9 @@
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
 use projector::config::Config;
-use projector::upcast::Upcasters;
+use projector::upcast::Reading;
 use projector::EventStore;
-use projector::{Checkpoint, EventFilter, ProjectionHandler, ProjectionState, ProjectionStore};
+use projector::{Checkpoint, ProjectionHandler, ProjectionState, ProjectionStore};
 use projector_local::Connector;
 
 use super::{connect, projection};
@@ -56,11 +56,11 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         );
     }
     let owner = format!("scale-{}", std::process::id());
-    let filter = p.events.to_filter();
-    let upcasters = handlers::enabled_upcasters(config)?;
-    let (filter, upcasters) = (&filter, &upcasters);
+    let keyring = crate::keyring::for_readers(config)?;
+    let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?)
+        .decrypting(crate::keyring::decryption(config, keyring.as_ref(), name)?);
     let job =
-        Repartition { store: &store, name, filter, upcasters, owner: &owner, batch_size: p.batch_size, partitions };
+        Repartition { store: &store, name, reading: &reading, owner: &owner, batch_size: p.batch_size, partitions };
     let target = handlers::dispatch(&p.handler, job).await?;
     if args.json {
         return output::json(&Report {
@@ -83,8 +83,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
 struct Repartition<'a, S> {
     store: &'a S,
     name: &'a str,
-    filter: &'a EventFilter,
-    upcasters: &'a Upcasters,
+    reading: &'a Reading,
     owner: &'a str,
     batch_size: usize,
     partitions: u32,
@@ -94,9 +93,8 @@ impl<S: EventStore + ProjectionStore> WithHandler for Repartition<'_, S> {
     type Output = Result<Checkpoint>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<Checkpoint> {
-        let Repartition { store, name, filter, upcasters, owner, batch_size, partitions } = self;
-        let align = projector::runtime::align_partitions_upcast;
-        let target = align(&handler, store, name, filter, upcasters, owner, batch_size)
+        let Repartition { store, name, reading, owner, batch_size, partitions } = self;
+        let target = projector::runtime::align_partitions_read(&handler, store, name, reading, owner, batch_size)
             .await
             .with_context(|| format!("aligning the partitions of {name} (are its runners stopped?)"))?;
         store.repartition(name, partitions).await?;

@@ -3,9 +3,9 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
-use projector::config::{Config, ProjectionConfig};
-use projector::runtime::state_upcast_at;
-use projector::upcast::Upcasters;
+use projector::config::Config;
+use projector::runtime::state_read_at;
+use projector::upcast::Reading;
 use projector::{EventStore, Ordering, ProjectionHandler, ProjectionStore, Record, RowKey, Value};
 use projector_local::Connector;
 use uuid::Uuid;
@@ -36,16 +36,17 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
             format!("--at {:?}: expected an RFC 3339 instant such as 2026-01-31T12:00:00Z", at.unwrap_or(""))
         })?;
     let store = connect(connector).await?;
-    let upcasters = handlers::enabled_upcasters(config)?;
-    handlers::dispatch(&p.handler, ShowState { store: &store, p, upcasters, name, key, at, json: args.json }).await
+    let keyring = crate::keyring::for_readers(config)?;
+    let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?)
+        .decrypting(crate::keyring::decryption(config, keyring.as_ref(), name)?);
+    handlers::dispatch(&p.handler, ShowState { store: &store, reading, name, key, at, json: args.json }).await
 }
 
 /// Folds the row for `key` from the events up to `at` (all of them without one) and
 /// prints it.
 struct ShowState<'a, S> {
     store: &'a S,
-    p: &'a ProjectionConfig,
-    upcasters: Upcasters,
+    reading: Reading,
     name: &'a str,
     key: &'a str,
     at: Option<DateTime<Utc>>,
@@ -56,12 +57,11 @@ impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
     type Output = Result<()>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {
-        let ShowState { store, p, upcasters, name, key, at, json } = self;
+        let ShowState { store, reading, name, key, at, json } = self;
         let handler = &handler;
         let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
         let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
-        let filter = p.events.to_filter();
-        let found = state_upcast_at(handler, store, &filter, &upcasters, &parsed, aggregate, at).await?;
+        let found = state_read_at(handler, store, &reading, &parsed, aggregate, at).await?;
         let Some((row, version)) = found else {
             let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
             bail!("{name} has no row for key {key} ({when})");

@@ -21,6 +21,17 @@ pub struct StoredKey {
 /// same, a refusal naming the difference when it is not (as payment APIs do: a key
 /// names one request, never "whatever came first").
 pub fn replay_idempotent(key: &str, stored: StoredKey, request: &AppendRequest) -> Result<AppendOutcome> {
+    replay_idempotent_print(key, stored, request, &request_fingerprint(request))
+}
+
+/// [`replay_idempotent`] with the request's fingerprint given (see
+/// [`crate::store::AppendWith::fingerprint`]).
+pub fn replay_idempotent_print(
+    key: &str,
+    stored: StoredKey,
+    request: &AppendRequest,
+    fingerprint: &str,
+) -> Result<AppendOutcome> {
     if stored.aggregate_id != request.aggregate_id {
         return Err(StoreError::IdempotencyConflict {
             key: key.to_owned(),
@@ -30,7 +41,7 @@ pub fn replay_idempotent(key: &str, stored: StoredKey, request: &AppendRequest) 
             ),
         });
     }
-    if stored.fingerprint.is_some_and(|print| print != request_fingerprint(request)) {
+    if stored.fingerprint.is_some_and(|print| print != fingerprint) {
         return Err(StoreError::IdempotencyConflict {
             key: key.to_owned(),
             reason: format!(

@@ -51,6 +51,7 @@ fn commit<'a>(lease: &'a Lease, table: &'static TableSchema, from: Checkpoint, t
         last_event_at: None,
         lease_ttl: Duration::from_secs(10),
         dead_letters: Vec::new(),
+        audit: Vec::new(),
     }
 }
 

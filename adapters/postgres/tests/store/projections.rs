@@ -69,6 +69,7 @@ async fn commit(store: &PgStore, lease: &Lease, table: &'static TableSchema, to:
             last_event_at: None,
             lease_ttl: TTL,
             dead_letters: Vec::new(),
+            audit: Vec::new(),
         })
         .await
 }
