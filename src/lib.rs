@@ -8,6 +8,7 @@ pub mod error;
 pub mod event;
 pub mod fold;
 pub mod handler;
+pub mod migration;
 pub mod read_model;
 pub mod repair;
 pub mod retry;

@@ -6,6 +6,7 @@
 #![allow(async_fn_in_trait)]
 
 pub mod keys;
+pub mod migrations;
 pub mod rules;
 
 use std::time::Duration;

@@ -52,6 +52,7 @@ mod codec;
 mod dead_letters;
 mod discarded;
 mod error;
+mod event_migrations;
 mod events;
 mod keys;
 mod migrate;

@@ -45,6 +45,11 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 8, name: "0008_crash_count", sql: include_str!("../sql/migrations/0008_crash_count.sql") },
     Migration { version: 9, name: "0009_recorded_at", sql: include_str!("../sql/migrations/0009_recorded_at.sql") },
     Migration { version: 10, name: "0010_subject_keys", sql: include_str!("../sql/migrations/0010_subject_keys.sql") },
+    Migration {
+        version: 12,
+        name: "0012_event_migrations",
+        sql: include_str!("../sql/migrations/0012_event_migrations.sql"),
+    },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

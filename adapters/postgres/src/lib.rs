@@ -22,6 +22,7 @@ mod conninfo;
 mod dead_letters;
 mod discarded;
 mod error;
+mod event_migrations;
 mod events;
 mod keys;
 #[cfg(feature = "runtime-tokio")]
