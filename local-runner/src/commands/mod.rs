@@ -7,6 +7,7 @@ mod completions;
 mod demo;
 mod dlq;
 mod init;
+mod migrate;
 mod rebuild;
 mod run;
 mod scale;
@@ -45,6 +46,9 @@ pub enum Command {
     Dlq(dlq::Command),
     /// Shows one read-model row, optionally as it was at an instant (time travel).
     State(state::Args),
+    /// Rewrites stored events through the enabled upcaster chains (eager migration):
+    /// plan, apply, roll back, list.
+    Migrate(migrate::Args),
     /// Writes the shell completion script for `projector` to stdout (see the README for
     /// where each shell looks for it).
     Completions(completions::Args),
@@ -62,6 +66,7 @@ impl Command {
             Command::Scale(args) => scale::execute(&config, &connector, args).await,
             Command::Dlq(command) => dlq::execute(&config, &connector, command).await,
             Command::State(args) => state::execute(&config, &connector, args).await,
+            Command::Migrate(args) => migrate::execute(&config, &connector, args).await,
             Command::Completions(args) => completions::execute(&args),
         }
     }
