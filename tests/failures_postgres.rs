@@ -89,6 +89,7 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
+        snapshots: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -164,6 +165,7 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
+        snapshots: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -251,6 +253,7 @@ async fn the_worker_waits_at_a_gap_then_dead_letters_it() {
         gap_timeout: Duration::from_millis(300),
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
+        snapshots: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());

@@ -106,6 +106,7 @@ async fn a_frozen_loop_is_unhealthy_within_the_interval_and_healthy_again_after(
         gap_timeout: projector::config::DEFAULT_GAP_TIMEOUT,
         crash_limit: projector::config::DEFAULT_CRASH_LIMIT,
         upcasters: projector::upcast::Upcasters::new(),
+        snapshots: None,
     };
     let worker = {
         let (handler, metrics, connector) =

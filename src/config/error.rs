@@ -94,6 +94,12 @@ pub enum ConfigError {
     /// Any other bad value; `expected` says what is accepted.
     #[error("{at}: invalid `{field}` value `{value}`: expected {expected}")]
     InvalidValue { at: Position, field: &'static str, value: String, expected: &'static str },
+    /// `snapshots:` on a projection whose rows are not kept per aggregate.
+    #[error(
+        "{at}: `snapshots` keep a row's state every N versions of its aggregate, but handler `{handler}` folds \
+         events of many aggregates into each row; remove `snapshots` from this projection"
+    )]
+    SnapshotsNotPerAggregate { at: Position, handler: String },
 }
 
 impl ConfigError {
@@ -113,7 +119,8 @@ impl ConfigError {
             | ConfigError::ProviderLimit { at, .. }
             | ConfigError::LeaseTtlNotAbovePollInterval { at, .. }
             | ConfigError::RetryCapBelowBase { at, .. }
-            | ConfigError::InvalidValue { at, .. } => at,
+            | ConfigError::InvalidValue { at, .. }
+            | ConfigError::SnapshotsNotPerAggregate { at, .. } => at,
         }
     }
 }

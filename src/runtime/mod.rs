@@ -8,11 +8,12 @@ mod align;
 mod crashes;
 mod gaps;
 mod rebuild;
+mod snapshots;
 mod time_travel;
 
 pub use align::{align_partitions, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
-pub use time_travel::{state_at, state_upcast_at};
+pub use time_travel::{state_at, state_upcast_at, TimeTravel, Travelled};
 
 use std::time::Duration;
 
@@ -106,6 +107,8 @@ pub struct BatchRunner<'a, H, S> {
     crash_plan: Option<rules::CrashPlan>,
     /// A batch is recorded in flight and not yet committed.
     in_flight_marked: bool,
+    /// Rows are kept as snapshots every this many versions.
+    snapshot_every: Option<u32>,
 }
 
 impl<'a, H, S> BatchRunner<'a, H, S>
@@ -132,7 +135,16 @@ where
             crashes: 0,
             crash_plan: None,
             in_flight_marked: false,
+            snapshot_every: None,
         }
+    }
+
+    /// Keeps each row's state every `every` versions as a snapshot, committed with the
+    /// batch that reaches it (`projections.yaml`: `snapshots: { every: N }`); only
+    /// [`crate::Ordering::AggregateVersion`] projections have snapshots.
+    pub fn snapshots(mut self, every: Option<u32>) -> Self {
+        self.snapshot_every = every;
+        self
     }
 
     /// After this many consecutive crashes of the runner process with the same batch in
@@ -244,7 +256,9 @@ where
         // Aggregates parked by failures in this batch: from which version on.
         let mut parked_now: BTreeMap<Uuid, i64> = BTreeMap::new();
         let mut letters: Vec<DeadLetter> = Vec::new();
-        let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
+        let mut fold = Fold::new(self.handler)
+            .max_payload_bytes(self.store.max_payload_bytes())
+            .snapshots_every(self.snapshot_every);
         fold.insert_loaded(&keys, &rows).map_err(|e| self.row_error(e))?;
         fold.failing_upcasts(prepared.failed);
         let reads = gaps::read_gaps(self.store, &fold, &events, &self.reading, |e| self.lease.parked.holds(e)).await?;
@@ -304,12 +318,18 @@ where
 
         let dead_lettered = letters.len() as u64;
         let letters_sent: Vec<Uuid> = letters.iter().map(|l| l.event_id).collect();
+        let mut changes = fold.changes();
+        let captured = fold.take_snapshots();
+        if !captured.is_empty() {
+            let chains = crate::store::snapshots::chains(self.reading.upcasters());
+            changes.snapshots = snapshots::snapshots_of(self.handler, &chains, captured);
+        }
         let commit = BatchCommit {
             lease: &self.lease,
             table: schema,
             from,
             to,
-            changes: fold.changes(),
+            changes,
             events_applied: fold.events_applied(),
             last_event_at: fold.last_event_at().or(Some(last.timestamp)),
             lease_ttl: self.lease_ttl,

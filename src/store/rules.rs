@@ -46,6 +46,7 @@ pub const RESERVED_TABLES: &[&str] = &[
     "discarded_events",
     "event_migrations",
     "event_migration_backups",
+    "snapshots",
 ];
 
 /// Name prefixes that belong to a database engine or to the store.

@@ -12,6 +12,7 @@ pub mod pg;
 pub mod poison;
 pub mod replays;
 pub mod reporting;
+pub mod snapshots;
 pub mod stored_events;
 pub mod tables;
 pub mod upcasting;
@@ -215,4 +216,23 @@ macro_rules! __store_dump_tests {
             $crate::$suite::$check(&store, &dump).await;
         }
     )+};
+}
+
+/// One `#[tokio::test]` per check of the snapshot suite ([`snapshots`]); the argument is
+/// as for [`contract_tests!`].
+#[macro_export]
+macro_rules! snapshot_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::snapshot_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh snapshots:
+            time_travel_from_snapshots_equals_a_full_replay_at_random_instants,
+            snapshots_are_kept_every_n_versions_by_batches_and_rebuilds,
+            a_handler_version_other_chains_or_a_migration_make_snapshots_unused,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::snapshot_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
 }

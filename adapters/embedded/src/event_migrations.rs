@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::codec::{format_ts, parse_ts};
 use crate::error::Context;
-use crate::EmbeddedStore;
+use crate::{snapshots, EmbeddedStore};
 
 const EVENT_MIGRATIONS: &str = include_str!("../sql/event_migrations.sql");
 const EVENT_MIGRATION: &str = include_str!("../sql/event_migration.sql");
@@ -114,6 +114,7 @@ impl EventMigrations for EmbeddedStore {
                 }
             }
         }
+        snapshots::drop_aggregates(&tx, chunk.rewrites.iter().map(|r| r.aggregate_id))?;
         tx.commit().context(context)?;
         Ok(true)
     }
@@ -144,6 +145,7 @@ impl EventMigrations for EmbeddedStore {
         if tx.execute(ADVANCE_RESTORE, params![migration, from, to, expected]).context(context)? == 0 {
             return Ok(false);
         }
+        snapshots::drop_restored(&tx, migration, from, to)?;
         let restored = tx.execute(RESTORE_EVENTS, params![migration, from, to]).context(context)?;
         if restored as i64 != expected {
             return Err(StoreError::Database(format!(

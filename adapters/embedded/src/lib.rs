@@ -60,6 +60,7 @@ mod projections;
 mod rebuild;
 mod repair;
 mod rows;
+mod snapshots;
 
 pub use migrate::{Migration, MIGRATIONS};
 pub use rebuild::EmbeddedRebuild;

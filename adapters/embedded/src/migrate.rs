@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "0012_event_migrations",
         sql: include_str!("../sql/migrations/0012_event_migrations.sql"),
     },
+    Migration { version: 13, name: "0013_snapshots", sql: include_str!("../sql/migrations/0013_snapshots.sql") },
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

@@ -2,6 +2,7 @@
 //! embedded file.
 
 use projector::store::migrations::EventMigrations;
+use projector::store::snapshots::Snapshots;
 use projector::{DeadLetterQueue, EventStore, ProjectionStore, Rebuilds, Repairs, StoreError};
 use projector_embedded::EmbeddedStore;
 use projector_postgres::PgStore;
@@ -10,7 +11,7 @@ use projector_postgres::PgStore;
 /// partitions never share a connection.
 #[allow(async_fn_in_trait)]
 pub trait Connector: Clone + Send + Sync + 'static {
-    type Store: EventStore + ProjectionStore + Rebuilds + Repairs + DeadLetterQueue + EventMigrations;
+    type Store: EventStore + ProjectionStore + Rebuilds + Repairs + DeadLetterQueue + EventMigrations + Snapshots;
 
     async fn connect(&self) -> Result<Self::Store, StoreError>;
 

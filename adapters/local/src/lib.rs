@@ -129,6 +129,7 @@ impl<C: Connector> LocalAdapter<C> {
                     on_failure: p.on_failure,
                     gap_timeout: p.gap_timeout,
                     crash_limit: p.crash_limit,
+                    snapshots: p.snapshots.map(|s| s.every),
                     upcasters: upcasters.clone(),
                 };
                 d.spawn(self.connector.clone(), settings, Arc::clone(&self.metrics), Arc::clone(&self.wake), rx.clone())

@@ -38,6 +38,8 @@ pub struct WorkerSettings {
     /// The upcaster chains `projections.yaml` enables: every event passes them before
     /// the handler sees it.
     pub upcasters: Upcasters,
+    /// Keep each row's state every this many versions (`snapshots.every`).
+    pub snapshots: Option<u32>,
 }
 
 /// Why a worker ended.
@@ -129,7 +131,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .on_failure(s.on_failure)
                 .gap_timeout(s.gap_timeout)
                 .crash_limit(s.crash_limit)
-                .upcasters(s.upcasters.clone());
+                .upcasters(s.upcasters.clone())
+                .snapshots(s.snapshots);
             let mut renewed = Instant::now();
             // Until a step succeeds, the stored status may still be an earlier failure's.
             let mut recovered = false;

@@ -2,9 +2,9 @@
 -- while it is applying with its cursor at $2) and stores the checksums $11 / $12; each
 -- event of the chunk ($4 positions) that still holds what the chunk read ($5 types,
 -- $6 payloads, $7 metadata) is copied to the backup as stored and rewritten to $8 /
--- $9 / $10. Every part sees the rows as they were before the statement, so the backup
--- holds the originals. The caller compares the three counts and rolls back on any
--- difference.
+-- $9 / $10, and the snapshots of their aggregates are dropped. Every part sees the rows
+-- as they were before the statement, so the backup holds the originals. The caller
+-- compares the three counts and rolls back on any difference.
 WITH migration AS (
     UPDATE event_migrations
     SET rewritten_upto = $3, events_rewritten = events_rewritten + cardinality($4::bigint[]),
@@ -32,5 +32,8 @@ WITH migration AS (
     FROM migration, unchanged u
     WHERE e.position = u.position
     RETURNING e.position
+), dropped AS (
+    DELETE FROM snapshots
+    WHERE aggregate_id IN (SELECT aggregate_id FROM unchanged) AND EXISTS (SELECT 1 FROM migration)
 )
 SELECT (SELECT count(*) FROM migration), (SELECT count(*) FROM backup), (SELECT count(*) FROM rewritten)

@@ -40,7 +40,7 @@ static SEND: LazyLock<String> = LazyLock::new(|| {
 
 /// `sql` with every parameter `$n` moved to `$(n + by)`, to place a fragment after the
 /// parameters of the statement it joins.
-fn renumbered(sql: &str, by: usize) -> String {
+pub(crate) fn renumbered(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut rest = sql;
     while let Some(dollar) = rest.find('$') {

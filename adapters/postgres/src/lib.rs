@@ -32,6 +32,7 @@ mod projections;
 mod rebuild;
 mod repair;
 mod rows;
+mod snapshots;
 #[cfg(feature = "runtime-tokio")]
 mod sslmode;
 mod types;

@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (10, "subject_keys", include_str!("../sql/migrations/0010_subject_keys.sql")),
     (11, "owner_locks", include_str!("../sql/migrations/0011_owner_locks.sql")),
     (12, "event_migrations", include_str!("../sql/migrations/0012_event_migrations.sql")),
+    (13, "snapshots", include_str!("../sql/migrations/0013_snapshots.sql")),
 ];
 
 const CREATE_SCHEMA_MIGRATIONS: &str = include_str!("../sql/create_schema_migrations.sql");

@@ -77,6 +77,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for CatchUp<'_, S> {
                 .ok_or_else(|| anyhow!("{name} partition {partition} is leased by a running runner; stop it first"))?;
             let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease)
                 .upcasters(upcasters.clone())
+                .snapshots(p.snapshots.map(|s| s.every))
                 .batch_size(p.batch_size);
             applied += runner.catch_up().await.with_context(|| format!("projection {name}"))?.events_applied;
             store.release(runner.lease()).await?;

@@ -65,6 +65,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         upcasters,
         from,
         on_failure: p.on_failure,
+        snapshots: p.snapshots.map(|s| s.every),
         bar: &bar,
     };
     let outcome = handlers::dispatch(&p.handler, job).await;
@@ -119,6 +120,7 @@ struct RebuildJob<'a, S> {
     upcasters: Upcasters,
     from: Option<i64>,
     on_failure: OnFailure,
+    snapshots: Option<u32>,
     bar: &'a indicatif::ProgressBar,
 }
 
@@ -131,6 +133,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
             .upcasters(self.upcasters)
             .from_position(self.from)
             .on_failure(self.on_failure)
+            .snapshots(self.snapshots)
             .run(self.store, |read: u64, _| {
                 if read > bar.length().unwrap_or(0) {
                     bar.set_length(read);

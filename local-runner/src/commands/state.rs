@@ -4,7 +4,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use projector::config::{Config, ProjectionConfig};
-use projector::runtime::state_upcast_at;
+use projector::runtime::TimeTravel;
+use projector::store::snapshots::Snapshots;
 use projector::upcast::Upcasters;
 use projector::{EventStore, Ordering, ProjectionHandler, ProjectionStore, Record, RowKey, Value};
 use projector_local::Connector;
@@ -52,7 +53,7 @@ struct ShowState<'a, S> {
     json: bool,
 }
 
-impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
+impl<S: EventStore + ProjectionStore + Snapshots> WithHandler for ShowState<'_, S> {
     type Output = Result<()>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {
@@ -60,9 +61,15 @@ impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
         let handler = &handler;
         let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
         let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
-        let filter = p.events.to_filter();
-        let found = state_upcast_at(handler, store, &filter, &upcasters, &parsed, aggregate, at).await?;
-        let Some((row, version)) = found else {
+        let travel =
+            TimeTravel::new(handler, &p.events.to_filter()).upcasters(upcasters).snapshots(p.snapshots.is_some());
+        let travelled = travel.row(store, &parsed, aggregate, at).await?;
+        tracing::info!(
+            events_read = travelled.events_read,
+            from_snapshot = ?travelled.from_snapshot,
+            "{name} row for key {key} replayed"
+        );
+        let Some((row, version)) = travelled.row else {
             let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
             bail!("{name} has no row for key {key} ({when})");
         };
