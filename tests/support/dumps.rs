@@ -1,5 +1,6 @@
 //! Every row of every table of a store, read around the store's API: what proves that an
-//! operation wrote nothing, or put every byte back.
+//! operation wrote nothing, or put every byte back; and SQL run around the store, to set
+//! up what its API forbids.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ pub trait RowDump {
     async fn events(&self) -> Vec<String> {
         self.every_row().await.remove("events").unwrap_or_default()
     }
+
+    /// Runs `sql` (statements both stores' dialects accept) on a connection of its own.
+    async fn execute(&self, sql: &str);
 }
 
 /// A PostgreSQL database, by URL: each row as PostgreSQL's own text of the row.
@@ -42,6 +46,14 @@ impl RowDump for PgRows {
             dump.insert(name, rows.iter().map(|r| r.get(0)).collect());
         }
         dump
+    }
+
+    async fn execute(&self, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(&self.0, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{e:?}\n{sql}"));
     }
 }
 
@@ -70,6 +82,12 @@ impl RowDump for SqliteRows {
             dump.insert(name, rows);
         }
         dump
+    }
+
+    async fn execute(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.0).expect("open the store file");
+        conn.busy_timeout(std::time::Duration::from_secs(5)).expect("busy timeout");
+        conn.execute_batch(sql).unwrap_or_else(|e| panic!("{e}\n{sql}"));
     }
 }
 

@@ -195,6 +195,7 @@ macro_rules! migration_tests {
             apply_then_a_rebuild_gives_the_read_model_of_lazy_upcasting,
             a_failing_upcaster_is_named_by_the_plan_and_apply_refuses,
             an_interrupted_apply_goes_on_and_rewrites_nothing_twice,
+            an_event_committed_behind_the_cursor_is_picked_up_before_verification,
             a_chunk_is_written_whole_or_not_at_all,
             projections_running_across_a_migration_apply_every_event_once,
         );

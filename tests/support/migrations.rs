@@ -285,6 +285,32 @@ pub async fn an_interrupted_apply_goes_on_and_rewrites_nothing_twice<S: Migratio
     assert_eq!(dump.events().await, original, "the rollback puts back what the two runs rewrote");
 }
 
+pub async fn an_event_committed_behind_the_cursor_is_picked_up_before_verification<S: MigrationStore, D: RowDump>(
+    store: &S,
+    dump: &D,
+) {
+    register(store).await;
+    // A stand-in between the members: it becomes a `MemberJoined` v1 once the chunk that
+    // covers its position has run, as an event whose transaction committed late would.
+    history(store, 600, 2, 0, 0).await;
+    append(store, member(700), "Filler", 1, json!({"name": "Late Comer"})).await;
+    let mut ids = history(store, 610, 2, 0, 0).await;
+    ids.push(member(700));
+    apply_crashing(store, 2).await;
+    let stopped = store.event_migrations().await.expect("list").remove(0);
+    assert_eq!((stopped.status, stopped.events_rewritten), (MigrationStatus::Applying, 4));
+    assert_eq!(stopped.rewritten_upto, stopped.upto_position, "every chunk ran; only the verification is left");
+    dump.execute("UPDATE events SET event_type = 'MemberJoined', metadata = '{\"event_version\": 1}' WHERE event_type = 'Filler'")
+        .await;
+
+    let (record, resumed, _) = applied(store).await;
+    assert!(resumed);
+    assert_eq!((record.events_planned, record.events_rewritten), (4, 5), "the late event is rewritten too");
+    assert_eq!(store.migrated_events(record.id, 0, 100).await.expect("backups").len(), 5);
+    let types = stored_types(store, &ids).await;
+    assert!(types.values().all(|t| t[0] == ("MemberSignedUp".to_owned(), 3)), "{types:?}");
+}
+
 pub async fn a_chunk_is_written_whole_or_not_at_all<S: MigrationStore, D: RowDump>(store: &S, dump: &D) {
     register(store).await;
     let ids = members(store).await;
