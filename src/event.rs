@@ -99,7 +99,7 @@ impl DomainEvent {
 }
 
 /// Metadata carried by every event. Unknown keys are kept in `extra`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causation_id: Option<Uuid>,
@@ -114,6 +114,19 @@ pub struct Metadata {
 
 fn first_event_version() -> u32 {
     1
+}
+
+/// No causation or correlation, payload version 1: what an append without metadata
+/// stores (as a stored event without `event_version` reads).
+impl Default for Metadata {
+    fn default() -> Self {
+        Self {
+            causation_id: None,
+            correlation_id: None,
+            event_version: first_event_version(),
+            extra: Default::default(),
+        }
+    }
 }
 
 /// An event to append. The store assigns position, transaction id, version and timestamp.
@@ -139,7 +152,7 @@ impl NewEvent {
             event_id: None,
             event_type: event_type.into(),
             event_data,
-            metadata: Metadata { event_version: 1, ..Metadata::default() },
+            metadata: Metadata::default(),
             timestamp: None,
             encrypted_fields: Vec::new(),
         }
@@ -300,5 +313,14 @@ mod tests {
         let m: Metadata = serde_json::from_str(r#"{"tenant":"acme"}"#).unwrap();
         assert_eq!(m.event_version, 1);
         assert_eq!(m.extra["tenant"], "acme");
+    }
+
+    /// An appended event without metadata was stored at payload version 0, which no
+    /// upcaster chain (they start at 1) ever applied to.
+    #[test]
+    fn an_event_appended_without_metadata_is_at_payload_version_1() {
+        let e: NewEvent = serde_json::from_str(r#"{"event_type": "A", "event_data": {}}"#).unwrap();
+        assert_eq!(e.metadata.event_version, 1);
+        assert_eq!(serde_json::to_value(&e.metadata).unwrap(), serde_json::json!({"event_version": 1}));
     }
 }

@@ -95,6 +95,11 @@ pub struct Fold<'h, H: ProjectionHandler> {
     /// Events an upcaster failed on: they fail with this error before the handler sees
     /// them (see [`Fold::failing_upcasts`]).
     unreadable: Map<Uuid, HandlerError>,
+    /// Rows are captured at every multiple of this many versions ([`Fold::snapshots_every`]).
+    snapshot_every: Option<i64>,
+    /// Rows captured since the last [`Fold::take_snapshots`], by key and version (a row
+    /// replayed after a failure is captured again, not twice).
+    captured: Map<(H::Key, i64), Captured>,
 }
 
 impl<'h, H: ProjectionHandler> Fold<'h, H> {
@@ -109,6 +114,8 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             page: None,
             max_payload_bytes: usize::MAX,
             unreadable: Map::default(),
+            snapshot_every: None,
+            captured: Map::default(),
         }
     }
 
@@ -401,6 +408,7 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
                 page.insert(key.clone(), now);
             }
         }
+        let snapshot_key = self.snapshot_every.filter(|every| event.version % every == 0).map(|_| key.clone());
         let slot = self.slots.entry(key).or_insert_with(Slot::absent);
         if versioned && event.version <= slot.version {
             return Ok(());
@@ -420,8 +428,12 @@ impl<'h, H: ProjectionHandler> Fold<'h, H> {
             slot.version = event.version;
         }
         slot.applied += 1;
+        let snapshot_row = snapshot_key.and_then(|key| slot.row.clone().map(|row| (key, row)));
         self.events_applied += 1;
         self.last_event_at = Some(self.last_event_at.map_or(event.timestamp, |t| t.max(event.timestamp)));
+        if let Some((key, row)) = snapshot_row {
+            self.capture(key, &row, event);
+        }
         Ok(())
     }
 
@@ -481,5 +493,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 mod changes;
+mod snapshots;
+pub use snapshots::Captured;
 #[cfg(test)]
 mod tests;

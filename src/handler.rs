@@ -30,6 +30,14 @@ pub trait ProjectionHandler: Send + Sync + 'static {
     /// The name used in `projections.yaml`, metrics and logs.
     fn name(&self) -> &'static str;
 
+    /// The version of what `handle` makes of events (default 1). Raise it whenever that
+    /// changes: snapshots of rows folded by another version are not used, so time
+    /// travel replays them with the current logic (a rebuild, which the change needs
+    /// anyway, writes new ones).
+    fn version(&self) -> u32 {
+        1
+    }
+
     /// The read-model table this projection owns.
     fn schema(&self) -> &'static TableSchema;
 

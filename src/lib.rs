@@ -11,6 +11,7 @@ pub mod fold;
 pub mod handler;
 #[cfg(feature = "metrics")]
 pub mod metrics;
+pub mod migration;
 pub mod read_model;
 pub mod repair;
 pub mod retry;

@@ -124,6 +124,22 @@ impl Upcasters {
         Ok(enabled)
     }
 
+    /// Every registered step, by type and version.
+    pub fn steps(&self) -> impl Iterator<Item = &Upcaster> {
+        self.steps.values()
+    }
+
+    /// One line per step, by type and version (`UserRegistered v1 -> v2`, `... as
+    /// UserSignedUp` when it renames): what a migration records of the chains it ran.
+    pub fn describe(&self) -> Vec<String> {
+        self.steps()
+            .map(|s| {
+                let rename = s.renames_to.map(|to| format!(" as {to}")).unwrap_or_default();
+                format!("{} v{} -> v{}{rename}", s.event_type, s.from_version, s.from_version + 1)
+            })
+            .collect()
+    }
+
     fn first_version_of(&self, event_type: &str) -> Option<u32> {
         self.steps.keys().filter(|(t, _)| t == event_type).map(|(_, v)| *v).min()
     }
@@ -357,6 +373,11 @@ mod tests {
         assert_eq!(enabled.target_of("UserRegistered", 1), ("UserSignedUp".to_owned(), 3));
         let err = all.enable_only(&["Nope".to_owned()]).unwrap_err();
         assert_eq!(err, UpcastError::Unknown { event_type: "Nope".into() });
+    }
+
+    #[test]
+    fn a_registry_describes_its_steps_in_order() {
+        assert_eq!(registry().describe(), ["UserRegistered v1 -> v2", "UserRegistered v2 -> v3 as UserSignedUp"]);
     }
 
     #[test]

@@ -91,6 +91,7 @@ async fn the_worker_backs_off_within_the_jitter_bounds_then_dead_letters() {
         upcasters: projector::upcast::Upcasters::new(),
         window: projector::CatchUpWindow::for_memory(128 << 20),
         decryption: Default::default(),
+        snapshots: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -169,6 +170,7 @@ async fn a_backend_killed_mid_catch_up_loses_and_repeats_nothing() {
         // Windows of about 2,000 events: kills land between commits and inside windows.
         window: projector::CatchUpWindow::for_memory(8 << 20),
         decryption: Default::default(),
+        snapshots: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());
@@ -258,6 +260,7 @@ async fn the_worker_waits_at_a_gap_then_dead_letters_it() {
         upcasters: projector::upcast::Upcasters::new(),
         window: projector::CatchUpWindow::for_memory(128 << 20),
         decryption: Default::default(),
+        snapshots: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let connector = PgConnector::new(db.url.clone());

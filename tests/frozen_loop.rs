@@ -108,6 +108,7 @@ async fn a_frozen_loop_is_unhealthy_within_the_interval_and_healthy_again_after(
         upcasters: projector::upcast::Upcasters::new(),
         window: projector::CatchUpWindow::for_memory(128 << 20),
         decryption: Default::default(),
+        snapshots: None,
     };
     let worker = {
         let (handler, metrics, connector) =

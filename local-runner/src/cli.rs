@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use projector::config::Config;
+use projector::config::{Config, Names};
 use projector_local::Connector;
 
 use crate::backend::Backend;
@@ -42,11 +42,12 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
         default.exists().then_some(default)
     });
     let handlers = handlers::names();
+    let unversioned = handlers::unversioned();
     let upcasters = handlers::upcasters()?;
     let upcastable = upcasters.event_types();
-    let parse = |text: &str, file: &str| {
-        Config::from_yaml_str_upcasting(text, file, &handlers, &upcastable).map_err(|e| anyhow::anyhow!("{e}"))
-    };
+    let names = Names { handlers: &handlers, upcast_event_types: &upcastable, unversioned_handlers: &unversioned };
+    let parse =
+        |text: &str, file: &str| Config::from_yaml_str_names(text, file, &names).map_err(|e| anyhow::anyhow!("{e}"));
     match found {
         Some(path) => {
             tracing::info!("configuration from {}", path.display());

@@ -52,6 +52,21 @@ pub fn names() -> Vec<&'static str> {
     names.0
 }
 
+/// The handlers whose rows are fed by many aggregates (they cannot keep snapshots).
+pub fn unversioned() -> Vec<&'static str> {
+    struct Names(Vec<&'static str>);
+    impl Visitor for Names {
+        fn visit<H: ProjectionHandler>(&mut self, handler: H) {
+            if handler.ordering() != projector::Ordering::AggregateVersion {
+                self.0.push(handler.name());
+            }
+        }
+    }
+    let mut names = Names(Vec::new());
+    each(&mut names);
+    names.0
+}
+
 /// Every compiled-in handler, for the [`projector_local::LocalAdapter`].
 pub fn registry<C: Connector>() -> Registry<C> {
     struct Add<C: Connector>(Registry<C>);

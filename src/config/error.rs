@@ -121,6 +121,12 @@ pub enum ConfigError {
         if .encrypted.is_empty() { "none".to_owned() } else { .encrypted.join(", ") }
     )]
     UnknownDecryptPath { at: Position, projection: String, path: String, encrypted: Vec<String> },
+    /// `snapshots:` on a projection whose rows are not kept per aggregate.
+    #[error(
+        "{at}: `snapshots` keep a row's state every N versions of its aggregate, but handler `{handler}` folds \
+         events of many aggregates into each row; remove `snapshots` from this projection"
+    )]
+    SnapshotsNotPerAggregate { at: Position, handler: String },
 }
 
 impl ConfigError {
@@ -147,6 +153,7 @@ impl ConfigError {
             | ConfigError::EncryptedSubject { at, .. }
             | ConfigError::SubjectWithoutFields { at, .. }
             | ConfigError::UnknownDecryptPath { at, .. } => at,
+            | ConfigError::SnapshotsNotPerAggregate { at, .. } => at,
         }
     }
 }

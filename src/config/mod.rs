@@ -40,6 +40,9 @@
 //!     crash_limit: 3                 # optional, 1..=100: crashes of the runner process
 //!                                    #   in a row on one batch before the event that
 //!                                    #   crashes it is searched for and dead-lettered
+//!     snapshots: { every: 10 }       # optional, 1..=1000000: keep each row's state
+//!                                    #   every N versions, for time travel (aggregate-
+//!                                    #   version projections); absent = no snapshots
 //! alerts:                            # optional; absent = no alerting
 //!   webhook: http://127.0.0.1:9000/hooks/projector   # optional http(s) URL; absent = log only
 //!   interval: 5s                     # evaluation period (default 5s)
@@ -127,6 +130,8 @@ pub const DEFAULT_GAP_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CRASH_LIMIT: u32 = 3;
 /// Largest accepted [`ProjectionConfig::crash_limit`].
 pub const MAX_CRASH_LIMIT: u32 = 100;
+/// Largest accepted [`SnapshotConfig::every`].
+pub const MAX_SNAPSHOT_EVERY: u32 = 1_000_000;
 /// Default for [`ProjectionConfig::on_failure`].
 pub const DEFAULT_ON_FAILURE: OnFailure = OnFailure::Park;
 /// Default for [`AlertsConfig::interval`].
@@ -221,6 +226,17 @@ pub struct ProjectionConfig {
     /// Encrypted fields this projection's handler sees decrypted (`decrypt:`); every
     /// other encrypted field reaches it as [`crate::crypto::REDACTED`].
     pub decrypt: Vec<String>,
+    /// Snapshots of the rows for time travel (`None`: none are kept).
+    pub snapshots: Option<SnapshotConfig>,
+}
+
+/// The optional `snapshots:` of a projection: the state of each aggregate's row is kept
+/// every `every` versions, so that time travel starts from the latest one before the
+/// instant it is asked for instead of from the first event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotConfig {
+    /// 1..=1000000 versions between two snapshots of a row.
+    pub every: u32,
 }
 
 /// The optional `alerts:` section: when to raise an incident, and where to send it.
@@ -405,6 +421,17 @@ impl Config {
         Self::from_yaml_str_upcasting(text, file, known_handlers, &[])
     }
 
+    /// [`Config::from_yaml_str`], checked against everything `names` says of the code.
+    pub fn from_yaml_str_names(text: &str, file: &str, names: &Names<'_>) -> Result<Config, ConfigErrors> {
+        let raw = raw::parse(text).map_err(|err| error::parse_error(file, &err))?;
+        let known = validate::Known {
+            handlers: names.handlers,
+            upcast_event_types: names.upcast_event_types,
+            unversioned_handlers: names.unversioned_handlers,
+        };
+        validate::validate(raw, text, file, &known)
+    }
+
     /// [`Config::from_yaml_str`], where `upcast_event_types` are the event types with
     /// registered upcasters that `upcasting.event_types` may name.
     pub fn from_yaml_str_upcasting(
@@ -413,8 +440,19 @@ impl Config {
         known_handlers: &[&str],
         upcast_event_types: &[&str],
     ) -> Result<Config, ConfigErrors> {
-        let raw = raw::parse(text).map_err(|err| error::parse_error(file, &err))?;
-        let known = validate::Known { handlers: known_handlers, upcast_event_types };
-        validate::validate(raw, text, file, &known)
+        let names = Names { handlers: known_handlers, upcast_event_types, unversioned_handlers: &[] };
+        Self::from_yaml_str_names(text, file, &names)
     }
+}
+
+/// What the code defines that a configuration may name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Names<'a> {
+    /// Handler names (`handler:`).
+    pub handlers: &'a [&'a str],
+    /// Event types with registered upcasters (`upcasting.event_types`).
+    pub upcast_event_types: &'a [&'a str],
+    /// Handlers whose rows are not kept per aggregate (commutative ones), which cannot
+    /// have `snapshots`.
+    pub unversioned_handlers: &'a [&'a str],
 }

@@ -74,6 +74,13 @@ pub(super) struct RawProjection {
     pub(super) gap_timeout: Option<Spanned<String>>,
     pub(super) crash_limit: Option<Spanned<RawInt>>,
     pub(super) decrypt: Option<Vec<Spanned<String>>>,
+    pub(super) snapshots: Option<RawSnapshots>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSnapshots {
+    pub(super) every: Spanned<RawInt>,
 }
 
 #[derive(Deserialize)]

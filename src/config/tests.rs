@@ -31,10 +31,14 @@ fn fixture_names(dir: &str) -> Vec<String> {
 
 /// Parses `tests/config/<name>`, naming the file `name` in messages, as the `.err`
 /// files spell it.
+/// The handlers as the fixtures see them: `daily-activity` counts across aggregates.
+const NAMES: crate::config::Names<'static> =
+    crate::config::Names { handlers: KNOWN, upcast_event_types: &[], unversioned_handlers: &["daily-activity"] };
+
 fn fixture(name: &str) -> Result<Config, ConfigErrors> {
     let path = fixtures_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    Config::from_yaml_str(&text, name, KNOWN)
+    Config::from_yaml_str_names(&text, name, &NAMES)
 }
 
 fn errors_of(text: &str) -> Vec<String> {
@@ -357,6 +361,7 @@ fn retry_alerts_and_observability_defaults() {
     assert_eq!(p.on_failure, OnFailure::Park);
     assert_eq!(p.gap_timeout, DEFAULT_GAP_TIMEOUT);
     assert_eq!(p.crash_limit, DEFAULT_CRASH_LIMIT);
+    assert_eq!(p.snapshots, None, "no snapshots unless asked for");
     assert_eq!(config.alerts, None);
     assert_eq!(
         config.observability,
@@ -369,13 +374,14 @@ fn retry_alerts_and_observability_defaults() {
     let config = Config::from_yaml_str(
         "projections:\n  p:\n    handler: daily-activity\n    provider: local\n    \
          config: { memory: 64MiB, timeout: 5m, concurrency: 2 }\n    \
-         retry: { cap: 1m }\n    gap_timeout: 200ms\n    crash_limit: 5\nalerts:\nobservability:\n",
+         retry: { cap: 1m }\n    gap_timeout: 200ms\n    crash_limit: 5\n    snapshots: { every: 10 }\nalerts:\nobservability:\n",
         "test.yaml",
         KNOWN,
     )
     .unwrap_or_else(|errors| panic!("{errors}"));
     let p = &config.projections["p"];
     assert_eq!((p.gap_timeout, p.crash_limit), (Duration::from_millis(200), 5));
+    assert_eq!(p.snapshots, Some(crate::config::SnapshotConfig { every: 10 }));
     assert_eq!(p.retry, RetryPolicy { max_retries: 3, base: Duration::from_millis(100), cap: Duration::from_secs(60) });
     // `alerts:` with nothing under it is "absent"; so is `observability:`.
     assert_eq!(config.alerts, None);

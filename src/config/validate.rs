@@ -15,10 +15,10 @@ use super::syntax::{is_env_var_name, is_http_url, is_projection_name, on_failure
 use super::units::{format_duration, parse_duration, parse_size};
 use super::{
     AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, ProjectionConfig, Provider,
-    ResourceConfig, UpcastingConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT, DEFAULT_ALERT_RETRY,
-    DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE,
-    DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT, MAX_PARTITIONS,
-    MAX_RETRIES_LIMIT,
+    ResourceConfig, SnapshotConfig, UpcastingConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT,
+    DEFAULT_ALERT_RETRY, DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL,
+    DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT,
+    MAX_PARTITIONS, MAX_RETRIES_LIMIT, MAX_SNAPSHOT_EVERY,
 };
 use crate::retry::RetryPolicy;
 
@@ -45,6 +45,8 @@ pub(super) struct Known<'a> {
     pub(super) handlers: &'a [&'a str],
     /// Event types with registered upcasters (`upcasting.event_types`).
     pub(super) upcast_event_types: &'a [&'a str],
+    /// Handlers that cannot have `snapshots`.
+    pub(super) unversioned_handlers: &'a [&'a str],
 }
 
 pub(super) struct Validator<'a> {
@@ -349,6 +351,18 @@ impl Validator<'_> {
             Some(value) => self.integer("crash_limit", value, 1, Some(i64::from(MAX_CRASH_LIMIT))),
             None => Some(i64::from(DEFAULT_CRASH_LIMIT)),
         };
+        let snapshots = match &raw.snapshots {
+            Some(snapshots) => {
+                if self.known.unversioned_handlers.contains(&raw.handler.value.as_str()) {
+                    self.errors.push(ConfigError::SnapshotsNotPerAggregate {
+                        at: self.at(&snapshots.every.referenced),
+                        handler: shown(&raw.handler.value),
+                    });
+                }
+                self.integer("snapshots.every", &snapshots.every, 1, Some(i64::from(MAX_SNAPSHOT_EVERY)))
+            }
+            None => None,
+        };
         let retry = self.retry(raw.retry, DEFAULT_RETRY);
         let on_failure = match &raw.on_failure {
             Some(value) => {
@@ -389,6 +403,7 @@ impl Validator<'_> {
             gap_timeout: gap_timeout?,
             crash_limit: u32::try_from(crash_limit?).ok()?,
             decrypt: Vec::new(),
+            snapshots: snapshots.and_then(|every| Some(SnapshotConfig { every: u32::try_from(every).ok()? })),
         })
     }
 

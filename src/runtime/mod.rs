@@ -8,12 +8,13 @@ mod align;
 mod crashes;
 mod gaps;
 mod rebuild;
+mod snapshots;
 mod time_travel;
 mod window;
 
 pub use align::{align_partitions, align_partitions_read, align_partitions_upcast};
 pub use rebuild::{Progress, Rebuild, RebuildOutcome};
-pub use time_travel::{state_at, state_read_at, state_upcast_at};
+pub use time_travel::{state_at, state_read_at, state_upcast_at, TimeTravel, Travelled};
 pub use window::CatchUpWindow;
 
 use std::time::Duration;
@@ -110,6 +111,8 @@ pub struct BatchRunner<'a, H, S> {
     in_flight_marked: bool,
     /// How many batches a step far behind folds before it commits.
     window: CatchUpWindow,
+    /// Rows are kept as snapshots every this many versions.
+    snapshot_every: Option<u32>,
 }
 
 /// What the batches of one step folded so far leave to commit.
@@ -190,6 +193,7 @@ where
             crash_plan: None,
             in_flight_marked: false,
             window: CatchUpWindow::OFF,
+            snapshot_every: None,
         }
     }
 
@@ -197,6 +201,14 @@ where
     /// Without one ([`CatchUpWindow::OFF`]), a step is one batch.
     pub fn window(mut self, window: CatchUpWindow) -> Self {
         self.window = window;
+        self
+    }
+
+    /// Keeps each row's state every `every` versions as a snapshot, committed with the
+    /// batch that reaches it (`projections.yaml`: `snapshots: { every: N }`); only
+    /// [`crate::Ordering::AggregateVersion`] projections have snapshots.
+    pub fn snapshots(mut self, every: Option<u32>) -> Self {
+        self.snapshot_every = every;
         self
     }
 
@@ -313,7 +325,9 @@ where
             return self.dead_letter_crasher(events.swap_remove(0)).await;
         }
 
-        let mut fold = Fold::new(self.handler).max_payload_bytes(self.store.max_payload_bytes());
+        let mut fold = Fold::new(self.handler)
+            .max_payload_bytes(self.store.max_payload_bytes())
+            .snapshots_every(self.snapshot_every);
         let mut window = Window { audit, ..Window::default() };
         fold.failing_upcasts(prepared.failed);
         let mut full = read == limit && self.until.is_none() && plan == rules::CrashPlan::Normal;
@@ -445,7 +459,7 @@ where
     /// Commits the rows and dead letters of a window and moves the checkpoint to its end.
     async fn commit_window(
         &mut self,
-        fold: Fold<'_, H>,
+        mut fold: Fold<'_, H>,
         window: Window,
         from: Checkpoint,
         plan: rules::CrashPlan,
@@ -453,12 +467,18 @@ where
         let to = window.to.expect("a folded batch has an end");
         let dead_lettered = window.letters.len() as u64;
         let letters_sent: Vec<Uuid> = window.letters.iter().map(|l| l.event_id).collect();
+        let mut changes = fold.changes();
+        let captured = fold.take_snapshots();
+        if !captured.is_empty() {
+            let chains = crate::store::snapshots::chains(self.reading.upcasters());
+            changes.snapshots = snapshots::snapshots_of(self.handler, &chains, captured);
+        }
         let commit = BatchCommit {
             lease: &self.lease,
             table: self.handler.schema(),
             from,
             to,
-            changes: fold.changes(),
+            changes,
             events_applied: fold.events_applied(),
             last_event_at: fold.last_event_at().or(window.last_timestamp),
             lease_ttl: self.lease_ttl,

@@ -56,6 +56,7 @@ pub struct Rebuild<'a, H> {
     flush_rows: usize,
     from_position: Option<i64>,
     on_failure: OnFailure,
+    snapshot_every: Option<u32>,
 }
 
 impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
@@ -67,7 +68,15 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             flush_rows: 250_000,
             from_position: None,
             on_failure: OnFailure::Park,
+            snapshot_every: None,
         }
+    }
+
+    /// Keeps each rebuilt row's state every `every` versions as a snapshot, written in
+    /// the rebuild's transaction (the rows it clears lose their old snapshots).
+    pub fn snapshots(mut self, every: Option<u32>) -> Self {
+        self.snapshot_every = every;
+        self
     }
 
     /// Upcasts every event before the handler sees it, as live processing does (see
@@ -148,7 +157,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
         let mut fold = Fold::new(self.handler)
             .assume_absent(true)
             .max_payload_bytes(store.max_payload_bytes())
-            .discarding(exclusions.discarded.iter().copied());
+            .discarding(exclusions.discarded.iter().copied())
+            .snapshots_every(self.snapshot_every);
+        let chains = crate::store::snapshots::chains(self.reading.upcasters());
         let mut letters: Vec<DeadLetter> = Vec::new();
         let mut checkpoint = Checkpoint::START;
         let mut events_read = 0u64;
@@ -194,6 +205,9 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             letters.extend(folded?);
             next = read?;
             progress.advanced(events_read, checkpoint);
+            if fold.snapshots_pending() >= WRITE_CHUNK {
+                self.write_snapshots(&mut session, &mut fold, &chains).await?;
+            }
             if fold.len() >= self.flush_rows {
                 for changes in fold.change_chunks(WRITE_CHUNK) {
                     rows_written += changes.upserts.len() as u64;
@@ -209,6 +223,7 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             rows_written += changes.upserts.len() as u64;
             session.write_rows(changes).await?;
         }
+        self.write_snapshots(&mut session, &mut fold, &chains).await?;
         events_applied += fold.events_applied();
         last_event_at = last_event_at.max(fold.last_event_at());
         if !letters.is_empty() {
@@ -266,6 +281,23 @@ impl<'a, H: ProjectionHandler> Rebuild<'a, H> {
             start = index;
         }
         Ok(letters)
+    }
+
+    /// Writes the rows captured for snapshots so far (after the rows they belong to, in
+    /// the same transaction).
+    async fn write_snapshots<R: RebuildSession>(
+        &self,
+        session: &mut R,
+        fold: &mut Fold<'_, H>,
+        chains: &str,
+    ) -> Result<(), RuntimeError> {
+        let captured = fold.take_snapshots();
+        if captured.is_empty() {
+            return Ok(());
+        }
+        let snapshots = super::snapshots::snapshots_of(self.handler, chains, captured);
+        session.write_rows(crate::store::RowChanges { snapshots, ..Default::default() }).await?;
+        Ok(())
     }
 
     async fn touched_keys<R: RebuildSession>(

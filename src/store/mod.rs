@@ -6,7 +6,9 @@
 #![allow(async_fn_in_trait)]
 
 pub mod keys;
+pub mod migrations;
 pub mod rules;
+pub mod snapshots;
 
 use std::time::Duration;
 
@@ -78,6 +80,11 @@ pub enum ReadBound {
     },
     /// Events with `timestamp <= at` (time travel).
     At(DateTime<Utc>),
+    /// Versions after `after` with `timestamp <= at` (time travel from a snapshot).
+    VersionsAt {
+        after: i64,
+        at: DateTime<Utc>,
+    },
 }
 
 /// Appending and reading events, and the keys of the subjects whose fields they seal
@@ -159,11 +166,14 @@ pub struct RowChanges {
     /// Every upserted row is known to be absent from the table (a rebuild into cleared
     /// rows), so a store may insert without conflict handling (e.g. `COPY`).
     pub inserts_only: bool,
+    /// Row states to keep as snapshots (see [`snapshots`]), written with the rows; one
+    /// already stored for the same row and version is replaced.
+    pub snapshots: Vec<snapshots::Snapshot>,
 }
 
 impl RowChanges {
     pub fn is_empty(&self) -> bool {
-        self.upserts.is_empty() && self.deletes.is_empty()
+        self.upserts.is_empty() && self.deletes.is_empty() && self.snapshots.is_empty()
     }
 }
 
@@ -337,7 +347,7 @@ pub trait RebuildSession {
 
     async fn read_aggregate(&mut self, aggregate_id: Uuid, bound: ReadBound) -> Result<Vec<DomainEvent>>;
 
-    /// Deletes every row (`None`) or the rows with these keys.
+    /// Deletes every row (`None`) or the rows with these keys, and their snapshots.
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<()>;
 
     async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>>;

@@ -3,7 +3,8 @@
 //! counts, the parked set from stored rows; and (in `stored`) the limits on stored
 //! events and the batch a crashed runner left in flight; and (in `takeover`) when a claim
 //! may take over a lease whose owner is gone; and (in `lag`) lag from a bounded window;
-//! and (in `idempotency`) the answer to a repeated idempotency key.
+//! and (in `idempotency`) the answer to a repeated idempotency key; and (in `migrations`)
+//! which state changes an eager migration may go through.
 //!
 //! Pure functions over plain data: a store reads what a rule needs, asks the rule, and
 //! translates the answer to its own SQL. None of this does I/O.
@@ -19,10 +20,12 @@ use crate::store::{AppendRequest, BatchCommit, ExpectedVersion};
 
 mod idempotency;
 mod lag;
+mod migrations;
 mod stored;
 mod takeover;
 pub use idempotency::*;
 pub use lag::*;
+pub use migrations::*;
 pub use stored::*;
 pub use takeover::*;
 
@@ -41,6 +44,9 @@ pub const RESERVED_TABLES: &[&str] = &[
     "erased_subjects",
     "crypto_audit",
     "discarded_events",
+    "event_migrations",
+    "event_migration_backups",
+    "snapshots",
 ];
 
 /// Name prefixes that belong to a database engine or to the store.

@@ -691,7 +691,12 @@ pub async fn commit_moves_checkpoint_and_writes_rows<S: ContractStore>(store: &S
 
     let a_row = probe_row("a", Some("first"), 10, true, 2);
     let b_row = probe_row("b", None, 1, false, 1);
-    let changes = RowChanges { upserts: vec![a_row.clone(), b_row.clone()], deletes: vec![], inserts_only: false };
+    let changes = RowChanges {
+        upserts: vec![a_row.clone(), b_row.clone()],
+        deletes: vec![],
+        inserts_only: false,
+        snapshots: Vec::new(),
+    };
     ok(store.commit(commit(Checkpoint::START, cp[1], changes, 2, Some(events[1].timestamp))).await, "first commit");
     let rows = probe_rows(store, &["a", "b", "zz"]).await;
     assert_eq!(rows.len(), 2, "load_rows returns the stored rows and skips missing keys: {rows:?}");
@@ -709,6 +714,7 @@ pub async fn commit_moves_checkpoint_and_writes_rows<S: ContractStore>(store: &S
         upserts: vec![probe_row("c", Some("stale"), 5, true, 1)],
         deletes: vec![key("a")],
         inserts_only: false,
+        snapshots: Vec::new(),
     };
     match store.commit(commit(Checkpoint::START, cp[2], stale.clone(), 1, None)).await {
         Err(StoreError::CheckpointMoved { projection, partition }) => {
@@ -738,6 +744,7 @@ pub async fn commit_moves_checkpoint_and_writes_rows<S: ContractStore>(store: &S
         upserts: vec![a_delta, c_row.clone()],
         deletes: vec![key("b"), key("never-existed")],
         inserts_only: false,
+        snapshots: Vec::new(),
     };
     ok(store.commit(commit(cp[1], cp[3], changes, 2, Some(events[3].timestamp))).await, "second commit");
     let rows = probe_rows(store, &["a", "b", "c"]).await;
@@ -1182,6 +1189,7 @@ pub async fn abandoned_rebuild_changes_nothing<S: ContractStore>(store: &S) {
                     upserts: vec![vec![probe_key[0][0].clone(), probe_key[0][1].clone(), Value::BigInt(1)]],
                     deletes: vec![],
                     inserts_only: false,
+                    snapshots: Vec::new(),
                 })
                 .await,
             "write_rows",

@@ -248,7 +248,7 @@ fn probe_commit<'a>(
         table,
         from,
         to,
-        changes: RowChanges { upserts, deletes: vec![], inserts_only: false },
+        changes: RowChanges { upserts, deletes: vec![], inserts_only: false, snapshots: Vec::new() },
         events_applied: 1,
         last_event_at: None,
         lease_ttl: TTL,

@@ -314,7 +314,7 @@ pub fn commit<'a>(
         table: &COUNTS,
         from: lease.checkpoint,
         to,
-        changes: RowChanges { upserts, deletes: vec![], inserts_only: false },
+        changes: RowChanges { upserts, deletes: vec![], inserts_only: false, snapshots: Vec::new() },
         events_applied: 1,
         last_event_at: None,
         lease_ttl: TTL,
@@ -608,7 +608,10 @@ pub async fn a_repair_session_commits_everything_or_nothing<S: FailureStore>(sto
         assert_eq!(events.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(session.load_rows(&COUNTS, &[vec![Value::Uuid(odd)]]).await.unwrap(), vec![row(odd, 1)]);
         session
-            .write_rows(&COUNTS, RowChanges { upserts: vec![row(odd, 3)], deletes: vec![], inserts_only: false })
+            .write_rows(
+                &COUNTS,
+                RowChanges { upserts: vec![row(odd, 3)], deletes: vec![], inserts_only: false, snapshots: Vec::new() },
+            )
             .await
             .unwrap();
         session.failed_again("still broken").await.unwrap();
@@ -626,7 +629,10 @@ pub async fn a_repair_session_commits_everything_or_nothing<S: FailureStore>(sto
     // new letter; the runner's stale lease cannot commit over it.
     let mut session = store.begin_repair("p", stored.id).await.unwrap();
     session
-        .write_rows(&COUNTS, RowChanges { upserts: vec![row(odd, 2)], deletes: vec![], inserts_only: false })
+        .write_rows(
+            &COUNTS,
+            RowChanges { upserts: vec![row(odd, 2)], deletes: vec![], inserts_only: false, snapshots: Vec::new() },
+        )
         .await
         .unwrap();
     let new_id = session.send_letter(&letter("p", &odd_events[2], "v3 failed")).await.unwrap();

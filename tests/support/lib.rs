@@ -5,13 +5,16 @@ pub mod crashes;
 pub mod drift;
 pub mod encryption;
 pub mod encryption_failures;
+pub mod dumps;
 pub mod failures;
 pub mod keys;
 pub mod ledger;
+pub mod migrations;
 pub mod pg;
 pub mod poison;
 pub mod replays;
 pub mod reporting;
+pub mod snapshots;
 pub mod stored_events;
 pub mod tables;
 pub mod upcasting;
@@ -203,5 +206,64 @@ macro_rules! __fresh_store {
     ({ $(let $bind:pat = $init:expr;)* $store:expr } $name:ident) => {
         $(let $bind = $init;)*
         let $name = $store;
+    };
+}
+
+/// One `#[tokio::test]` per check of the eager-migration suite ([`migrations`]). The
+/// argument is as for [`contract_tests!`], except that its last expression is a pair:
+/// the store, and a [`dumps::RowDump`] that reads the same store's tables directly.
+#[macro_export]
+macro_rules! migration_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::migration_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_dump_tests!($attr $fresh migrations:
+            a_plan_writes_nothing,
+            apply_then_rollback_restores_every_row_byte_for_byte,
+            a_rollback_waits_for_the_later_migrations,
+            apply_then_a_rebuild_gives_the_read_model_of_lazy_upcasting,
+            a_failing_upcaster_is_named_by_the_plan_and_apply_refuses,
+            an_interrupted_apply_goes_on_and_rewrites_nothing_twice,
+            an_event_committed_behind_the_cursor_is_picked_up_before_verification,
+            a_chunk_is_written_whole_or_not_at_all,
+            projections_running_across_a_migration_apply_every_event_once,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::migration_tests!(@tests [tokio::test] { $($fresh)+ });
+    };
+}
+
+/// [`__store_tests!`] for checks that take the store and a [`dumps::RowDump`] of it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_dump_tests {
+    ($attr:tt $fresh:tt $suite:ident: $($check:ident),+ $(,)?) => {$(
+        #$attr
+        async fn $check() {
+            $crate::__fresh_store!($fresh fixture);
+            let (store, dump) = fixture;
+            $crate::$suite::$check(&store, &dump).await;
+        }
+    )+};
+}
+
+/// One `#[tokio::test]` per check of the snapshot suite ([`snapshots`]); the argument is
+/// as for [`contract_tests!`].
+#[macro_export]
+macro_rules! snapshot_tests {
+    (flavor: multi_thread; $($fresh:tt)+) => {
+        $crate::snapshot_tests!(@tests [tokio::test(flavor = "multi_thread", worker_threads = 2)] { $($fresh)+ });
+    };
+    (@tests $attr:tt $fresh:tt) => {
+        $crate::__store_tests!($attr $fresh snapshots:
+            time_travel_from_snapshots_equals_a_full_replay_at_random_instants,
+            snapshots_are_kept_every_n_versions_by_batches_and_rebuilds,
+            a_handler_version_other_chains_or_a_migration_make_snapshots_unused,
+        );
+    };
+    ($($fresh:tt)+) => {
+        $crate::snapshot_tests!(@tests [tokio::test] { $($fresh)+ });
     };
 }

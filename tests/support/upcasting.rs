@@ -138,11 +138,11 @@ impl ProjectionHandler for Members {
     }
 }
 
-fn member(n: u128) -> Uuid {
+pub fn member(n: u128) -> Uuid {
     Uuid::from_u128(0x6d00_0000_0000_0000_0000_0000_0000_0000 | n)
 }
 
-async fn append<S: EventStore>(
+pub async fn append<S: EventStore>(
     store: &S,
     id: Uuid,
     event_type: &str,
@@ -176,12 +176,12 @@ async fn three_versions<S: FailureStore>(store: &S) -> [Uuid; 3] {
     [v1, v2, v3]
 }
 
-async fn register<S: FailureStore>(store: &S) {
+pub async fn register<S: FailureStore>(store: &S) {
     store.register("members", &SCHEMA, &Members.filter(), 1).await.expect("register");
 }
 
 /// Runs the members partition to caught-up with upcasting; returns events dead-lettered.
-async fn run<S: FailureStore>(store: &S) -> u64 {
+pub async fn run<S: FailureStore>(store: &S) -> u64 {
     let lease = store.claim("members", Partition::WHOLE, "runner", Duration::from_secs(30)).await.expect("claim");
     let lease = lease.expect("lease free");
     let mut runner = BatchRunner::new(&Members, store, &EventFilter::all(), lease).upcasters(upcasters()).batch_size(2);
@@ -190,7 +190,7 @@ async fn run<S: FailureStore>(store: &S) -> u64 {
     dead
 }
 
-async fn rows<S: FailureStore>(store: &S, ids: &[Uuid]) -> BTreeMap<Uuid, (Member, i64)> {
+pub async fn rows<S: FailureStore>(store: &S, ids: &[Uuid]) -> BTreeMap<Uuid, (Member, i64)> {
     let keys: Vec<Vec<Value>> = ids.iter().map(|id| vec![Value::Uuid(*id)]).collect();
     let mut out = BTreeMap::new();
     for row in store.load_rows(&SCHEMA, &keys).await.expect("load rows") {
@@ -202,7 +202,7 @@ async fn rows<S: FailureStore>(store: &S, ids: &[Uuid]) -> BTreeMap<Uuid, (Membe
     out
 }
 
-fn ada(city: &str) -> Member {
+pub fn ada(city: &str) -> Member {
     Member { first_name: Some("Ada".into()), last_name: Some("Lovelace".into()), city: Some(city.into()) }
 }
 
@@ -236,7 +236,7 @@ pub async fn events_stored_at_old_versions_fold_like_events_written_at_the_curre
 }
 
 /// Member A's first event does not upcast ("Cher" has no last name); B is fine.
-async fn a_failing_history<S: FailureStore>(store: &S) -> (Uuid, Uuid, DomainEvent) {
+pub async fn a_failing_history<S: FailureStore>(store: &S) -> (Uuid, Uuid, DomainEvent) {
     let (a, b) = (member(10), member(11));
     append(store, a, "MemberJoined", 1, json!({"name": "Cher"})).await;
     append(store, b, "MemberJoined", 1, json!({"name": "Ada Lovelace"})).await;

@@ -234,6 +234,7 @@ pub(crate) fn read_aggregate(
         ReadBound::All => (i64::MIN, i64::MAX, None),
         ReadBound::Versions { after, upto } => (after, upto, None),
         ReadBound::At(at) => (i64::MIN, i64::MAX, Some(format_ts(at))),
+        ReadBound::VersionsAt { after, at } => (after, i64::MAX, Some(format_ts(at))),
     };
     collect_events(conn, READ_AGGREGATE, params![format_uuid(&aggregate_id), after, upto, at], || {
         format!("read aggregate {aggregate_id} ({bound:?})")

@@ -52,6 +52,7 @@ mod codec;
 mod dead_letters;
 mod discarded;
 mod error;
+mod event_migrations;
 mod events;
 mod keys;
 mod migrate;
@@ -59,6 +60,7 @@ mod projections;
 mod rebuild;
 mod repair;
 mod rows;
+mod snapshots;
 
 pub use migrate::{Migration, MIGRATIONS};
 pub use rebuild::EmbeddedRebuild;

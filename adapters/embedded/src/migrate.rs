@@ -46,6 +46,12 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 9, name: "0009_recorded_at", sql: include_str!("../sql/migrations/0009_recorded_at.sql") },
     Migration { version: 10, name: "0010_subject_keys", sql: include_str!("../sql/migrations/0010_subject_keys.sql") },
     Migration {
+        version: 12,
+        name: "0012_event_migrations",
+        sql: include_str!("../sql/migrations/0012_event_migrations.sql"),
+    },
+    Migration { version: 13, name: "0013_snapshots", sql: include_str!("../sql/migrations/0013_snapshots.sql") },
+    Migration {
         version: 14,
         name: "0014_audit_key_operations",
         sql: include_str!("../sql/migrations/0014_audit_key_operations.sql"),

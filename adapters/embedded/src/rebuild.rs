@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::codec::{format_ts, max_ts, tx_id};
 use crate::error::Context;
-use crate::{dead_letters, discarded, events, projections, rows, EmbeddedStore};
+use crate::{dead_letters, discarded, events, projections, rows, snapshots, EmbeddedStore};
 
 const FINISH_REBUILD: &str = include_str!("../sql/finish_rebuild.sql");
 const NEEDS_REBUILD: &str = include_str!("../sql/needs_rebuild.sql");
@@ -128,7 +128,8 @@ impl RebuildSession for EmbeddedRebuild<'_> {
     }
 
     async fn clear_rows(&mut self, keys: Option<&[Vec<Value>]>) -> Result<(), StoreError> {
-        rows::clear_rows(&self.conn, self.table, keys)
+        rows::clear_rows(&self.conn, self.table, keys)?;
+        snapshots::clear(&self.conn, &self.projection, keys)
     }
 
     async fn load_rows(&mut self, keys: &[Vec<Value>]) -> Result<Vec<Vec<Value>>, StoreError> {

@@ -155,7 +155,7 @@ pub(crate) fn write_rows(
             stmt.execute(rusqlite::params_from_iter(key_params(table, key)?)).context(context)?;
         }
     }
-    Ok(())
+    crate::snapshots::write(conn, &changes.snapshots)
 }
 
 /// Deletes every row, or the rows with these keys.
@@ -170,8 +170,10 @@ pub(crate) fn clear_rows(
                 .context(|| format!("clear rows of {}", table.name))?;
             Ok(())
         }
-        Some(keys) => {
-            write_rows(conn, table, &RowChanges { upserts: Vec::new(), deletes: keys.to_vec(), inserts_only: false })
-        }
+        Some(keys) => write_rows(
+            conn,
+            table,
+            &RowChanges { upserts: Vec::new(), deletes: keys.to_vec(), inserts_only: false, snapshots: Vec::new() },
+        ),
     }
 }

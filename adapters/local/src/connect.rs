@@ -1,6 +1,8 @@
 //! How a worker gets its own store: a new PostgreSQL connection, or a handle on the
 //! embedded file.
 
+use projector::store::migrations::EventMigrations;
+use projector::store::snapshots::Snapshots;
 use projector::{DeadLetterQueue, EventStore, ProjectionStore, Rebuilds, Repairs, StoreError};
 use projector_embedded::EmbeddedStore;
 use projector_postgres::PgStore;
@@ -9,7 +11,7 @@ use projector_postgres::PgStore;
 /// partitions never share a connection.
 #[allow(async_fn_in_trait)]
 pub trait Connector: Clone + Send + Sync + 'static {
-    type Store: EventStore + ProjectionStore + Rebuilds + Repairs + DeadLetterQueue;
+    type Store: EventStore + ProjectionStore + Rebuilds + Repairs + DeadLetterQueue + EventMigrations + Snapshots;
 
     async fn connect(&self) -> Result<Self::Store, StoreError>;
 

@@ -159,6 +159,7 @@ impl<C: Connector> LocalAdapter<C> {
                     on_failure: p.on_failure,
                     gap_timeout: p.gap_timeout,
                     crash_limit: p.crash_limit,
+                    snapshots: p.snapshots.map(|s| s.every),
                     upcasters: upcasters.clone(),
                     window: CatchUpWindow::for_memory(p.config.memory_bytes),
                     decryption: decryption.clone(),

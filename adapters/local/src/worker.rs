@@ -45,6 +45,8 @@ pub struct WorkerSettings {
     /// The encrypted fields the projection may read (its `decrypt:` grant), opened
     /// before upcasting; every other one reaches the handler redacted.
     pub decryption: Decryption,
+    /// Keep each row's state every this many versions (`snapshots.every`).
+    pub snapshots: Option<u32>,
 }
 
 /// Why a worker ended.
@@ -138,7 +140,8 @@ pub async fn run_partition<H: ProjectionHandler, C: Connector>(
                 .crash_limit(s.crash_limit)
                 .upcasters(s.upcasters.clone())
                 .window(s.window)
-                .decryption(s.decryption.clone());
+                .decryption(s.decryption.clone())
+                .snapshots(s.snapshots);
             let mut renewed = Instant::now();
             // Until a step succeeds, the stored status may still be an earlier failure's.
             let mut recovered = false;

@@ -81,6 +81,7 @@ pub(crate) async fn read_aggregate(
         ReadBound::All => (0, i64::MAX, None),
         ReadBound::Versions { after, upto } => (after, upto, None),
         ReadBound::At(at) => (0, i64::MAX, Some(at)),
+        ReadBound::VersionsAt { after, at } => (after, i64::MAX, Some(at)),
     };
     let rows = client
         .query_typed(

@@ -22,6 +22,7 @@ mod conninfo;
 mod dead_letters;
 mod discarded;
 mod error;
+mod event_migrations;
 mod events;
 mod keys;
 #[cfg(feature = "runtime-tokio")]
@@ -31,6 +32,7 @@ mod projections;
 mod rebuild;
 mod repair;
 mod rows;
+mod snapshots;
 #[cfg(feature = "runtime-tokio")]
 mod sslmode;
 mod types;

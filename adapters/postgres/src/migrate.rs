@@ -22,6 +22,8 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (9, "recorded_at", include_str!("../sql/migrations/0009_recorded_at.sql")),
     (10, "subject_keys", include_str!("../sql/migrations/0010_subject_keys.sql")),
     (11, "owner_locks", include_str!("../sql/migrations/0011_owner_locks.sql")),
+    (12, "event_migrations", include_str!("../sql/migrations/0012_event_migrations.sql")),
+    (13, "snapshots", include_str!("../sql/migrations/0013_snapshots.sql")),
     (14, "audit_key_operations", include_str!("../sql/migrations/0014_audit_key_operations.sql")),
 ];
 

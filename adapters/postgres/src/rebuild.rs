@@ -17,6 +17,7 @@ use crate::discarded;
 use crate::error::map;
 use crate::events::{self, event_from_row, FilterParams};
 use crate::rows;
+use crate::snapshots;
 use crate::types::Xid8;
 use crate::PgStore;
 
@@ -98,8 +99,14 @@ impl PgRebuild<'_> {
         }
         match std::mem::replace(&mut self.clear, Clear::Nothing) {
             Clear::Nothing => {}
-            Clear::All => rows::clear_rows(&self.client, self.table, None).await?,
-            Clear::Keys(keys) => rows::clear_rows(&self.client, self.table, Some(&keys)).await?,
+            Clear::All => {
+                rows::clear_rows(&self.client, self.table, None).await?;
+                snapshots::clear(&self.client, &self.projection, None).await?;
+            }
+            Clear::Keys(keys) => {
+                rows::clear_rows(&self.client, self.table, Some(&keys)).await?;
+                snapshots::clear(&self.client, &self.projection, Some(&keys)).await?;
+            }
         }
         Ok(())
     }

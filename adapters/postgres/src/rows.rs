@@ -58,7 +58,8 @@ pub(crate) async fn write_rows(
 ) -> Result<(), StoreError> {
     let all: Vec<Column> = table.all_columns().collect();
     if changes.inserts_only && changes.deletes.is_empty() {
-        return copy_rows(client, table, &all, &changes.upserts).await;
+        copy_rows(client, table, &all, &changes.upserts).await?;
+        return crate::snapshots::write(client, &changes.snapshots).await;
     }
     for chunk in changes.upserts.chunks(CHUNK) {
         let arrays = column_arrays(&all, chunk)?;
@@ -66,7 +67,8 @@ pub(crate) async fn write_rows(
         push_arrays(&arrays, &mut params);
         client.query_typed(&upsert_sql(table, 1, ""), &params).await.map_err(map)?;
     }
-    delete_rows(client, table, &changes.deletes).await
+    delete_rows(client, table, &changes.deletes).await?;
+    crate::snapshots::write(client, &changes.snapshots).await
 }
 
 /// Deletes every row (`None`) or the rows with these keys. `DELETE`, not `TRUNCATE`:
@@ -128,6 +130,7 @@ pub(crate) struct GuardedWrites {
     table: &'static TableSchema,
     upserts: Option<Vec<(ColumnArray, Type)>>,
     deletes: Option<Vec<(ColumnArray, Type)>>,
+    snapshots: Option<crate::snapshots::SnapshotArrays>,
 }
 
 impl GuardedWrites {
@@ -137,11 +140,13 @@ impl GuardedWrites {
         let all: Vec<Column> = table.all_columns().collect();
         let upserts = (!changes.upserts.is_empty()).then(|| column_arrays(&all, &changes.upserts)).transpose()?;
         let deletes = (!changes.deletes.is_empty()).then(|| column_arrays(table.key, &changes.deletes)).transpose()?;
-        Ok(Self { table, upserts, deletes })
+        let snapshots =
+            (!changes.snapshots.is_empty()).then(|| crate::snapshots::SnapshotArrays::new(&changes.snapshots));
+        Ok(Self { table, upserts, deletes, snapshots })
     }
 
-    /// Appends the `up` and `del` CTEs (for the changes there are) to `sql` and their
-    /// arrays to `params`.
+    /// Appends the `up`, `del` and `snaps` CTEs (for the changes there are) to `sql` and
+    /// their arrays to `params`.
     pub(crate) fn push<'a>(&'a self, sql: &mut String, params: &mut Vec<(&'a (dyn ToSql + Sync), Type)>) {
         if let Some(upserts) = &self.upserts {
             sql.push_str(&format!(", up AS ({})\n", upsert_sql(self.table, params.len() + 1, Self::GUARD)));
@@ -150,6 +155,10 @@ impl GuardedWrites {
         if let Some(deletes) = &self.deletes {
             sql.push_str(&format!(", del AS ({})\n", delete_sql(self.table, params.len() + 1, Self::GUARD)));
             push_arrays(deletes, params);
+        }
+        if let Some(snapshots) = &self.snapshots {
+            sql.push_str(&crate::snapshots::commit_snapshots_sql(params.len() + 1));
+            snapshots.push(params);
         }
     }
 }

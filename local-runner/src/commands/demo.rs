@@ -81,6 +81,7 @@ impl<S: EventStore + ProjectionStore> WithHandler for CatchUp<'_, S> {
             let mut runner = BatchRunner::new(handler, store, &p.events.to_filter(), lease)
                 .upcasters(upcasters.clone())
                 .decryption(decryption.clone())
+                .snapshots(p.snapshots.map(|s| s.every))
                 .batch_size(p.batch_size);
             applied += runner.catch_up().await.with_context(|| format!("projection {name}"))?.events_applied;
             store.release(runner.lease()).await?;

@@ -8,6 +8,7 @@ mod demo;
 mod dlq;
 mod init;
 mod keys;
+mod migrate;
 mod rebuild;
 mod run;
 mod scale;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Field encryption keys: init, rotate, rewrap, retire, and crypto-shredding.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// Rewrites stored events through the enabled upcaster chains (eager migration):
+    /// plan, apply, roll back, list.
+    Migrate(migrate::Args),
     /// Writes the shell completion script for `projector` to stdout (see the README for
     /// where each shell looks for it).
     Completions(completions::Args),
@@ -67,6 +71,7 @@ impl Command {
             Command::Dlq(command) => dlq::execute(&config, &connector, command).await,
             Command::State(args) => state::execute(&config, &connector, args).await,
             Command::Keys(command) => command.execute(&config, &connector).await,
+            Command::Migrate(args) => migrate::execute(&config, &connector, args).await,
             Command::Completions(args) => completions::execute(&args),
         }
     }

@@ -69,6 +69,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
         decryption: crate::keyring::decryption(config, keyring.as_ref(), name)?,
         from,
         on_failure: p.on_failure,
+        snapshots: p.snapshots.map(|s| s.every),
         bar: &bar,
     };
     let outcome = handlers::dispatch(&p.handler, job).await;
@@ -124,6 +125,7 @@ struct RebuildJob<'a, S> {
     decryption: Decryption,
     from: Option<i64>,
     on_failure: OnFailure,
+    snapshots: Option<u32>,
     bar: &'a indicatif::ProgressBar,
 }
 
@@ -137,6 +139,7 @@ impl<S: Rebuilds> WithHandler for RebuildJob<'_, S> {
             .decryption(self.decryption)
             .from_position(self.from)
             .on_failure(self.on_failure)
+            .snapshots(self.snapshots)
             .run(self.store, |read: u64, _| {
                 if read > bar.length().unwrap_or(0) {
                     bar.set_length(read);

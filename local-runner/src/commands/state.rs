@@ -4,9 +4,10 @@
 use anyhow::{anyhow, bail, Context, Result};
 use chrono::{DateTime, Utc};
 use projector::config::Config;
-use projector::runtime::state_read_at;
+use projector::runtime::TimeTravel;
+use projector::store::snapshots::Snapshots;
 use projector::upcast::Reading;
-use projector::{EventStore, Ordering, ProjectionHandler, ProjectionStore, Record, RowKey, Value};
+use projector::{EventFilter, EventStore, Ordering, ProjectionHandler, ProjectionStore, Record, RowKey, Value};
 use projector_local::Connector;
 use uuid::Uuid;
 
@@ -39,7 +40,7 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let keyring = crate::keyring::for_readers(config)?;
     let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?)
         .decrypting(crate::keyring::decryption(config, keyring.as_ref(), name)?);
-    handlers::dispatch(&p.handler, ShowState { store: &store, reading, name, key, at, json: args.json }).await
+    handlers::dispatch(&p.handler, ShowState { store: &store, reading, snapshots: p.snapshots.is_some(), name, key, at, json: args.json }).await
 }
 
 /// Folds the row for `key` from the events up to `at` (all of them without one) and
@@ -47,22 +48,30 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
 struct ShowState<'a, S> {
     store: &'a S,
     reading: Reading,
+    /// Start from the projection's snapshots (it keeps them).
+    snapshots: bool,
     name: &'a str,
     key: &'a str,
     at: Option<DateTime<Utc>>,
     json: bool,
 }
 
-impl<S: EventStore + ProjectionStore> WithHandler for ShowState<'_, S> {
+impl<S: EventStore + ProjectionStore + Snapshots> WithHandler for ShowState<'_, S> {
     type Output = Result<()>;
 
     async fn run<H: ProjectionHandler>(self, handler: H) -> Result<()> {
-        let ShowState { store, reading, name, key, at, json } = self;
+        let ShowState { store, reading, snapshots, name, key, at, json } = self;
         let handler = &handler;
         let parsed = H::Key::parse(key).map_err(|e| anyhow!("key {key:?} for {name}: {e}"))?;
         let aggregate = (handler.ordering() == Ordering::AggregateVersion).then(|| Uuid::parse_str(key).ok()).flatten();
-        let found = state_read_at(handler, store, &reading, &parsed, aggregate, at).await?;
-        let Some((row, version)) = found else {
+        let travel = TimeTravel::new(handler, &EventFilter::all()).reading(&reading).snapshots(snapshots);
+        let travelled = travel.row(store, &parsed, aggregate, at).await?;
+        tracing::info!(
+            events_read = travelled.events_read,
+            from_snapshot = ?travelled.from_snapshot,
+            "{name} row for key {key} replayed"
+        );
+        let Some((row, version)) = travelled.row else {
             let when = at.map_or_else(|| "now".to_owned(), |t| format!("at {}", t.to_rfc3339()));
             bail!("{name} has no row for key {key} ({when})");
         };

@@ -83,10 +83,26 @@ struct PlanUpgraded {
 /// Upcasters of the user events this projection reads, registered next to it (a runner
 /// lists every crate's steps in one registry; `projections.yaml` enables chains).
 ///
-/// None yet: every user event is read at its first payload version, which is also the
-/// shape the reference semantics of this read model are written against. A new payload
-/// version adds its step here and the handler reads the new shape.
-pub const UPCASTERS: &[projector::upcast::Upcaster] = &[];
+/// `UserRegistered` v2 always names the plan: v1 registrations could leave it out, and
+/// those users were on the free plan. A v1 `plan` that is not a string cannot be read
+/// as a plan name, and the step refuses it (lazily the event is dead-lettered; an eager
+/// `projector migrate` names it in its plan and does not start). The handler reads v2;
+/// it also reads a v1 payload as stored (`plan` absent is `None`), which is the shape
+/// the reference semantics of this read model are written against.
+pub const UPCASTERS: &[projector::upcast::Upcaster] =
+    &[projector::upcast::Upcaster::new("UserRegistered", 1, registered_v1_to_v2)];
+
+/// `UserRegistered` v1 → v2: a missing (or null) `plan` becomes `"free"`.
+fn registered_v1_to_v2(mut payload: projector::upcast::Payload) -> Result<projector::upcast::Payload, String> {
+    match payload.get("plan") {
+        None | Some(serde_json::Value::Null) => {
+            payload.insert("plan".to_owned(), serde_json::Value::from("free"));
+        }
+        Some(serde_json::Value::String(_)) => {}
+        Some(other) => return Err(format!("`plan` is {other}, not a plan name")),
+    }
+    Ok(payload)
+}
 
 /// The handler.
 #[derive(Debug, Clone, Copy, Default)]
@@ -209,6 +225,27 @@ mod tests {
                 active: true,
             }),
         );
+    }
+
+    #[test]
+    fn a_v1_registration_without_a_plan_is_on_the_free_plan() {
+        let chains = projector::upcast::Upcasters::from_steps(UPCASTERS.iter().copied()).unwrap();
+        let id = Uuid::from_u128(6);
+        let v1 = user(id, "UserRegistered", json!({"email": "e@x.io", "name": "Eve"}));
+        Scenario::new(&UserProfile).given(chains.upcast(v1).unwrap()).then_row(
+            &id,
+            Some(Profile {
+                email: Some("e@x.io".into()),
+                name: Some("Eve".into()),
+                plan: Some("free".into()),
+                active: true,
+            }),
+        );
+        let kept = chains.upcast(user(id, "UserRegistered", json!({"plan": "pro"}))).unwrap();
+        assert_eq!(kept.data::<serde_json::Value>().unwrap(), json!({"plan": "pro"}));
+        assert_eq!(kept.metadata().unwrap().event_version, 2);
+        let odd = chains.upcast(user(id, "UserRegistered", json!({"plan": 42}))).unwrap_err();
+        assert!(odd.to_string().contains("`plan` is 42, not a plan name"), "{odd}");
     }
 
     #[test]

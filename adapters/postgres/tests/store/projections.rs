@@ -64,6 +64,7 @@ async fn commit(store: &PgStore, lease: &Lease, table: &'static TableSchema, to:
                 upserts: vec![vec![Value::Text("k".into()), Value::BigInt(1)]],
                 deletes: vec![],
                 inserts_only: false,
+                snapshots: Vec::new(),
             },
             events_applied: 1,
             last_event_at: None,

@@ -1,0 +1,2 @@
+-- Drops every snapshot of projection ?1 (its rows are being rebuilt).
+DELETE FROM snapshots WHERE projection = ?1
