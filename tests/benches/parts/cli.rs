@@ -30,7 +30,7 @@ impl Setup {
     pub fn new(url: &str, batch_size: usize) -> Res<Setup> {
         let dir = tempfile::tempdir()?;
         let yaml = format!(
-            "database:\n  url_env: PROJECTOR_BENCH_DATABASE_URL\n\
+            "database:\n  url_env: PROJECTOR_BENCH_DATABASE_URL\nobservability:\n  listen: off\n\
              projections:\n  user-profile:\n    handler: user-profile\n    provider: local\n    \
              config: {{ memory: 128MB, timeout: 30s, concurrency: 1 }}\n    batch_size: {batch_size}\n    \
              poll_interval: 50ms\n    lease_ttl: 10s\n"
@@ -64,7 +64,7 @@ pub fn rebuild(setup: &Setup, binary: &Path) -> Res<(Duration, String)> {
 }
 
 fn spawn_run(setup: &Setup, binary: &Path) -> Res<Child> {
-    Ok(setup.command(binary).args(["run", "user-profile"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
+    Ok(setup.command(binary).arg("run").stdout(Stdio::null()).stderr(Stdio::null()).spawn()?)
 }
 
 async fn checkpoint_position(sql: &Client) -> Res<i64> {
