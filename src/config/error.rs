@@ -152,7 +152,7 @@ impl ConfigError {
             | ConfigError::InvalidFieldPath { at, .. }
             | ConfigError::EncryptedSubject { at, .. }
             | ConfigError::SubjectWithoutFields { at, .. }
-            | ConfigError::UnknownDecryptPath { at, .. } => at,
+            | ConfigError::UnknownDecryptPath { at, .. }
             | ConfigError::SnapshotsNotPerAggregate { at, .. } => at,
         }
     }

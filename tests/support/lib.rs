@@ -3,9 +3,9 @@
 pub mod contract;
 pub mod crashes;
 pub mod drift;
+pub mod dumps;
 pub mod encryption;
 pub mod encryption_failures;
-pub mod dumps;
 pub mod failures;
 pub mod keys;
 pub mod ledger;

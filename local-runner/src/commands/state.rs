@@ -40,7 +40,11 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     let keyring = crate::keyring::for_readers(config)?;
     let reading = Reading::new(p.events.to_filter(), handlers::enabled_upcasters(config)?)
         .decrypting(crate::keyring::decryption(config, keyring.as_ref(), name)?);
-    handlers::dispatch(&p.handler, ShowState { store: &store, reading, snapshots: p.snapshots.is_some(), name, key, at, json: args.json }).await
+    handlers::dispatch(
+        &p.handler,
+        ShowState { store: &store, reading, snapshots: p.snapshots.is_some(), name, key, at, json: args.json },
+    )
+    .await
 }
 
 /// Folds the row for `key` from the events up to `at` (all of them without one) and
