@@ -134,13 +134,46 @@ fn flow(db_url: Option<&str>, settle: impl Fn()) {
     out.assert_success("reads with v1 retired");
     assert!(out.stdout.contains("\"dead_lettered\": 0"), "{}", out.describe());
 
+    let mut runner = ws.spawn_runner_with(&["-vvv"], &[(KEYRING_VAR, v2_only.as_str())]);
+    ws.wait_caught_up(2, QUICK, || runner.logs());
     let out = run(&["keys", "shred", USER, "--json"], &v2_only);
     out.assert_success("shred");
     logs.borrow_mut().push_str(&out.stdout);
+    let report: serde_json::Value = serde_json::from_str(&out.stdout).expect("shred --json");
+    let erased = &report["erased_event"];
+    assert_eq!((erased["aggregate_type"].as_str(), erased["version"].as_i64()), (Some("user"), Some(2)), "{report}");
+    settle();
+    // The live runner applies SubjectErased: the row it holds keeps no plaintext.
+    let state = || {
+        let out = run(&["state", "user-profile", USER, "--json"], &v2_only);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).expect("state --json")
+    };
+    let deadline = std::time::Instant::now() + QUICK;
+    let mut row = state();
+    while row["email"] != serde_json::Value::Null && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        row = state();
+    }
+    assert_eq!(
+        (row["email"].clone(), row["name"].clone(), row["plan"].clone()),
+        (serde_json::Value::Null, serde_json::Value::Null, serde_json::json!("pro")),
+        "the live runner applied SubjectErased: {row}\n{}",
+        runner.logs()
+    );
+    runner.stop_cleanly(QUICK);
+    logs.borrow_mut().push_str(&runner.logs());
+    let again = run(&["keys", "shred", USER, "--json"], &v2_only);
+    again.assert_success("a second shred");
+    let report: serde_json::Value = serde_json::from_str(&again.stdout).expect("shred --json");
+    assert_eq!(report["erased_event"]["deduplicated"], true, "SubjectErased is appended once: {report}");
     run(&["rebuild", "user-profile"], &v2_only).assert_success("rebuild after the shred");
     let out = run(&["state", "user-profile", USER, "--json"], &v2_only);
     let row: serde_json::Value = serde_json::from_str(&out.stdout).expect("state --json");
-    assert_eq!(row["email"].as_str(), Some("[redacted]"), "{row}");
+    assert_eq!(
+        (row["email"].clone(), row["name"].clone()),
+        (serde_json::Value::Null, serde_json::Value::Null),
+        "{row}"
+    );
     ws.write("again.jsonl", &registered("any").replace("signup-grace", "signup-again"));
     run(&["append", "again.jsonl"], &v2_only).assert_failure_mentioning("a new event for a shredded subject", "erased");
 

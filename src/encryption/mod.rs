@@ -16,3 +16,8 @@ pub use rewrap::{rewrap_all, RewrapFailure, RewrapOutcome, REWRAP_PAGE};
 pub use seal::{SealError, Sealer};
 pub use subject::{subject_for_append, METADATA_KEY};
 pub use tally::AuditTally;
+
+/// The event `projector keys shred` appends to the erased subject's aggregate (payload
+/// `{"subject": …}`, nothing personal), so that read models drop the values they hold
+/// of it as they apply it, live or in a rebuild.
+pub const SUBJECT_ERASED: &str = "SubjectErased";

@@ -67,8 +67,8 @@ const HAND_WRITTEN_BATCH: i64 = 10_000;
 /// The reference semantics of `user_profile` as one SQL statement (the yardstick).
 const REFERENCE_SQL: &str = "
 SELECT aggregate_id AS user_id,
-       (array_agg(event_data ->> 'email' ORDER BY version DESC) FILTER (WHERE event_type IN ('UserRegistered', 'UserEmailChanged')))[1] AS email,
-       (array_agg(event_data ->> 'name' ORDER BY version DESC) FILTER (WHERE event_type IN ('UserRegistered', 'UserRenamed')))[1] AS name,
+       (array_agg(event_data ->> 'email' ORDER BY version DESC) FILTER (WHERE event_type IN ('UserRegistered', 'UserEmailChanged', 'SubjectErased')))[1] AS email,
+       (array_agg(event_data ->> 'name' ORDER BY version DESC) FILTER (WHERE event_type IN ('UserRegistered', 'UserRenamed', 'SubjectErased')))[1] AS name,
        (array_agg(event_data ->> 'plan' ORDER BY version DESC) FILTER (WHERE event_type IN ('UserRegistered', 'PlanUpgraded')))[1] AS plan,
        NOT bool_or(event_type = 'UserDeactivated') AS active,
        max(version) AS version

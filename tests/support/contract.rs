@@ -955,8 +955,8 @@ pub fn reference_profiles(events: &[DomainEvent]) -> BTreeMap<Uuid, (Profile, i6
             list.iter().rev().find(|e| types.contains(&e.event_type.as_str())).and_then(|e| text(e, field))
         };
         let profile = Profile {
-            email: last_setting(&["UserRegistered", "UserEmailChanged"], "email"),
-            name: last_setting(&["UserRegistered", "UserRenamed"], "name"),
+            email: last_setting(&["UserRegistered", "UserEmailChanged", "SubjectErased"], "email"),
+            name: last_setting(&["UserRegistered", "UserRenamed", "SubjectErased"], "name"),
             plan: last_setting(&["UserRegistered", "PlanUpgraded"], "plan"),
             active: !list.iter().any(|e| e.event_type == "UserDeactivated"),
         };

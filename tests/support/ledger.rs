@@ -56,9 +56,9 @@ impl ProjectionHandler for Ledger {
 pub const USER_PROFILE_ORACLE: &str = "
 SELECT aggregate_id AS user_id,
   (array_agg(event_data ->> 'email' ORDER BY version DESC)
-     FILTER (WHERE event_type IN ('UserRegistered', 'UserEmailChanged')))[1] AS email,
+     FILTER (WHERE event_type IN ('UserRegistered', 'UserEmailChanged', 'SubjectErased')))[1] AS email,
   (array_agg(event_data ->> 'name' ORDER BY version DESC)
-     FILTER (WHERE event_type IN ('UserRegistered', 'UserRenamed')))[1] AS name,
+     FILTER (WHERE event_type IN ('UserRegistered', 'UserRenamed', 'SubjectErased')))[1] AS name,
   (array_agg(event_data ->> 'plan' ORDER BY version DESC)
      FILTER (WHERE event_type IN ('UserRegistered', 'PlanUpgraded')))[1] AS plan,
   NOT bool_or(event_type = 'UserDeactivated') AS active,

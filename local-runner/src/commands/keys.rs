@@ -4,6 +4,9 @@
 //! The keyring is read from where `projections.yaml` says (`encryption.keyring_env` or
 //! `keyring_file`); a new keyring text goes to a file created with mode 0600, to the
 //! configured keyring file (replaced atomically), or to standard output.
+//!
+//! A shred also appends `SubjectErased` to the subject's aggregate, once (an idempotency
+//! key per subject), so that read models redact what they hold of it as they apply it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -12,8 +15,9 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use projector::config::{Config, KeyringSource};
 use projector::crypto::Keyring;
-use projector::encryption::{rewrap_all, RewrapOutcome};
+use projector::encryption::{rewrap_all, RewrapOutcome, SUBJECT_ERASED};
 use projector::store::keys::{AuditOperation, AuditRecord, SubjectKeys};
+use projector::{AppendRequest, EventStore, ExpectedVersion, NewEvent, ReadBound};
 use projector_local::Connector;
 use zeroize::Zeroizing;
 
@@ -85,6 +89,13 @@ pub struct ShredArgs {
     /// The subject whose keys are deleted: an aggregate id, or the value of the
     /// event type's `encryption.subjects` field.
     subject: String,
+    /// The aggregate `SubjectErased` is appended to. Default: the subject, when it is
+    /// an aggregate id (a UUID); otherwise no event is appended.
+    #[arg(long, value_name = "UUID")]
+    aggregate: Option<uuid::Uuid>,
+    /// That aggregate's type. Default: the type of its stored events.
+    #[arg(long, value_name = "TYPE")]
+    aggregate_type: Option<String>,
     /// Print the outcome as one JSON object (shape in the README).
     #[arg(long)]
     json: bool,
@@ -111,6 +122,18 @@ struct ShredReport<'a> {
     /// Projections granted decrypted fields: their read models may hold the subject's
     /// values until rebuilt.
     rebuild: Vec<&'a str>,
+    /// The `SubjectErased` event; `null`: the subject names no aggregate.
+    erased_event: Option<ErasedEvent>,
+}
+
+/// Where `SubjectErased` went.
+#[derive(serde::Serialize)]
+struct ErasedEvent {
+    aggregate_id: uuid::Uuid,
+    aggregate_type: String,
+    version: i64,
+    /// True when an earlier shred had appended it: nothing was appended now.
+    deduplicated: bool,
 }
 
 impl Command {
@@ -309,6 +332,12 @@ async fn audit_keyring<C: Connector>(
 async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -> Result<()> {
     let store = connect(connector).await?;
     let shredded = store.shred_subject(&args.subject, &actor("keys shred")).await?;
+    let erased_event = append_erased(&store, args).await.with_context(|| {
+        format!(
+            "subject {:?} is shredded, but its {SUBJECT_ERASED} event was not appended; run `keys shred` again",
+            args.subject
+        )
+    })?;
     let rebuild: Vec<&str> =
         config.projections.iter().filter(|(_, p)| !p.decrypt.is_empty()).map(|(name, _)| name.as_str()).collect();
     if args.json {
@@ -317,6 +346,7 @@ async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -
             keys_deleted: shredded.keys_deleted,
             already_erased: shredded.already_erased,
             rebuild,
+            erased_event,
         });
     }
     if shredded.already_erased {
@@ -328,8 +358,52 @@ async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -
             shredded.keys_deleted
         );
     }
+    match erased_event {
+        Some(e) if e.deduplicated => {
+            say!("  {SUBJECT_ERASED} was appended before, to {} aggregate {}", e.aggregate_type, e.aggregate_id)
+        }
+        Some(e) => say!(
+            "  {SUBJECT_ERASED} appended to {} aggregate {} (version {})",
+            e.aggregate_type,
+            e.aggregate_id,
+            e.version
+        ),
+        None => {
+            say!("  no {SUBJECT_ERASED} event: the subject is not an aggregate id; give `--aggregate` to append one")
+        }
+    }
     for name in rebuild {
         say!("  {name} is granted decrypted fields: rebuild it (`projector rebuild {name}`) to drop what it read");
     }
     Ok(())
+}
+
+/// Appends `SubjectErased` to the subject's aggregate, once per subject.
+async fn append_erased<S: EventStore>(store: &S, args: &ShredArgs) -> Result<Option<ErasedEvent>> {
+    let Some(aggregate_id) = args.aggregate.or_else(|| uuid::Uuid::parse_str(&args.subject).ok()) else {
+        return Ok(None);
+    };
+    let aggregate_type = match &args.aggregate_type {
+        Some(t) => t.clone(),
+        None => {
+            let first = store.read_aggregate(aggregate_id, ReadBound::Versions { after: 0, upto: 1 }).await?;
+            first.into_iter().next().map(|e| e.aggregate_type).with_context(|| {
+                format!("aggregate {aggregate_id} has no events to take its type from: give `--aggregate-type`")
+            })?
+        }
+    };
+    let request = AppendRequest {
+        aggregate_id,
+        aggregate_type: aggregate_type.clone(),
+        expected_version: ExpectedVersion::Any,
+        events: vec![NewEvent::new(SUBJECT_ERASED, serde_json::json!({ "subject": args.subject }))],
+        idempotency_key: Some(format!("{SUBJECT_ERASED}:{}", args.subject)),
+    };
+    let outcome = store.append(request).await?;
+    Ok(Some(ErasedEvent {
+        aggregate_id,
+        aggregate_type,
+        version: outcome.last_version,
+        deduplicated: outcome.deduplicated,
+    }))
 }

@@ -1,7 +1,9 @@
 //! `user-profile`: the latest profile of every user, one row per user aggregate.
 //!
 //! Email, name and plan hold the value from the highest-versioned event that sets them
-//! (`UserRegistered` sets all three); `active` turns false at `UserDeactivated`. Every
+//! (`UserRegistered` sets all three); `active` turns false at `UserDeactivated`.
+//! `SubjectErased` (appended by crypto-shredding the user) sets email and name to null,
+//! as an event that sets them to nothing: a later event may set them again. Every
 //! user event creates the row if it is missing and advances its version, so re-applying
 //! an event changes nothing visible.
 
@@ -145,6 +147,10 @@ impl ProjectionHandler for UserProfile {
             "UserRenamed" => profile.name = event.data::<Renamed>()?.name,
             "PlanUpgraded" => profile.plan = event.data::<PlanUpgraded>()?.plan,
             "UserDeactivated" => profile.active = false,
+            projector::encryption::SUBJECT_ERASED => {
+                profile.email = None;
+                profile.name = None;
+            }
             _ => {}
         }
         Ok(())
@@ -246,6 +252,16 @@ mod tests {
         assert_eq!(kept.metadata().unwrap().event_version, 2);
         let odd = chains.upcast(user(id, "UserRegistered", json!({"plan": 42}))).unwrap_err();
         assert!(odd.to_string().contains("`plan` is 42, not a plan name"), "{odd}");
+    }
+
+    #[test]
+    fn an_erased_subject_keeps_no_email_or_name() {
+        let id = Uuid::from_u128(7);
+        let s = Scenario::new(&UserProfile)
+            .given(user(id, "UserRegistered", json!({"email": "f@x.io", "name": "Fay", "plan": "pro"})))
+            .given(user(id, "SubjectErased", json!({"subject": id.to_string()})))
+            .then_row(&id, Some(Profile { email: None, name: None, plan: Some("pro".into()), active: true }));
+        assert_eq!(s.version(&id), 2);
     }
 
     #[test]
