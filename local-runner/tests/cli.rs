@@ -408,6 +408,17 @@ fn demo_on_a_fresh_directory() {
     assert!(o.contains("user-profile (table user_profile), sample rows:"), "{}", out.describe());
     assert!(o.contains("@example.com") || o.contains("@example.org"), "sample profiles should show emails\n{o}");
     assert!(ws.path().join(".projector/projector.db").exists(), "the embedded store lives under .projector/");
+    assert!(o.contains("email and name are sealed under a keyring made for this demo"), "{}", out.describe());
+    let shredded = o
+        .lines()
+        .find_map(|l| l.strip_prefix("shredding user "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the demo shreds a user\n{o}"));
+    let rows: Vec<&str> = o.lines().filter(|l| l.starts_with(shredded)).collect();
+    assert_eq!(rows.len(), 2, "the shredded user's row before and after\n{o}");
+    assert!(rows[0].contains("@example."), "decrypted before the shred: {}", rows[0]);
+    assert_eq!(rows[1].split_whitespace().nth(1), Some("null"), "no email after the shred: {}", rows[1]);
+    assert_eq!(rows[1].split_whitespace().nth(2), Some("null"), "no name after the shred: {}", rows[1]);
 
     // The store answers the other commands too.
     let states = ws.status();

@@ -128,7 +128,7 @@ struct ShredReport<'a> {
 
 /// Where `SubjectErased` went.
 #[derive(serde::Serialize)]
-struct ErasedEvent {
+pub(super) struct ErasedEvent {
     aggregate_id: uuid::Uuid,
     aggregate_type: String,
     version: i64,
@@ -332,12 +332,14 @@ async fn audit_keyring<C: Connector>(
 async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -> Result<()> {
     let store = connect(connector).await?;
     let shredded = store.shred_subject(&args.subject, &actor("keys shred")).await?;
-    let erased_event = append_erased(&store, args).await.with_context(|| {
-        format!(
-            "subject {:?} is shredded, but its {SUBJECT_ERASED} event was not appended; run `keys shred` again",
-            args.subject
-        )
-    })?;
+    let erased_event = append_erased(&store, &args.subject, args.aggregate, args.aggregate_type.as_deref())
+        .await
+        .with_context(|| {
+            format!(
+                "subject {:?} is shredded, but its {SUBJECT_ERASED} event was not appended; run `keys shred` again",
+                args.subject
+            )
+        })?;
     let rebuild: Vec<&str> =
         config.projections.iter().filter(|(_, p)| !p.decrypt.is_empty()).map(|(name, _)| name.as_str()).collect();
     if args.json {
@@ -378,13 +380,19 @@ async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -
     Ok(())
 }
 
-/// Appends `SubjectErased` to the subject's aggregate, once per subject.
-async fn append_erased<S: EventStore>(store: &S, args: &ShredArgs) -> Result<Option<ErasedEvent>> {
-    let Some(aggregate_id) = args.aggregate.or_else(|| uuid::Uuid::parse_str(&args.subject).ok()) else {
+/// Appends `SubjectErased` to the subject's aggregate (`aggregate`, or the subject when
+/// it is an aggregate id; `None`: neither), once per subject.
+pub(super) async fn append_erased<S: EventStore>(
+    store: &S,
+    subject: &str,
+    aggregate: Option<uuid::Uuid>,
+    aggregate_type: Option<&str>,
+) -> Result<Option<ErasedEvent>> {
+    let Some(aggregate_id) = aggregate.or_else(|| uuid::Uuid::parse_str(subject).ok()) else {
         return Ok(None);
     };
-    let aggregate_type = match &args.aggregate_type {
-        Some(t) => t.clone(),
+    let aggregate_type = match aggregate_type {
+        Some(t) => t.to_owned(),
         None => {
             let first = store.read_aggregate(aggregate_id, ReadBound::Versions { after: 0, upto: 1 }).await?;
             first.into_iter().next().map(|e| e.aggregate_type).with_context(|| {
@@ -396,8 +404,8 @@ async fn append_erased<S: EventStore>(store: &S, args: &ShredArgs) -> Result<Opt
         aggregate_id,
         aggregate_type: aggregate_type.clone(),
         expected_version: ExpectedVersion::Any,
-        events: vec![NewEvent::new(SUBJECT_ERASED, serde_json::json!({ "subject": args.subject }))],
-        idempotency_key: Some(format!("{SUBJECT_ERASED}:{}", args.subject)),
+        events: vec![NewEvent::new(SUBJECT_ERASED, serde_json::json!({ "subject": subject }))],
+        idempotency_key: Some(format!("{SUBJECT_ERASED}:{subject}")),
     };
     let outcome = store.append(request).await?;
     Ok(Some(ErasedEvent {
