@@ -336,7 +336,8 @@ async fn shred<C: Connector>(config: &Config, connector: &C, args: &ShredArgs) -
         .await
         .with_context(|| {
             format!(
-                "subject {:?} is shredded, but its {SUBJECT_ERASED} event was not appended; run `keys shred` again",
+                "subject {:?} is shredded, but its {SUBJECT_ERASED} event was not appended; \
+                 run `keys shred` again once the cause is fixed",
                 args.subject
             )
         })?;
