@@ -66,6 +66,7 @@
 //! [`Config::from_yaml_str`], and gives [`DatabaseConfig::url`] a way to look up a
 //! variable.
 
+pub mod cloudflare;
 mod error;
 mod raw;
 mod syntax;
@@ -130,9 +131,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// Default for [`ObservabilityConfig::health_interval`].
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest `config.memory` accepted with `provider: cloudflare` (Workers limit, 128MB).
-pub const CLOUDFLARE_MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+pub const CLOUDFLARE_MAX_MEMORY_BYTES: u64 = cloudflare::MAX_MEMORY_BYTES;
 /// Largest `config.timeout` accepted with `provider: cloudflare` (Workers limit, 5m).
-pub const CLOUDFLARE_MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const CLOUDFLARE_MAX_TIMEOUT: Duration = cloudflare::MAX_TIMEOUT;
 
 /// The whole validated `projections.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,18 +7,19 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
+use super::cloudflare::{self, rules as worker_rules};
 use super::error::{shown, ConfigError, ConfigErrors, Position};
 use super::raw::{
-    RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry, RawUpcasting,
+    RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawResources, RawRetry,
+    RawUpcasting,
 };
 use super::syntax::{is_env_var_name, is_http_url, is_projection_name, on_failure_from_name, parse_listen};
 use super::units::{format_duration, parse_duration, parse_size};
 use super::{
     AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, ProjectionConfig, Provider,
-    ResourceConfig, UpcastingConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT, DEFAULT_ALERT_RETRY,
-    DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE,
-    DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT, MAX_PARTITIONS,
-    MAX_RETRIES_LIMIT,
+    ResourceConfig, UpcastingConfig, DEFAULT_ALERT_RETRY, DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT,
+    DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE,
+    MAX_CRASH_LIMIT, MAX_PARTITIONS, MAX_RETRIES_LIMIT,
 };
 use crate::retry::RetryPolicy;
 
@@ -88,7 +89,7 @@ impl Validator<'_> {
                             name: shown(&name.value),
                         });
                     }
-                    if let Some(projection) = self.projection(raw) {
+                    if let Some(projection) = self.projection(&name, raw) {
                         out.insert(name.value, projection);
                     }
                 }
@@ -265,7 +266,7 @@ impl Validator<'_> {
 
     /// The validated projection, or `None` if anything in it was wrong (the errors are
     /// recorded).
-    fn projection(&mut self, raw: RawProjection) -> Option<ProjectionConfig> {
+    fn projection(&mut self, name: &Spanned<String>, raw: RawProjection) -> Option<ProjectionConfig> {
         let errors_before = self.errors.len();
 
         if !self.known.handlers.contains(&raw.handler.value.as_str()) {
@@ -286,27 +287,6 @@ impl Validator<'_> {
         let memory = self.size("memory", &raw.config.memory);
         let timeout = self.duration("timeout", &raw.config.timeout);
         let concurrency = self.integer("concurrency", &raw.config.concurrency, 1, None);
-        if provider == Some(Provider::Cloudflare) {
-            if memory.is_some_and(|m| m > CLOUDFLARE_MAX_MEMORY_BYTES) {
-                self.errors.push(ConfigError::ProviderLimit {
-                    at: self.at(&raw.config.memory.referenced),
-                    provider: Provider::Cloudflare,
-                    field: "memory",
-                    value: shown(&raw.config.memory.value),
-                    limit: "128MB",
-                });
-            }
-            if timeout.is_some_and(|t| t > CLOUDFLARE_MAX_TIMEOUT) {
-                self.errors.push(ConfigError::ProviderLimit {
-                    at: self.at(&raw.config.timeout.referenced),
-                    provider: Provider::Cloudflare,
-                    field: "timeout",
-                    value: shown(&raw.config.timeout.value),
-                    limit: "5m",
-                });
-            }
-        }
-
         let events = self.events(raw.events);
         let batch_size = match &raw.batch_size {
             Some(value) => self.integer("batch_size", value, 1, Some(MAX_BATCH_SIZE as i64)),
@@ -361,6 +341,17 @@ impl Validator<'_> {
             None => Some(DEFAULT_ON_FAILURE),
         };
 
+        if provider == Some(Provider::Cloudflare) {
+            let values = WorkerValues { memory, timeout, concurrency, poll_interval, lease_ttl };
+            let written = Written {
+                handler: &raw.handler,
+                config: &raw.config,
+                poll_interval: raw.poll_interval.as_ref(),
+                lease_ttl: raw.lease_ttl.as_ref(),
+            };
+            self.cloudflare(name, &written, values);
+        }
+
         if self.errors.len() != errors_before {
             return None;
         }
@@ -384,6 +375,58 @@ impl Validator<'_> {
             gap_timeout: gap_timeout?,
             crash_limit: u32::try_from(crash_limit?).ok()?,
         })
+    }
+
+    /// What a Worker cannot honour of a `provider: cloudflare` projection named `name`
+    /// (see [`cloudflare`]); values that did not parse were reported already.
+    fn cloudflare(&mut self, name: &Spanned<String>, raw: &Written<'_>, values: WorkerValues) {
+        // An unknown handler is reported already; naming the projection after it helps nobody.
+        let known_handler = self.known.handlers.contains(&raw.handler.value.as_str());
+        let mut refuse = |at: &Location, field: &'static str, value: &str, reason: String| {
+            let at = self.at(at);
+            self.errors.push(ConfigError::ProviderUnsupported {
+                at,
+                provider: Provider::Cloudflare,
+                field,
+                value: shown(value),
+                reason,
+            });
+        };
+        if let Some(reason) = worker_rules::name(&name.value) {
+            refuse(&name.referenced, "name", &name.value, reason);
+        }
+        if let Some(reason) = worker_rules::handler(&name.value, &raw.handler.value).filter(|_| known_handler) {
+            refuse(&raw.handler.referenced, "handler", &raw.handler.value, reason);
+        }
+        if let (Some(written), Some(poll)) = (raw.poll_interval, values.poll_interval) {
+            if let Some(reason) = worker_rules::poll_interval(poll) {
+                refuse(&written.referenced, "poll_interval", &written.value, reason);
+            }
+        }
+        if let (Some(written), Some(ttl), Some(timeout)) = (raw.lease_ttl, values.lease_ttl, values.timeout) {
+            if let Some(reason) = worker_rules::lease_ttl(ttl, timeout) {
+                refuse(&written.referenced, "lease_ttl", &written.value, reason);
+            }
+        }
+        let limit = |at: &Location, field: &'static str, value: &str, limit: &'static str| ConfigError::ProviderLimit {
+            at: self.at(at),
+            provider: Provider::Cloudflare,
+            field,
+            value: shown(value),
+            limit,
+        };
+        let mut limits = Vec::new();
+        if values.memory.is_some_and(|m| m > cloudflare::MAX_MEMORY_BYTES) {
+            limits.push(limit(&raw.config.memory.referenced, "memory", &raw.config.memory.value, "128MB"));
+        }
+        if values.timeout.is_some_and(|t| t > cloudflare::MAX_TIMEOUT) {
+            limits.push(limit(&raw.config.timeout.referenced, "timeout", &raw.config.timeout.value, "5m"));
+        }
+        if let Some(concurrency) = values.concurrency.filter(|&c| c > i64::from(cloudflare::MAX_CONCURRENCY)) {
+            let at = &raw.config.concurrency.referenced;
+            limits.push(limit(at, "concurrency", &concurrency.to_string(), "250"));
+        }
+        self.errors.extend(limits);
     }
 
     fn events(&mut self, raw: Option<RawEvents>) -> EventFilterConfig {
@@ -484,6 +527,24 @@ impl Validator<'_> {
         });
         None
     }
+}
+
+/// The values of a projection as written, where a Worker's limits point.
+struct Written<'r> {
+    handler: &'r Spanned<String>,
+    config: &'r RawResources,
+    poll_interval: Option<&'r Spanned<String>>,
+    lease_ttl: Option<&'r Spanned<String>>,
+}
+
+/// The parsed values of a projection that a Worker's limits are checked against (`None`:
+/// the value did not parse, and that was reported).
+struct WorkerValues {
+    memory: Option<u64>,
+    timeout: Option<Duration>,
+    concurrency: Option<i64>,
+    poll_interval: Option<Duration>,
+    lease_ttl: Option<Duration>,
 }
 
 const URL_ENV_EXPECTED: &str =

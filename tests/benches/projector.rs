@@ -1744,13 +1744,7 @@ async fn run() -> Res<()> {
         "(yardstick)"
     );
     for (label, r) in &catch_ups {
-        println!(
-            "  {:<34} {:>16}  {:<14} {:.2}x hand-written",
-            label,
-            format!("{} ev/s", int(*r)),
-            "",
-            r / hand_rate
-        );
+        println!("  {:<34} {:>16}  {:<14} {:.2}x hand-written", label, format!("{} ev/s", int(*r)), "", r / hand_rate);
     }
     let one_partition = catch_ups.iter().take(2).map(|(_, r)| *r).fold(0.0, f64::max);
     println!(
