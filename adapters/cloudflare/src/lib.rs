@@ -12,11 +12,13 @@
 //! Worker's variables ([`settings`]). Everything but the entry points is plain Rust that
 //! also builds natively, where its unit tests run.
 
+pub mod alerts;
 pub mod auth;
 pub mod budget;
 pub mod handlers;
 pub mod invocation;
 pub mod pages;
+pub mod queue;
 pub mod settings;
 
 #[cfg(target_arch = "wasm32")]
