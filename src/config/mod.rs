@@ -84,7 +84,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use self::error::{ConfigError, ConfigErrors, Position};
-pub use self::units::{parse_duration, parse_size};
+pub use self::units::{format_duration, parse_duration, parse_size};
 
 /// What a projection does with an event whose retries are exhausted (`on_failure:`):
 /// `park` (default) or `stop`. The runtime's own type, re-exported here.

@@ -13,21 +13,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use projector::{HorizonHold, ProjectionState};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `Content-Type` of [`metrics`].
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Health of every configured partition (the local runner's `/health` shape).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub partitions: Vec<PartitionHealth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionHealth {
     pub projection: String,
     pub partition: u32,
