@@ -304,7 +304,10 @@ impl Validator<'_> {
             Some(value) => self.duration("lease_ttl", value),
             None => Some(DEFAULT_LEASE_TTL),
         };
-        if let (Some(poll), Some(ttl)) = (poll_interval, lease_ttl) {
+        // A Worker claims its leases anew at every invocation: they need to outlive the
+        // invocation (checked with the Worker's other limits), not the cron period.
+        let polls = provider != Some(Provider::Cloudflare);
+        if let (Some(poll), Some(ttl), true) = (poll_interval, lease_ttl, polls) {
             if ttl <= poll {
                 // Point at whichever of the two was written (lease_ttl if both).
                 let location = raw.lease_ttl.as_ref().or(raw.poll_interval.as_ref()).map(|value| value.referenced);

@@ -5,8 +5,10 @@
 mod append;
 mod completions;
 mod demo;
+mod deploy;
 mod dlq;
 mod init;
+mod monitor;
 mod rebuild;
 mod run;
 mod scale;
@@ -31,8 +33,16 @@ pub enum Command {
     /// Seeds sample events if the store is empty, runs every projection to caught-up,
     /// and prints the status and sample rows.
     Demo(demo::Args),
-    /// Runs every projection continuously; Ctrl-C or SIGTERM drains the batch and exits.
+    /// Runs every `provider: local` projection continuously; Ctrl-C or SIGTERM drains the
+    /// batch and exits.
     Run(run::Args),
+    /// Deploys projections to their provider: one Cloudflare Worker per `provider:
+    /// cloudflare` projection (rendered from projections.yaml, deployed with wrangler), or,
+    /// for `local`, readies the store for `projector run` (starts nothing).
+    Deploy(deploy::Args),
+    /// Reads a running deployment: each Worker's /health and /status, or the local
+    /// runner's /health and the store; exits non-zero when something is unhealthy.
+    Monitor(monitor::Args),
     /// Prints each projection partition's checkpoint, lag and health.
     Status(status::Args),
     /// Rebuilds a projection from the full history, in one transaction.
@@ -57,6 +67,8 @@ impl Command {
             Command::Append(args) => append::execute(&connector, args).await,
             Command::Demo(args) => demo::execute(&config, &connector, args).await,
             Command::Run(args) => run::execute(config, connector, args).await,
+            Command::Deploy(args) => deploy::local(&config, &connector, args).await,
+            Command::Monitor(args) => monitor::local(&config, &connector, args).await,
             Command::Status(args) => status::execute(&config, &connector, args).await,
             Command::Rebuild(args) => rebuild::execute(&config, &connector, args).await,
             Command::Scale(args) => scale::execute(&config, &connector, args).await,
@@ -73,6 +85,19 @@ impl Command {
         match self {
             Command::Completions(args) => Some(completions::execute(args)),
             _ => None,
+        }
+    }
+
+    /// The answer of a command that needs the configuration but no store (deploying or
+    /// reading Workers); `Err(self)` for every other command.
+    pub async fn without_backend(self, config: Config, database_url: Option<String>) -> Result<Result<()>, Command> {
+        match self {
+            Command::Deploy(args) if args.provider == "local" && !args.needs_store() => {
+                Ok(deploy::local_plan(&config, args))
+            }
+            Command::Deploy(args) if !args.needs_store() => Ok(deploy::cloudflare(config, database_url, args).await),
+            Command::Monitor(args) if !args.needs_store() => Ok(monitor::cloudflare(config, args).await),
+            command => Err(command),
         }
     }
 

@@ -54,10 +54,16 @@ impl Monitor {
         Ok(Monitor { client })
     }
 
+    /// `/health` of the runner at `url` (a Worker, or the local runner, which answers
+    /// in the same shape), healthy or not.
+    pub async fn health(&self, url: &str) -> Result<Health, ControlError> {
+        self.get(url.trim_end_matches('/'), "/health", &[200, 503]).await
+    }
+
     /// `/health` and `/status` of the Worker at `url`.
     pub async fn read(&self, url: &str) -> Result<WorkerReport, ControlError> {
         let url = url.trim_end_matches('/');
-        let health: Health = self.get(url, "/health", &[200, 503]).await?;
+        let health = self.health(url).await?;
         let status: StatusPage = self.get(url, "/status", &[200]).await?;
         Ok(WorkerReport {
             url: url.to_owned(),
