@@ -8,7 +8,9 @@
 //! finds its work done and changes nothing.
 //!
 //! - A [`Message::Wake`] (an application after appending, `POST /wake`) runs an
-//!   invocation now instead of at the next cron tick.
+//!   invocation now instead of at the next cron tick, and the consumer queues another
+//!   wake-up while invocations end with their budget spent ([`carry_on`]), so a backlog
+//!   is worked through at once rather than one budget per cron tick.
 //! - A partition that ends its turn waiting (an event failed transiently with retries
 //!   left, or waits for missing versions) gets a [`Message::Retry`] naming the event,
 //!   delayed by the backoff; on delivery the invocation runs again, and the message is
@@ -113,6 +115,13 @@ pub fn settle(messages: &[Option<Message>], report: &Report, delay: impl Fn(&End
     Settled { dispositions, send }
 }
 
+/// The wake-up that carries a queue-started catch-up on: one when any partition ended
+/// its turn with the budget spent (work is left), none otherwise. Every invocation
+/// progresses by at least one batch per partition, so the chain ends.
+pub fn carry_on(report: &Report) -> Option<(Message, u32)> {
+    report.partitions.iter().any(|p| p.ending == Ending::BudgetSpent).then_some((Message::Wake, 0))
+}
+
 /// When the invocation could not run at all (the store unreachable, registration
 /// refused): every readable message is delivered again after `retry.cap`, so that the
 /// queue's retries, then its dead-letter queue, take over.
@@ -211,6 +220,21 @@ mod tests {
             [Disposition::Retry { delay_seconds: 5 }, Disposition::Ack, Disposition::Ack, Disposition::Ack]
         );
         assert_eq!(settled.send, [(retry("daily-activity", 0, 3), 60)]);
+    }
+
+    #[test]
+    fn a_wake_up_carries_on_while_work_is_left() {
+        let spent = Report {
+            elapsed_ms: 1,
+            partitions: vec![
+                partition("user-profile", 0, Ending::BudgetSpent),
+                partition("user-profile", 1, Ending::BudgetSpent),
+                partition("daily-activity", 0, Ending::CaughtUp),
+            ],
+        };
+        assert_eq!(carry_on(&spent), Some((Message::Wake, 0)));
+        let done = Report { elapsed_ms: 1, partitions: vec![partition("user-profile", 0, Ending::CaughtUp)] };
+        assert_eq!(carry_on(&done), None);
     }
 
     #[test]

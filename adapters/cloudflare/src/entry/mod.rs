@@ -103,14 +103,16 @@ async fn invoke(env: &Env, settings: &Settings, retries: &Retries) -> Result<Rep
     }
 }
 
-/// What every invocation that ran does next: log its report, raise its alerts, and
-/// queue a retry for each partition it left waiting that no delivered message covers.
+/// What every invocation that ran does next: log its report, raise its alerts, queue a
+/// retry for each partition it left waiting that no delivered message covers, and, for a
+/// wake-up (`carry_on`), another wake-up while work is left.
 async fn after(
     env: &Env,
     settings: &Settings,
     trigger: &str,
     report: &Report,
     messages: &[Option<queue::Message>],
+    carry_on: bool,
 ) -> queue::Settled {
     console_log!(
         "{trigger}: {}",
@@ -118,10 +120,12 @@ async fn after(
     );
     notify(settings, alerts::from_report(report, trigger, chrono::Utc::now())).await;
     let settled = queue::settle(messages, report, |ending| queue::retry_delay(ending, settings, Math::random()));
-    if !settled.send.is_empty() {
+    let more = if carry_on { queue::carry_on(report) } else { None };
+    let send: Vec<_> = settled.send.iter().cloned().chain(more).collect();
+    if !send.is_empty() {
         match env.queue(var::WAKE_BINDING) {
             Ok(wake) => {
-                for (message, delay) in &settled.send {
+                for (message, delay) in &send {
                     let built = MessageBuilder::new(message.clone()).delay_seconds(*delay).build();
                     if let Err(e) = wake.send(built).await {
                         console_error!("{trigger}: cannot queue {message:?}: {e}; the cron retries it instead");
@@ -131,7 +135,7 @@ async fn after(
             Err(e) => console_error!(
                 "{trigger}: no {} queue binding ({e}): {} waiting partition(s) are retried by the cron only",
                 var::WAKE_BINDING,
-                settled.send.len()
+                send.len()
             ),
         }
     }
@@ -172,7 +176,7 @@ async fn scheduled(event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     };
     match invoke(&env, &settings, &Retries::Configured).await {
         Ok(report) => {
-            after(&env, &settings, &trigger, &report, &[]).await;
+            after(&env, &settings, &trigger, &report, &[], false).await;
         }
         Err(e) => console_error!("{trigger}: {e}"),
     }

@@ -50,7 +50,7 @@ async fn consume(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context
     }
     let trigger = format!("wake queue ({name})");
     let dispositions = match invoke(&env, &settings, &Retries::Configured).await {
-        Ok(report) => after(&env, &settings, &trigger, &report, &bodies).await.dispositions,
+        Ok(report) => after(&env, &settings, &trigger, &report, &bodies, true).await.dispositions,
         Err(e) => {
             console_error!("{trigger}: {e}; the batch comes back after the backoff");
             queue::unrun(&bodies, &settings)
@@ -74,7 +74,7 @@ async fn given_up(env: &worker::Env, settings: &Settings, bodies: &[Option<Messa
             return;
         }
     };
-    after(env, settings, trigger, &report, bodies).await;
+    after(env, settings, trigger, &report, bodies, false).await;
     if bodies.contains(&Some(Message::Wake)) {
         notify(settings, alerts::wake_given_up(&settings.projections, None, chrono::Utc::now())).await;
     }
@@ -91,7 +91,7 @@ async fn given_up(env: &worker::Env, settings: &Settings, bodies: &[Option<Messa
         let spent = Retries::SpentFor { projection: projection.clone(), partition: *partition };
         match invoke(env, settings, &spent).await {
             Ok(report) => {
-                after(env, settings, trigger, &report, &[]).await;
+                after(env, settings, trigger, &report, &[], false).await;
             }
             Err(e) => console_error!("{trigger}: {projection} partition {partition}: {e}"),
         }
