@@ -10,7 +10,11 @@
 
 use std::time::Duration;
 
-use super::ProjectionConfig;
+use serde_saphyr::{Location, Spanned};
+
+use super::error::{shown, ConfigError, Position};
+use super::raw::RawResources;
+use super::{ProjectionConfig, Provider};
 
 /// Largest `config.memory`: a Worker isolate has 128MB.
 pub const MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
@@ -87,12 +91,88 @@ pub fn lease_ttl(projection: &ProjectionConfig) -> Option<Duration> {
     (projection.lease_ttl > projection.config.timeout).then_some(projection.lease_ttl)
 }
 
+/// A `provider: cloudflare` projection as written: where each refusal points.
+pub(super) struct Written<'r> {
+    pub(super) name: &'r Spanned<String>,
+    pub(super) handler: &'r Spanned<String>,
+    pub(super) config: &'r RawResources,
+    pub(super) poll_interval: Option<&'r Spanned<String>>,
+    pub(super) lease_ttl: Option<&'r Spanned<String>>,
+}
+
+/// Its parsed values (`None`: the value did not parse, and that was reported).
+pub(super) struct Values {
+    pub(super) memory: Option<u64>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) concurrency: Option<i64>,
+    pub(super) poll_interval: Option<Duration>,
+    pub(super) lease_ttl: Option<Duration>,
+}
+
+/// Everything a Worker cannot honour of the projection, each at the value it is about
+/// (`at` turns a location into a position); the handler rule only when the handler is
+/// known.
+pub(super) fn refusals(
+    raw: &Written<'_>,
+    values: &Values,
+    known_handler: bool,
+    at: impl Fn(&Location) -> Position,
+) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let mut refuse = |location: &Location, field: &'static str, value: &str, reason: String| {
+        out.push(ConfigError::ProviderUnsupported {
+            at: at(location),
+            provider: Provider::Cloudflare,
+            field,
+            value: shown(value),
+            reason,
+        });
+    };
+    let name = raw.name;
+    if let Some(reason) = rules::name(&name.value) {
+        refuse(&name.referenced, "name", &name.value, reason);
+    }
+    if let Some(reason) = rules::handler(&name.value, &raw.handler.value).filter(|_| known_handler) {
+        refuse(&raw.handler.referenced, "handler", &raw.handler.value, reason);
+    }
+    if let (Some(written), Some(poll)) = (raw.poll_interval, values.poll_interval) {
+        if let Some(reason) = rules::poll_interval(poll) {
+            refuse(&written.referenced, "poll_interval", &written.value, reason);
+        }
+    }
+    if let (Some(written), Some(ttl), Some(timeout)) = (raw.lease_ttl, values.lease_ttl, values.timeout) {
+        if let Some(reason) = rules::lease_ttl(ttl, timeout) {
+            refuse(&written.referenced, "lease_ttl", &written.value, reason);
+        }
+    }
+    let mut limit = |location: &Location, field: &'static str, value: &str, limit: &'static str| {
+        out.push(ConfigError::ProviderLimit {
+            at: at(location),
+            provider: Provider::Cloudflare,
+            field,
+            value: shown(value),
+            limit,
+        });
+    };
+    let config = raw.config;
+    if values.memory.is_some_and(|m| m > MAX_MEMORY_BYTES) {
+        limit(&config.memory.referenced, "memory", &config.memory.value, "128MB");
+    }
+    if values.timeout.is_some_and(|t| t > MAX_TIMEOUT) {
+        limit(&config.timeout.referenced, "timeout", &config.timeout.value, "5m");
+    }
+    if let Some(concurrency) = values.concurrency.filter(|&c| c > i64::from(MAX_CONCURRENCY)) {
+        limit(&config.concurrency.referenced, "concurrency", &concurrency.to_string(), "250");
+    }
+    out
+}
+
 /// Why a Worker cannot run a projection named `name` as written, per rule; each is
 /// reported at the value it is about.
-pub(super) mod rules {
+mod rules {
     use super::*;
 
-    pub(in super::super) fn name(name: &str) -> Option<String> {
+    pub(super) fn name(name: &str) -> Option<String> {
         (name.len() > MAX_NAME_LEN).then(|| {
             format!(
                 "a Worker's queue names ({}) have at most 63 characters: use a name of at most {MAX_NAME_LEN} \
@@ -103,12 +183,12 @@ pub(super) mod rules {
         })
     }
 
-    pub(in super::super) fn handler(name: &str, handler: &str) -> Option<String> {
+    pub(super) fn handler(name: &str, handler: &str) -> Option<String> {
         (name != handler)
             .then(|| format!("a Worker runs a projection named after its handler: name the projection `{handler}`"))
     }
 
-    pub(in super::super) fn poll_interval(written: Duration) -> Option<String> {
+    pub(super) fn poll_interval(written: Duration) -> Option<String> {
         if written < FINEST_SCHEDULE {
             return Some(
                 "a Worker is woken by a cron trigger at most once a minute (and by its wake queue): \
@@ -119,7 +199,7 @@ pub(super) mod rules {
         cron_schedule(written).is_none().then(|| format!("no cron schedule keeps that period: use {SCHEDULES}"))
     }
 
-    pub(in super::super) fn lease_ttl(written: Duration, timeout: Duration) -> Option<String> {
+    pub(super) fn lease_ttl(written: Duration, timeout: Duration) -> Option<String> {
         (written <= timeout).then(|| {
             format!(
                 "a Worker's lease must outlive its invocation (`timeout` {}): write more, or leave \

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
-use super::cloudflare::{self, rules as worker_rules};
+use super::cloudflare;
 use super::error::{shown, ConfigError, ConfigErrors, Position};
 use super::raw::{
-    RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawResources, RawRetry,
-    RawUpcasting,
+    RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry, RawUpcasting,
 };
 use super::syntax::{is_env_var_name, is_http_url, is_projection_name, on_failure_from_name, parse_listen};
 use super::units::{format_duration, parse_duration, parse_size};
@@ -345,14 +344,18 @@ impl Validator<'_> {
         };
 
         if provider == Some(Provider::Cloudflare) {
-            let values = WorkerValues { memory, timeout, concurrency, poll_interval, lease_ttl };
-            let written = Written {
+            let written = cloudflare::Written {
+                name,
                 handler: &raw.handler,
                 config: &raw.config,
                 poll_interval: raw.poll_interval.as_ref(),
                 lease_ttl: raw.lease_ttl.as_ref(),
             };
-            self.cloudflare(name, &written, values);
+            let values = cloudflare::Values { memory, timeout, concurrency, poll_interval, lease_ttl };
+            // An unknown handler is reported already; naming the projection after it helps nobody.
+            let known_handler = self.known.handlers.contains(&raw.handler.value.as_str());
+            let refused = cloudflare::refusals(&written, &values, known_handler, |l| self.at(l));
+            self.errors.extend(refused);
         }
 
         if self.errors.len() != errors_before {
@@ -378,58 +381,6 @@ impl Validator<'_> {
             gap_timeout: gap_timeout?,
             crash_limit: u32::try_from(crash_limit?).ok()?,
         })
-    }
-
-    /// What a Worker cannot honour of a `provider: cloudflare` projection named `name`
-    /// (see [`cloudflare`]); values that did not parse were reported already.
-    fn cloudflare(&mut self, name: &Spanned<String>, raw: &Written<'_>, values: WorkerValues) {
-        // An unknown handler is reported already; naming the projection after it helps nobody.
-        let known_handler = self.known.handlers.contains(&raw.handler.value.as_str());
-        let mut refuse = |at: &Location, field: &'static str, value: &str, reason: String| {
-            let at = self.at(at);
-            self.errors.push(ConfigError::ProviderUnsupported {
-                at,
-                provider: Provider::Cloudflare,
-                field,
-                value: shown(value),
-                reason,
-            });
-        };
-        if let Some(reason) = worker_rules::name(&name.value) {
-            refuse(&name.referenced, "name", &name.value, reason);
-        }
-        if let Some(reason) = worker_rules::handler(&name.value, &raw.handler.value).filter(|_| known_handler) {
-            refuse(&raw.handler.referenced, "handler", &raw.handler.value, reason);
-        }
-        if let (Some(written), Some(poll)) = (raw.poll_interval, values.poll_interval) {
-            if let Some(reason) = worker_rules::poll_interval(poll) {
-                refuse(&written.referenced, "poll_interval", &written.value, reason);
-            }
-        }
-        if let (Some(written), Some(ttl), Some(timeout)) = (raw.lease_ttl, values.lease_ttl, values.timeout) {
-            if let Some(reason) = worker_rules::lease_ttl(ttl, timeout) {
-                refuse(&written.referenced, "lease_ttl", &written.value, reason);
-            }
-        }
-        let limit = |at: &Location, field: &'static str, value: &str, limit: &'static str| ConfigError::ProviderLimit {
-            at: self.at(at),
-            provider: Provider::Cloudflare,
-            field,
-            value: shown(value),
-            limit,
-        };
-        let mut limits = Vec::new();
-        if values.memory.is_some_and(|m| m > cloudflare::MAX_MEMORY_BYTES) {
-            limits.push(limit(&raw.config.memory.referenced, "memory", &raw.config.memory.value, "128MB"));
-        }
-        if values.timeout.is_some_and(|t| t > cloudflare::MAX_TIMEOUT) {
-            limits.push(limit(&raw.config.timeout.referenced, "timeout", &raw.config.timeout.value, "5m"));
-        }
-        if let Some(concurrency) = values.concurrency.filter(|&c| c > i64::from(cloudflare::MAX_CONCURRENCY)) {
-            let at = &raw.config.concurrency.referenced;
-            limits.push(limit(at, "concurrency", &concurrency.to_string(), "250"));
-        }
-        self.errors.extend(limits);
     }
 
     fn events(&mut self, raw: Option<RawEvents>) -> EventFilterConfig {
@@ -530,24 +481,6 @@ impl Validator<'_> {
         });
         None
     }
-}
-
-/// The values of a projection as written, where a Worker's limits point.
-struct Written<'r> {
-    handler: &'r Spanned<String>,
-    config: &'r RawResources,
-    poll_interval: Option<&'r Spanned<String>>,
-    lease_ttl: Option<&'r Spanned<String>>,
-}
-
-/// The parsed values of a projection that a Worker's limits are checked against (`None`:
-/// the value did not parse, and that was reported).
-struct WorkerValues {
-    memory: Option<u64>,
-    timeout: Option<Duration>,
-    concurrency: Option<i64>,
-    poll_interval: Option<Duration>,
-    lease_ttl: Option<Duration>,
 }
 
 const URL_ENV_EXPECTED: &str =

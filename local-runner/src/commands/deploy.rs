@@ -20,7 +20,7 @@ use projector_cloudflare::control::{CloudflareWorkerAdapter, WorkerDeployment};
 use projector_local::Connector;
 use serde::Serialize;
 
-use super::{connect, projection, register_all};
+use super::{connect, register_all, with_provider};
 use crate::{output, say};
 
 #[derive(clap::Args)]
@@ -82,28 +82,9 @@ struct Deployed {
     secrets: Vec<String>,
 }
 
-/// The projections to deploy: those named (each with `provider`), or every one with it.
-fn selected(config: &Config, names: &[String], provider: Provider) -> Result<Vec<String>> {
-    for name in names {
-        let p = projection(config, name)?;
-        if p.provider != provider {
-            bail!("projection {name} has `provider: {}`, not {provider}", p.provider);
-        }
-    }
-    let chosen: Vec<String> = if names.is_empty() {
-        config.projections.iter().filter(|(_, p)| p.provider == provider).map(|(n, _)| n.clone()).collect()
-    } else {
-        names.to_vec()
-    };
-    if chosen.is_empty() {
-        bail!("no projection in the configuration has `provider: {provider}`");
-    }
-    Ok(chosen)
-}
-
 /// `deploy --provider cloudflare`.
 pub async fn cloudflare(config: Config, database_url: Option<String>, args: Args) -> Result<()> {
-    let names = selected(&config, &args.projections, Provider::Cloudflare)?;
+    let names = with_provider(&config, &args.projections, Provider::Cloudflare)?;
     let root = match &args.repository {
         Some(dir) => dir.clone(),
         None => std::env::current_dir().context("the current directory")?,
@@ -172,7 +153,7 @@ pub async fn cloudflare(config: Config, database_url: Option<String>, args: Args
 
 /// `deploy --provider local`: the store is migrated, checked and registered in.
 pub async fn local<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
-    let names = selected(config, &args.projections, Provider::Local)?;
+    let names = with_provider(config, &args.projections, Provider::Local)?;
     connector.migrate().await.with_context(|| format!("migrating the {}", connector.describe()))?;
     let store = connect(connector).await?;
     super::run::check_partition_counts(config, &store).await?;
@@ -182,7 +163,7 @@ pub async fn local<C: Connector>(config: &Config, connector: &C, args: Args) -> 
 
 /// `deploy --provider local --dry-run`: says what `deploy` would do, opening nothing.
 pub fn local_plan(config: &Config, args: Args) -> Result<()> {
-    let names = selected(config, &args.projections, Provider::Local)?;
+    let names = with_provider(config, &args.projections, Provider::Local)?;
     report_local(config, &names, "would be registered in the store", args)
 }
 

@@ -17,9 +17,9 @@ mod status;
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use projector::config::{Config, ProjectionConfig};
+use projector::config::{Config, ProjectionConfig, Provider};
 use projector_local::{Connector, LocalAdapter};
 
 use crate::handlers;
@@ -121,6 +121,26 @@ fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig
         let known: Vec<&str> = config.projections.keys().map(String::as_str).collect();
         anyhow!("unknown projection {name:?}; configured projections: {}", known.join(", "))
     })
+}
+
+/// The projections a command works on: those `names` names (each must have `provider`),
+/// or every one with `provider`; never none.
+fn with_provider(config: &Config, names: &[String], provider: Provider) -> Result<Vec<String>> {
+    for name in names {
+        let p = projection(config, name)?;
+        if p.provider != provider {
+            bail!("projection {name} has `provider: {}`, not {provider}", p.provider);
+        }
+    }
+    let chosen: Vec<String> = if names.is_empty() {
+        config.projections.iter().filter(|(_, p)| p.provider == provider).map(|(n, _)| n.clone()).collect()
+    } else {
+        names.to_vec()
+    };
+    if chosen.is_empty() {
+        bail!("no projection in the configuration has `provider: {provider}`");
+    }
+    Ok(chosen)
 }
 
 async fn register_all<C: Connector>(config: &Config, connector: &C) -> Result<()> {

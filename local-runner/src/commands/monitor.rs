@@ -17,7 +17,7 @@ use projector::ProjectionStore;
 use projector_cloudflare::control::{worker_url, CloudflareWorkerAdapter, Monitor, WorkerReport};
 use projector_local::Connector;
 
-use super::connect;
+use super::{connect, with_provider};
 use crate::commands::status::print_table;
 use crate::{output, say};
 
@@ -47,27 +47,9 @@ impl Args {
     }
 }
 
-fn selected(config: &Config, names: &[String], provider: Provider) -> Result<Vec<String>> {
-    for name in names {
-        let p = super::projection(config, name)?;
-        if p.provider != provider {
-            bail!("projection {name} has `provider: {}`, not {provider}", p.provider);
-        }
-    }
-    let chosen: Vec<String> = if names.is_empty() {
-        config.projections.iter().filter(|(_, p)| p.provider == provider).map(|(n, _)| n.clone()).collect()
-    } else {
-        names.to_vec()
-    };
-    if chosen.is_empty() {
-        bail!("no projection in the configuration has `provider: {provider}`");
-    }
-    Ok(chosen)
-}
-
 /// `monitor --provider cloudflare`.
 pub async fn cloudflare(config: Config, args: Args) -> Result<()> {
-    let names = selected(&config, &args.projections, Provider::Cloudflare)?;
+    let names = with_provider(&config, &args.projections, Provider::Cloudflare)?;
     let Some(template) = args.url.clone() else {
         bail!(
             "give the Workers' URL: --url (or PROJECTOR_MONITOR_URL), e.g. https://{{worker}}.<subdomain>.workers.dev"
@@ -93,7 +75,7 @@ pub async fn cloudflare(config: Config, args: Args) -> Result<()> {
 
 /// `monitor --provider local`.
 pub async fn local<C: Connector>(config: &Config, connector: &C, args: Args) -> Result<()> {
-    let names = selected(config, &args.projections, Provider::Local)?;
+    let names = with_provider(config, &args.projections, Provider::Local)?;
     let url = match (&args.url, config.observability.listen) {
         (Some(url), _) => url.clone(),
         (None, Some(addr)) => format!("http://{addr}"),
