@@ -20,7 +20,8 @@
 //! projections:
 //!   user-profile:                    # projection name: [a-z0-9-]+
 //!     handler: user-profile          # a known handler name
-//!     provider: local                # local | cloudflare
+//!     provider: local                # local | cloudflare (what a Worker cannot honour
+//!                                    #   is refused: see [`cloudflare`])
 //!     config: { memory: 128MB, timeout: 30s, concurrency: 1 }
 //!     events:                        # optional; empty or absent lists mean "all"
 //!       event_types: [UserRegistered]
