@@ -97,6 +97,11 @@ async fn run(cli: Cli) -> Result<()> {
         return answer;
     }
     let config = load_config(cli.config.as_ref())?;
+    let command = match cli.command.without_backend(config.clone(), cli.database_url.clone()).await {
+        Ok(answer) => return answer,
+        Err(command) => command,
+    };
+    let cli = Cli { command, ..cli };
     if let Some(missing) = Backend::missing_embedded_store(&config, cli.database_url.as_deref()) {
         // Opening the embedded store creates its file; a command that only reads says
         // there is nothing yet instead.

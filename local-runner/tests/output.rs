@@ -56,9 +56,14 @@ fn status_in_an_empty_directory_creates_no_store() {
 
 #[test]
 fn run_skips_cloudflare_projections_with_a_note() {
+    // A Worker keeps the cron's period and its own leases: the runner's quick poll and
+    // short lease are not for it.
     let yaml = test_config(1).replacen(
-        "  daily-activity:\n    handler: daily-activity\n    provider: local\n",
-        "  daily-activity:\n    handler: daily-activity\n    provider: cloudflare\n",
+        "  daily-activity:\n    handler: daily-activity\n    provider: local\n    \
+         config: { memory: 64MB, timeout: 30s, concurrency: 1 }\n    batch_size: 500\n    partitions: 1\n    \
+         poll_interval: 50ms\n    lease_ttl: 1s\n",
+        "  daily-activity:\n    handler: daily-activity\n    provider: cloudflare\n    \
+         config: { memory: 64MB, timeout: 30s, concurrency: 1 }\n    batch_size: 500\n    partitions: 1\n",
         1,
     );
     assert!(yaml.contains("provider: cloudflare"), "the test configuration has daily-activity to move");

@@ -79,6 +79,9 @@ pub enum ConfigError {
          lower it or use `provider: local`"
     )]
     ProviderLimit { at: Position, provider: Provider, field: &'static str, value: String, limit: &'static str },
+    /// A value the chosen provider cannot honour; `reason` says why and what to write.
+    #[error("{at}: `{field}` {value} cannot run on provider `{provider}`: {reason}")]
+    ProviderUnsupported { at: Position, provider: Provider, field: &'static str, value: String, reason: String },
     /// `lease_ttl` is not greater than `poll_interval`.
     #[error(
         "{at}: `lease_ttl` ({lease_ttl}) must be greater than `poll_interval` ({poll_interval}), \
@@ -144,6 +147,7 @@ impl ConfigError {
             | ConfigError::NotAWholeNumber { at, .. }
             | ConfigError::OutOfRange { at, .. }
             | ConfigError::ProviderLimit { at, .. }
+            | ConfigError::ProviderUnsupported { at, .. }
             | ConfigError::LeaseTtlNotAbovePollInterval { at, .. }
             | ConfigError::RetryCapBelowBase { at, .. }
             | ConfigError::InvalidValue { at, .. }

@@ -20,7 +20,8 @@
 //! projections:
 //!   user-profile:                    # projection name: [a-z0-9-]+
 //!     handler: user-profile          # a known handler name
-//!     provider: local                # local | cloudflare
+//!     provider: local                # local | cloudflare (what a Worker cannot honour
+//!                                    #   is refused: see [`cloudflare`])
 //!     config: { memory: 128MB, timeout: 30s, concurrency: 1 }
 //!     events:                        # optional; empty or absent lists mean "all"
 //!       event_types: [UserRegistered]
@@ -75,6 +76,7 @@
 //! [`Config::from_yaml_str`], and gives [`DatabaseConfig::url`] a way to look up a
 //! variable.
 
+pub mod cloudflare;
 mod encryption;
 mod error;
 mod raw;
@@ -95,7 +97,7 @@ use serde::Deserialize;
 
 pub use self::encryption::{EncryptionConfig, KeyringSource, SubjectSource};
 pub use self::error::{ConfigError, ConfigErrors, Position};
-pub use self::units::{parse_duration, parse_size};
+pub use self::units::{format_duration, parse_duration, parse_size};
 
 /// What a projection does with an event whose retries are exhausted (`on_failure:`):
 /// `park` (default) or `stop`. The runtime's own type, re-exported here.
@@ -144,9 +146,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 /// Default for [`ObservabilityConfig::health_interval`].
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest `config.memory` accepted with `provider: cloudflare` (Workers limit, 128MB).
-pub const CLOUDFLARE_MAX_MEMORY_BYTES: u64 = 128 * 1024 * 1024;
+pub const CLOUDFLARE_MAX_MEMORY_BYTES: u64 = cloudflare::MAX_MEMORY_BYTES;
 /// Largest `config.timeout` accepted with `provider: cloudflare` (Workers limit, 5m).
-pub const CLOUDFLARE_MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+pub const CLOUDFLARE_MAX_TIMEOUT: Duration = cloudflare::MAX_TIMEOUT;
 
 /// The whole validated `projections.yaml`.
 #[derive(Debug, Clone, PartialEq, Eq)]

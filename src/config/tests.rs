@@ -114,7 +114,7 @@ fn repository_projections_yaml_is_valid() {
 #[test]
 fn defaults_apply_when_keys_are_absent() {
     let config = Config::from_yaml_str(
-        "projections:\n  p:\n    handler: daily-activity\n    provider: cloudflare\n    \
+        "projections:\n  daily-activity:\n    handler: daily-activity\n    provider: cloudflare\n    \
          config: { memory: 64MiB, timeout: 5m, concurrency: 2 }\n",
         "test.yaml",
         KNOWN,
@@ -123,7 +123,7 @@ fn defaults_apply_when_keys_are_absent() {
     assert_eq!(config.database.url_env, "DATABASE_URL");
     assert_eq!(config.database.embedded_path, PathBuf::from(".projector/projector.db"));
     assert!(!config.database.pooled, "a direct connection unless told otherwise");
-    let p = &config.projections["p"];
+    let p = &config.projections["daily-activity"];
     assert_eq!(p.provider, Provider::Cloudflare);
     assert_eq!(p.config, ResourceConfig { memory_bytes: 64 << 20, timeout: Duration::from_secs(300), concurrency: 2 });
     assert_eq!(p.events, EventFilterConfig::default());

@@ -48,7 +48,7 @@ fn split_number(text: &str) -> Option<(u64, &str)> {
 }
 
 /// `1h`, `5m`, `30s` or `250ms`: the largest unit that shows `duration` exactly.
-pub(super) fn format_duration(duration: Duration) -> String {
+pub fn format_duration(duration: Duration) -> String {
     let millis = duration.as_millis();
     for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if millis > 0 && millis.is_multiple_of(size) {

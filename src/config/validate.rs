@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_saphyr::{Location, Spanned};
 
+use super::cloudflare;
 use super::error::{shown, ConfigError, ConfigErrors, Position};
 use super::raw::{
     RawAlerts, RawConfig, RawDatabase, RawEvents, RawInt, RawObservability, RawProjection, RawRetry, RawUpcasting,
@@ -15,10 +16,9 @@ use super::syntax::{is_env_var_name, is_http_url, is_projection_name, on_failure
 use super::units::{format_duration, parse_duration, parse_size};
 use super::{
     AlertsConfig, Config, DatabaseConfig, EventFilterConfig, ObservabilityConfig, ProjectionConfig, Provider,
-    ResourceConfig, SnapshotConfig, UpcastingConfig, CLOUDFLARE_MAX_MEMORY_BYTES, CLOUDFLARE_MAX_TIMEOUT,
-    DEFAULT_ALERT_RETRY, DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT, DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL,
-    DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL, DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT,
-    MAX_PARTITIONS, MAX_RETRIES_LIMIT, MAX_SNAPSHOT_EVERY,
+    ResourceConfig, SnapshotConfig, UpcastingConfig, DEFAULT_ALERT_RETRY, DEFAULT_BATCH_SIZE, DEFAULT_CRASH_LIMIT,
+    DEFAULT_GAP_TIMEOUT, DEFAULT_LEASE_TTL, DEFAULT_ON_FAILURE, DEFAULT_PARTITIONS, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RETRY, MAX_BATCH_SIZE, MAX_CRASH_LIMIT, MAX_PARTITIONS, MAX_RETRIES_LIMIT, MAX_SNAPSHOT_EVERY,
 };
 use crate::retry::RetryPolicy;
 
@@ -93,7 +93,7 @@ impl Validator<'_> {
                     }
                     let (decrypt, grant) = self.grant(&name.value, raw.decrypt.take().unwrap_or_default());
                     grants.push(grant);
-                    if let Some(mut projection) = self.projection(raw) {
+                    if let Some(mut projection) = self.projection(&name, raw) {
                         projection.decrypt = decrypt;
                         out.insert(name.value, projection);
                     }
@@ -272,7 +272,7 @@ impl Validator<'_> {
 
     /// The validated projection, or `None` if anything in it was wrong (the errors are
     /// recorded).
-    fn projection(&mut self, raw: RawProjection) -> Option<ProjectionConfig> {
+    fn projection(&mut self, name: &Spanned<String>, raw: RawProjection) -> Option<ProjectionConfig> {
         let errors_before = self.errors.len();
 
         if !self.known.handlers.contains(&raw.handler.value.as_str()) {
@@ -293,27 +293,6 @@ impl Validator<'_> {
         let memory = self.size("memory", &raw.config.memory);
         let timeout = self.duration("timeout", &raw.config.timeout);
         let concurrency = self.integer("concurrency", &raw.config.concurrency, 1, None);
-        if provider == Some(Provider::Cloudflare) {
-            if memory.is_some_and(|m| m > CLOUDFLARE_MAX_MEMORY_BYTES) {
-                self.errors.push(ConfigError::ProviderLimit {
-                    at: self.at(&raw.config.memory.referenced),
-                    provider: Provider::Cloudflare,
-                    field: "memory",
-                    value: shown(&raw.config.memory.value),
-                    limit: "128MB",
-                });
-            }
-            if timeout.is_some_and(|t| t > CLOUDFLARE_MAX_TIMEOUT) {
-                self.errors.push(ConfigError::ProviderLimit {
-                    at: self.at(&raw.config.timeout.referenced),
-                    provider: Provider::Cloudflare,
-                    field: "timeout",
-                    value: shown(&raw.config.timeout.value),
-                    limit: "5m",
-                });
-            }
-        }
-
         let events = self.events(raw.events);
         let batch_size = match &raw.batch_size {
             Some(value) => self.integer("batch_size", value, 1, Some(MAX_BATCH_SIZE as i64)),
@@ -331,7 +310,10 @@ impl Validator<'_> {
             Some(value) => self.duration("lease_ttl", value),
             None => Some(DEFAULT_LEASE_TTL),
         };
-        if let (Some(poll), Some(ttl)) = (poll_interval, lease_ttl) {
+        // A Worker claims its leases anew at every invocation: they need to outlive the
+        // invocation (checked with the Worker's other limits), not the cron period.
+        let polls = provider != Some(Provider::Cloudflare);
+        if let (Some(poll), Some(ttl), true) = (poll_interval, lease_ttl, polls) {
             if ttl <= poll {
                 // Point at whichever of the two was written (lease_ttl if both).
                 let location = raw.lease_ttl.as_ref().or(raw.poll_interval.as_ref()).map(|value| value.referenced);
@@ -379,6 +361,21 @@ impl Validator<'_> {
             }
             None => Some(DEFAULT_ON_FAILURE),
         };
+
+        if provider == Some(Provider::Cloudflare) {
+            let written = cloudflare::Written {
+                name,
+                handler: &raw.handler,
+                config: &raw.config,
+                poll_interval: raw.poll_interval.as_ref(),
+                lease_ttl: raw.lease_ttl.as_ref(),
+            };
+            let values = cloudflare::Values { memory, timeout, concurrency, poll_interval, lease_ttl };
+            // An unknown handler is reported already; naming the projection after it helps nobody.
+            let known_handler = self.known.handlers.contains(&raw.handler.value.as_str());
+            let refused = cloudflare::refusals(&written, &values, known_handler, |l| self.at(l));
+            self.errors.extend(refused);
+        }
 
         if self.errors.len() != errors_before {
             return None;

@@ -1,11 +1,13 @@
 //! The handlers compiled into the Worker. [`each`] is the one place that names them; a
 //! projection in `PROJECTIONS` is named after its handler.
 
+use std::time::Duration;
+
 use futures_util::future::LocalBoxFuture;
 use projector::upcast::{Reading, UpcastError, Upcaster, Upcasters};
 use projector::{
-    BatchRunner, EventFilter, EventStore, Lease, ProjectionHandler, ProjectionStore, Rebuild, RebuildOutcome, Rebuilds,
-    RuntimeError, StepOutcome, TableSchema,
+    BatchRunner, CatchUpWindow, EventFilter, EventStore, Lease, OnFailure, ProjectionHandler, ProjectionStore, Rebuild,
+    RebuildOutcome, Rebuilds, RetryPolicy, RuntimeError, StepOutcome, TableSchema,
 };
 
 /// Something done with every compiled-in handler in turn.
@@ -41,20 +43,39 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// The read-model table and event filter of a projection, for registering it: the filter
-/// its runners read with, old type names that `upcasters` bring into it included.
-pub fn describe(name: &str, upcasters: &Upcasters) -> Option<(&'static TableSchema, EventFilter)> {
-    struct Describe<'n, 'u>(&'n str, &'u Upcasters, Option<(&'static TableSchema, EventFilter)>);
-    impl Visitor for Describe<'_, '_> {
+/// its runners read with (the handler's, narrowed by `narrow`), old type names that
+/// `upcasters` bring into it included.
+pub fn describe(
+    name: &str,
+    narrow: &EventFilter,
+    upcasters: &Upcasters,
+) -> Option<(&'static TableSchema, EventFilter)> {
+    struct Describe<'a>(&'a str, &'a EventFilter, &'a Upcasters, Option<(&'static TableSchema, EventFilter)>);
+    impl Visitor for Describe<'_> {
         fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
             if handler.name() == self.0 {
-                let reading = Reading::new(handler.filter(), self.1.clone());
-                self.2 = Some((handler.schema(), reading.store_filter().clone()));
+                let reading = Reading::new(handler.filter().and(self.1), self.2.clone());
+                self.3 = Some((handler.schema(), reading.store_filter().clone()));
             }
         }
     }
-    let mut found = Describe(name, upcasters, None);
+    let mut found = Describe(name, narrow, upcasters, None);
     each(&mut found);
-    found.2
+    found.3
+}
+
+/// How a partition's batches run: the knobs of `projections.yaml` a Worker honours.
+#[derive(Debug, Clone)]
+pub struct Knobs {
+    pub filter: EventFilter,
+    pub upcasters: Upcasters,
+    pub batch_size: usize,
+    pub lease_ttl: Duration,
+    pub retry: RetryPolicy,
+    pub on_failure: OnFailure,
+    pub gap_timeout: Duration,
+    pub crash_limit: u32,
+    pub window: CatchUpWindow,
 }
 
 /// One leased partition being worked on, whatever its handler's type.
@@ -81,59 +102,63 @@ where
 pub fn runner<'s, S: EventStore + ProjectionStore>(
     store: &'s S,
     lease: Lease,
-    upcasters: &Upcasters,
-    batch_size: usize,
-    lease_ttl: std::time::Duration,
+    knobs: &Knobs,
 ) -> Option<Box<dyn Partition + 's>> {
-    struct Build<'s, 'u, S> {
+    struct Build<'s, 'k, S> {
         store: &'s S,
         lease: Option<Lease>,
-        upcasters: &'u Upcasters,
-        batch_size: usize,
-        lease_ttl: std::time::Duration,
+        knobs: &'k Knobs,
         out: Option<Box<dyn Partition + 's>>,
     }
     impl<'s, S: EventStore + ProjectionStore> Visitor for Build<'s, '_, S> {
         fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
             if self.lease.as_ref().is_some_and(|l| l.projection == handler.name()) {
                 let lease = self.lease.take().expect("checked above");
-                let runner = BatchRunner::new(handler, self.store, &EventFilter::all(), lease)
-                    .upcasters(self.upcasters.clone())
-                    .batch_size(self.batch_size)
-                    .lease_ttl(self.lease_ttl);
+                let k = self.knobs;
+                let runner = BatchRunner::new(handler, self.store, &k.filter, lease)
+                    .upcasters(k.upcasters.clone())
+                    .batch_size(k.batch_size)
+                    .lease_ttl(k.lease_ttl)
+                    .retry(k.retry)
+                    .on_failure(k.on_failure)
+                    .gap_timeout(k.gap_timeout)
+                    .crash_limit(k.crash_limit)
+                    .window(k.window);
                 self.out = Some(Box::new(runner));
             }
         }
     }
-    let mut build = Build { store, lease: Some(lease), upcasters, batch_size, lease_ttl, out: None };
+    let mut build = Build { store, lease: Some(lease), knobs, out: None };
     each(&mut build);
     build.out
 }
 
-/// A full rebuild of projection `name` by the core's [`Rebuild`]; `None` for an unknown name.
+/// A full rebuild of projection `name` by the core's [`Rebuild`], as `knobs` say the
+/// projection runs; `None` for an unknown name.
 pub fn rebuild<'s, S: Rebuilds>(
     store: &'s S,
     name: &str,
-    upcasters: &Upcasters,
+    knobs: &Knobs,
 ) -> Option<LocalBoxFuture<'s, Result<RebuildOutcome, RuntimeError>>> {
-    struct Start<'s, 'n, 'u, S> {
+    struct Start<'s, 'n, 'k, S> {
         store: &'s S,
         name: &'n str,
-        upcasters: &'u Upcasters,
+        knobs: &'k Knobs,
         out: Option<LocalBoxFuture<'s, Result<RebuildOutcome, RuntimeError>>>,
     }
     impl<'s, S: Rebuilds> Visitor for Start<'s, '_, '_, S> {
         fn visit<H: ProjectionHandler>(&mut self, handler: &'static H) {
             if handler.name() == self.name {
-                let (store, upcasters) = (self.store, self.upcasters.clone());
+                let (store, knobs) = (self.store, self.knobs.clone());
                 self.out = Some(Box::pin(async move {
-                    let rebuild = Rebuild::new(handler, &EventFilter::all()).upcasters(upcasters);
+                    let rebuild =
+                        Rebuild::new(handler, &knobs.filter).upcasters(knobs.upcasters).on_failure(knobs.on_failure);
                     rebuild.run(store, |_: u64, _: projector::Checkpoint| {}).await
                 }));
             }
         }
     }
-    let mut start = Start { store, name, upcasters, out: None };
+    let mut start = Start { store, name, knobs, out: None };
     each(&mut start);
     start.out
 }

@@ -6,8 +6,12 @@
 //! loses nothing and the next invocation goes on from the stored checkpoint. Partitions
 //! take turns one batch at a time, so one projection far behind does not starve the rest.
 
+use std::time::Duration;
+
+use projector::retry::RetryAction;
 use projector::{EventStore, Partition, ProjectionStore, RuntimeError, Status, StoreError};
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::budget::{Budget, Clock};
 use crate::handlers;
@@ -15,7 +19,7 @@ use crate::settings::Settings;
 
 /// How one partition's turn in this invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind", content = "detail")]
+#[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Ending {
     /// A read came back empty: nothing left below the read horizon.
     CaughtUp,
@@ -23,14 +27,49 @@ pub enum Ending {
     BudgetSpent,
     /// Another runner holds the lease.
     LeasedElsewhere,
-    /// A handler failed transiently; the attempt is stored and the next invocation retries.
-    RetryLater(String),
+    /// An event failed transiently with retries left; the attempt is stored and a later
+    /// invocation retries it, best after `max_delay_ms` of backoff at most.
+    RetryLater { event_id: Uuid, error: String, max_delay_ms: u64 },
+    /// The next event waits for missing versions of its aggregate (still committing, or
+    /// never to come: after `gap_timeout` it is dead-lettered).
+    WaitingForVersions { event_id: Uuid, error: String },
     /// `on_failure: stop` halted the partition at an event.
-    Stopped(String),
+    Stopped { detail: String },
     /// The checkpoint or lease moved under this invocation (a rebuild, another runner).
-    Moved(String),
+    Moved { detail: String },
     /// A failure that ended this partition's turn (recorded as its status when permanent).
-    Failed(String),
+    Failed { detail: String, permanent: bool },
+}
+
+impl Ending {
+    /// The event the partition waits to retry, when it waits for one.
+    pub fn waiting_for(&self) -> Option<Uuid> {
+        match self {
+            Ending::RetryLater { event_id, .. } | Ending::WaitingForVersions { event_id, .. } => Some(*event_id),
+            _ => None,
+        }
+    }
+}
+
+/// How much patience an invocation has with failing events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retries {
+    /// As configured (`retry`, `gap_timeout`), for every partition.
+    Configured,
+    /// Spent, for this one partition only (the others are left alone): the wake queue
+    /// gave up on the retries of the event it waits on, so the event that still fails, or
+    /// still waits for missing versions, is dead-lettered now.
+    SpentFor { projection: String, partition: u32 },
+}
+
+impl Retries {
+    /// Whether this invocation works on `partition` of `projection`.
+    pub fn covers(&self, projection: &str, partition: u32) -> bool {
+        match self {
+            Retries::Configured => true,
+            Retries::SpentFor { projection: p, partition: n } => p == projection && *n == partition,
+        }
+    }
 }
 
 /// What one partition did in this invocation.
@@ -63,16 +102,22 @@ pub struct InvocationError {
 }
 
 /// Runs one invocation (see the module docs) as `owner`.
-pub async fn run<S, C>(store: &S, settings: &Settings, owner: &str, clock: C) -> Result<Report, InvocationError>
+pub async fn run<S, C>(
+    store: &S,
+    settings: &Settings,
+    retries: &Retries,
+    owner: &str,
+    clock: C,
+) -> Result<Report, InvocationError>
 where
     S: EventStore + ProjectionStore,
     C: Clock,
 {
     let budget = Budget::new(clock, settings.work_budget());
-    let ttl = settings.lease_ttl();
-    let upcasters = settings.upcasters();
+    let knobs = settings.knobs(retries);
     for &name in &settings.projections {
-        let (schema, filter) = handlers::describe(name, &upcasters).expect("settings name only compiled-in handlers");
+        let (schema, filter) =
+            handlers::describe(name, &knobs.filter, &knobs.upcasters).expect("settings name only compiled-in handlers");
         store
             .register(name, schema, &filter, settings.partitions)
             .await
@@ -82,7 +127,7 @@ where
     let mut reports = Vec::new();
     let mut active: Vec<(usize, Box<dyn handlers::Partition + '_>)> = Vec::new();
     for &name in &settings.projections {
-        for index in 0..settings.partitions {
+        for index in (0..settings.partitions).filter(|&i| retries.covers(name, i)) {
             let partition = Partition { index, count: settings.partitions };
             let mut report = PartitionReport {
                 projection: name.to_owned(),
@@ -94,15 +139,18 @@ where
                 checkpoint: None,
                 ending: Ending::LeasedElsewhere,
             };
-            match store.claim(name, partition, owner, ttl).await {
+            match store.claim(name, partition, owner, knobs.lease_ttl).await {
                 Ok(Some(lease)) => {
                     report.checkpoint = Some(lease.checkpoint);
-                    let runner = handlers::runner(store, lease, &upcasters, settings.batch_size, ttl)
-                        .expect("settings name only compiled-in handlers");
+                    let runner =
+                        handlers::runner(store, lease, &knobs).expect("settings name only compiled-in handlers");
                     active.push((reports.len(), runner));
                 }
                 Ok(None) => {}
-                Err(e) => report.ending = Ending::Failed(format!("claim: {e}")),
+                Err(e) => {
+                    let permanent = e.class() == projector::ErrorClass::Permanent;
+                    report.ending = Ending::Failed { detail: format!("claim: {e}"), permanent };
+                }
             }
             reports.push(report);
         }
@@ -157,22 +205,35 @@ async fn release<S: ProjectionStore>(store: &S, lease: &projector::Lease) {
 async fn ended<S: ProjectionStore>(store: &S, lease: &projector::Lease, error: RuntimeError) -> Ending {
     let (projection, partition) = (lease.projection.as_str(), lease.partition);
     let ending = match error {
-        RuntimeError::RetryLater { failure, attempts, .. } => {
-            Ending::RetryLater(format!("attempt {attempts} of event {} failed: {}", failure.event_id, failure.error))
+        RuntimeError::RetryLater { failure, attempts, next } => {
+            let max_delay = match next {
+                RetryAction::Retry { max_delay } => max_delay,
+                RetryAction::DeadLetter | RetryAction::Abort => Duration::ZERO,
+            };
+            Ending::RetryLater {
+                event_id: failure.event_id,
+                error: format!("attempt {attempts} failed: {}", failure.error),
+                max_delay_ms: u64::try_from(max_delay.as_millis()).unwrap_or(u64::MAX),
+            }
+        }
+        RuntimeError::GapWait(failure) => {
+            Ending::WaitingForVersions { event_id: failure.event_id, error: failure.error.to_string() }
         }
         RuntimeError::Stopped(failure) => {
             let reason = format!("stopped at event {}: {}", failure.event_id, failure.error);
             let _ = store.set_status(projection, partition, Status::Stopped, Some(&reason)).await;
-            Ending::Stopped(reason)
+            Ending::Stopped { detail: reason }
         }
         RuntimeError::Store(e @ (StoreError::CheckpointMoved { .. } | StoreError::LeaseLost { .. })) => {
-            Ending::Moved(e.to_string())
+            Ending::Moved { detail: e.to_string() }
         }
-        e if e.class() == projector::ErrorClass::Transient => Ending::Failed(e.to_string()),
+        e if e.class() == projector::ErrorClass::Transient => {
+            Ending::Failed { detail: e.to_string(), permanent: false }
+        }
         e => {
             let reason = e.to_string();
             let _ = store.set_status(projection, partition, Status::Failed, Some(&reason)).await;
-            Ending::Failed(reason)
+            Ending::Failed { detail: reason, permanent: true }
         }
     };
     release(store, lease).await;

@@ -14,18 +14,18 @@ use chrono::{DateTime, Utc};
 use projector::metrics::{self, Format};
 use projector::{HorizonHold, ProjectionState};
 use prometheus_client::registry::Registry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Health of every configured partition (the local runner's `/health` shape).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub healthy: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub partitions: Vec<PartitionHealth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionHealth {
     pub projection: String,
     pub partition: u32,

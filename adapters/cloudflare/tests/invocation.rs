@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use projector::{EventStore, Partition, ProjectionStore};
 use projector_cloudflare::budget::Clock;
-use projector_cloudflare::invocation::{self, Ending};
+use projector_cloudflare::invocation::{self, Ending, Retries};
 use projector_cloudflare::settings::Settings;
 use projector_tests::pg::TestDb;
 
@@ -34,6 +34,8 @@ fn settings(batch_size: usize) -> Settings {
     Settings::from_vars(|name| match name {
         "PROJECTIONS" => Some("user-profile,daily-activity".into()),
         "BATCH_SIZE" => Some(batch_size.to_string()),
+        // Missing versions are waited for longer than any test runs.
+        "GAP_TIMEOUT_MS" => Some("3600000".into()),
         _ => None,
     })
     .expect("settings")
@@ -57,7 +59,7 @@ async fn a_spent_budget_stops_after_one_batch_per_partition_and_the_next_invocat
     let (db, total) = seeded().await;
     let store = db.store().await;
     let settings = settings(10);
-    let first = invocation::run(&store, &settings, "w1", Spent).await.expect("first invocation");
+    let first = invocation::run(&store, &settings, &Retries::Configured, "w1", Spent).await.expect("first invocation");
     assert_eq!(first.partitions.len(), 2);
     for p in &first.partitions {
         assert_eq!((p.batches, p.ending.clone()), (1, Ending::BudgetSpent), "{p:?}");
@@ -68,7 +70,9 @@ async fn a_spent_budget_stops_after_one_batch_per_partition_and_the_next_invocat
     let mut invocations = 1;
     let mut applied = activity.events_applied;
     loop {
-        let report = invocation::run(&store, &settings, &format!("w{}", invocations + 1), Spent).await.unwrap();
+        let report = invocation::run(&store, &settings, &Retries::Configured, &format!("w{}", invocations + 1), Spent)
+            .await
+            .unwrap();
         invocations += 1;
         let activity = report.partitions.iter().find(|p| p.projection == "daily-activity").unwrap();
         applied += activity.events_applied;
@@ -88,7 +92,7 @@ async fn a_partition_leased_elsewhere_is_left_alone_and_the_rest_catch_up() {
     let (db, total) = seeded().await;
     let store = db.store().await;
     let settings = settings(1000);
-    invocation::run(&store, &settings, "w1", Fresh).await.expect("registers and catches up");
+    invocation::run(&store, &settings, &Retries::Configured, "w1", Fresh).await.expect("registers and catches up");
     let other = store
         .claim("user-profile", Partition::WHOLE, "someone-else", Duration::from_secs(60))
         .await
@@ -102,7 +106,7 @@ async fn a_partition_leased_elsewhere_is_left_alone_and_the_rest_catch_up() {
         store2.append(r).await.unwrap();
     }
     db.settle().await;
-    let report = invocation::run(&store, &settings, "w2", Fresh).await.unwrap();
+    let report = invocation::run(&store, &settings, &Retries::Configured, "w2", Fresh).await.unwrap();
     let ending = |name: &str| report.partitions.iter().find(|p| p.projection == name).unwrap().clone();
     assert_eq!(ending("user-profile").ending, Ending::LeasedElsewhere);
     assert_eq!(ending("daily-activity").ending, Ending::CaughtUp);
@@ -111,4 +115,61 @@ async fn a_partition_leased_elsewhere_is_left_alone_and_the_rest_catch_up() {
     let activity = states.iter().find(|s| s.projection == "daily-activity").unwrap();
     assert_eq!(activity.events_applied as usize, total + added);
     store.release(&other).await.unwrap();
+}
+
+/// Open dead letters of `projection` whose error contains `text`.
+async fn letters(db: &TestDb, projection: &str, text: &str) -> i64 {
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM dead_letters WHERE projection = $1 AND status = 'open' AND strpos(error, $2) > 0",
+            &[&projection, &text],
+        )
+        .await
+        .expect("count dead letters");
+    row.get(0)
+}
+
+#[tokio::test]
+async fn a_partition_whose_retries_the_queue_gave_up_dead_letters_the_event_it_waits_on_once() {
+    let (db, _) = seeded().await;
+    let (_, third) = events::gap(&db).await;
+    let store = db.store().await;
+    let settings = settings(1000);
+    let report = invocation::run(&store, &settings, &Retries::Configured, "w1", Fresh).await.unwrap();
+    let profile = report.partitions.iter().find(|p| p.projection == "user-profile").unwrap();
+    assert_eq!(profile.ending.waiting_for(), Some(third), "user-profile waits for version 2: {profile:?}");
+
+    let spent = Retries::SpentFor { projection: "user-profile".into(), partition: 0 };
+    let forced = invocation::run(&store, &settings, &spent, "w2", Fresh).await.unwrap();
+    assert_eq!(forced.partitions.len(), 1, "only the partition named: {forced:?}");
+    assert_eq!((forced.partitions[0].dead_lettered, forced.partitions[0].ending.clone()), (1, Ending::CaughtUp));
+    assert_eq!(letters(&db, "user-profile", "missing").await, 1);
+
+    // The queue delivers at least once: a second copy finds the event parked already.
+    let again = invocation::run(&store, &settings, &spent, "w3", Fresh).await.unwrap();
+    assert_eq!((again.partitions[0].dead_lettered, again.partitions[0].ending.clone()), (0, Ending::CaughtUp));
+    assert_eq!(letters(&db, "user-profile", "missing").await, 1);
+}
+
+#[tokio::test]
+async fn spent_retries_leave_every_other_partition_alone() {
+    let (db, _) = seeded().await;
+    let (_, third) = events::gap(&db).await;
+    let store = db.store().await;
+    let mut settings = settings(1000);
+    settings.partitions = 2;
+    invocation::run(&store, &settings, &Retries::Configured, "w1", Fresh).await.unwrap();
+    let waiting = invocation::run(&store, &settings, &Retries::Configured, "w2", Fresh).await.unwrap();
+    let (held, other): (Vec<_>, Vec<_>) = waiting
+        .partitions
+        .iter()
+        .filter(|p| p.projection == "user-profile")
+        .partition(|p| p.ending.waiting_for() == Some(third));
+    assert_eq!((held.len(), other.len()), (1, 1), "{waiting:?}");
+    let spent = Retries::SpentFor { projection: "user-profile".into(), partition: other[0].partition };
+    let forced = invocation::run(&store, &settings, &spent, "w3", Fresh).await.unwrap();
+    assert_eq!(forced.partitions.len(), 1);
+    assert_eq!(forced.partitions[0].dead_lettered, 0, "nothing waits in the partition named");
+    assert_eq!(letters(&db, "user-profile", "missing").await, 0, "the waiting partition keeps its gap timeout");
 }

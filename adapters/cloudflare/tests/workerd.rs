@@ -1,8 +1,10 @@
 //! The Worker in workerd (`wrangler dev --local`) against a fresh PostgreSQL database:
 //! the cron trigger runs the core's batch runtime to the same read models as the native
-//! runtime (a poison event dead-lettered and its user parked, as natively), an invocation
-//! stops at its budget and the next goes on, and the HTTP routes answer and guard as they
-//! should.
+//! runtime (a poison event dead-lettered and its user parked, as natively, and the alert
+//! webhook told), an invocation stops at its budget and the next goes on, the HTTP
+//! routes answer and guard as they should, the operator's adapter reads the Worker over
+//! HTTP, a wake-up through the queue catches up without a cron tick, and a version gap
+//! retried through the queue is dead-lettered once and alerted.
 //!
 //! Needs the Worker toolchain (`npm ci`, `worker-build`, `wasm-bindgen`; `.ci/test`
 //! installs them). Without it the test is skipped with the reason, except under `CI=true`,
@@ -13,16 +15,35 @@ mod support;
 
 use projection_daily_activity::DailyActivity;
 use projection_user_profile::UserProfile;
+use projector::adapter::ProjectionAdapter;
+use projector::config::Config;
 use projector::{BatchRunner, Checkpoint, EventFilter, EventStore, Partition, ProjectionHandler, ProjectionStore};
+use projector_cloudflare::control::CloudflareWorkerAdapter;
 use projector_postgres::PgStore;
 use projector_tests::pg::TestDb;
 use support::events;
+use support::webhook::Webhook;
 use support::wrangler::{self, Wrangler};
 
 const TOKEN: &str = "the-rebuild-token";
 /// Events per batch in the Worker: the demo history needs many batches.
 const BATCH: usize = 25;
 const USERS: u32 = 40;
+/// How long the Worker waits for missing versions: short, so the gap check ends soon.
+const GAP_TIMEOUT_MS: &str = "4000";
+
+/// How the operator's side knows the Worker's projections.
+const DEPLOYED: &str = "
+projections:
+  user-profile:
+    handler: user-profile
+    provider: cloudflare
+    config: { memory: 128MB, timeout: 30s, concurrency: 1 }
+  daily-activity:
+    handler: daily-activity
+    provider: cloudflare
+    config: { memory: 128MB, timeout: 30s, concurrency: 1 }
+";
 
 /// Every row of a table (or a parenthesized query), in order, as JSON text.
 async fn table_rows(db: &TestDb, table: &str) -> Vec<String> {
@@ -89,9 +110,12 @@ async fn the_worker_runs_the_batch_runtime_in_workerd() {
     let worker_db = TestDb::new().await;
     let native_db = TestDb::new().await;
     let started = std::time::Instant::now();
+    let webhook = Webhook::start().await;
     let worker = Wrangler::start(&[
         ("DATABASE_URL", worker_db.url.as_str()),
         ("REBUILD_TOKEN", TOKEN),
+        ("ALERT_WEBHOOK", &webhook.url),
+        ("GAP_TIMEOUT_MS", GAP_TIMEOUT_MS),
         ("BATCH_SIZE", &BATCH.to_string()),
         // A budget smaller than one batch: each invocation runs one batch per partition.
         ("INVOCATION_BUDGET_MS", "1"),
@@ -196,6 +220,18 @@ async fn the_worker_runs_the_batch_runtime_in_workerd() {
     let (got, want) = (table_rows(&worker_db, "daily_activity").await, table_rows(&native_db, "daily_activity").await);
     checks.check(got == want, || "daily_activity after the Worker's rebuild differs from the native runtime's".into());
 
+    eprintln!("rebuilt after {:.1}s", started.elapsed().as_secs_f64());
+    operator_reads_the_worker(&worker, &root, &mut checks).await;
+    let alerts = dead_letter_alerts(&webhook);
+    checks.check(alerts.len() == 1 && alerts[0]["status"] == "firing", || {
+        format!("one alert for the poison event's dead letter, not {alerts:#?}")
+    });
+    eprintln!("monitored after {:.1}s", started.elapsed().as_secs_f64());
+
+    wake_ups_catch_up_without_the_cron(&worker, &worker_db, &mut checks).await;
+    eprintln!("woken after {:.1}s", started.elapsed().as_secs_f64());
+    a_gap_retried_through_the_queue_is_dead_lettered_once(&worker, &worker_db, &webhook, &mut checks).await;
+
     eprintln!("done after {:.1}s", started.elapsed().as_secs_f64());
     if std::env::var_os("WORKERD_TEST_LOG").is_some() {
         eprintln!("{}", worker.log_tail());
@@ -207,4 +243,106 @@ async fn the_worker_runs_the_batch_runtime_in_workerd() {
         checks.0.join("\n- "),
         worker.log_tail()
     );
+}
+
+/// The `dead_letters` notifications of user-profile the webhook received.
+fn dead_letter_alerts(webhook: &Webhook) -> Vec<serde_json::Value> {
+    let all = webhook.received();
+    all.into_iter().filter(|a| a["condition"] == "dead_letters" && a["projection"] == "user-profile").collect()
+}
+
+/// `CloudflareWorkerAdapter` reads the Worker's `/health` and `/status` over HTTP.
+async fn operator_reads_the_worker(worker: &Wrangler, root: &std::path::Path, checks: &mut Checks) {
+    let config = Config::from_yaml_str(DEPLOYED, "projections.yaml", &["user-profile", "daily-activity"])
+        .expect("the deployed configuration");
+    let adapter = CloudflareWorkerAdapter::<PgStore>::new(config, root)
+        .expect("the adapter")
+        .url(format!("http://127.0.0.1:{}", worker.port));
+    match adapter.monitor("user-profile").await {
+        Ok(states) => checks
+            .check(states.len() == 1 && states[0].lag_events == 0 && states[0].dead_letters == 1, || {
+                format!("monitor(user-profile) over HTTP: {states:#?}")
+            }),
+        Err(e) => checks.check(false, || format!("monitor(user-profile) over HTTP failed: {e}")),
+    }
+    match adapter.report("daily-activity").await {
+        Ok(report) => checks.check(
+            report.health.healthy && report.health.partitions.len() == 2 && report.projections.len() == 2,
+            || format!("the Worker's report over HTTP: {report:#?}"),
+        ),
+        Err(e) => checks.check(false, || format!("the Worker's report over HTTP failed: {e}")),
+    }
+}
+
+/// Polls `done` every 250 ms for up to `seconds`; whether it came true.
+async fn eventually(seconds: u64, mut done: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if done().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    done().await
+}
+
+/// `POST /wake` needs the token, then queues a wake-up whose consumer applies the new
+/// events at once: no cron tick is triggered here.
+async fn wake_ups_catch_up_without_the_cron(worker: &Wrangler, db: &TestDb, checks: &mut Checks) {
+    let refused = worker.send("POST", "/wake", &[]).await;
+    checks.check(refused.status == 401, || format!("a wake-up without the token: {} {}", refused.status, refused.body));
+    let more: Vec<_> = events::demo(USERS + 3).into_iter().skip(USERS as usize).take(3).collect();
+    let store = db.store().await;
+    for request in more {
+        store.append(request).await.expect("append a new user");
+    }
+    db.settle().await;
+    let (before, _, _) = progress(db, "daily-activity").await;
+    let bearer = format!("Bearer {TOKEN}");
+    let woke = worker.send("POST", "/wake", &[("Authorization", &bearer)]).await;
+    checks.check(woke.status == 202, || format!("a wake-up with the token: {} {}", woke.status, woke.body));
+    let expected = before + 3;
+    let caught_up = eventually(60, async || {
+        let (applied, lag, _) = progress(db, "daily-activity").await;
+        let (_, profile_lag, _) = progress(db, "user-profile").await;
+        applied == expected && lag == 0 && profile_lag == 0
+    })
+    .await;
+    checks.check(caught_up, || {
+        format!("the wake-up did not catch up: daily-activity should have applied {expected}\n{}", worker.log_tail())
+    });
+}
+
+/// A version missing before an event: the partition waits, its retry goes through the
+/// wake queue (and, once the queue gives up, its dead-letter queue), and the event is
+/// dead-lettered exactly once, its user parked, the alert sent.
+async fn a_gap_retried_through_the_queue_is_dead_lettered_once(
+    worker: &Wrangler,
+    db: &TestDb,
+    webhook: &Webhook,
+    checks: &mut Checks,
+) {
+    let (user, third) = events::gap(db).await;
+    let bearer = format!("Bearer {TOKEN}");
+    let woke = worker.send("POST", "/wake", &[("Authorization", &bearer)]).await;
+    checks.check(woke.status == 202, || format!("a wake-up with the token: {} {}", woke.status, woke.body));
+    let letters = "(SELECT projection, version, status, error_class, strpos(error, 'missing') > 0 AS names_the_gap \
+                   FROM dead_letters WHERE event_id = '{third}')";
+    let letters = letters.replace("{third}", &third.to_string());
+    let lettered = eventually(120, async || !table_rows(db, &letters).await.is_empty()).await;
+    let alerted = eventually(30, async || dead_letter_alerts(webhook).len() == 2).await;
+    let rows = table_rows(db, &letters).await;
+    checks.check(
+        lettered
+            && rows.len() == 1
+            && rows[0].contains("\"projection\": \"user-profile\"")
+            && rows[0].contains("\"version\": 3")
+            && rows[0].contains("\"status\": \"open\"")
+            && rows[0].contains("\"names_the_gap\": true"),
+        || format!("the gap's dead letter: {rows:#?}\n{}", worker.log_tail()),
+    );
+    let parked =
+        table_rows(db, &format!("(SELECT from_version FROM parked_aggregates WHERE aggregate_id = '{user}')")).await;
+    checks.check(parked == ["{\"from_version\": 3}"], || format!("the user parked from version 3: {parked:?}"));
+    checks.check(alerted, || format!("one more dead-letter alert, for the gap: {:#?}", webhook.received()));
 }

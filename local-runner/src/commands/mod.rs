@@ -5,10 +5,12 @@
 mod append;
 mod completions;
 mod demo;
+mod deploy;
 mod dlq;
 mod init;
 mod keys;
 mod migrate;
+mod monitor;
 mod rebuild;
 mod run;
 mod scale;
@@ -17,9 +19,9 @@ mod status;
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
-use projector::config::{Config, ProjectionConfig};
+use projector::config::{Config, ProjectionConfig, Provider};
 use projector_local::{Connector, LocalAdapter};
 
 use crate::handlers;
@@ -33,8 +35,16 @@ pub enum Command {
     /// Seeds sample events if the store is empty, runs every projection to caught-up,
     /// and prints the status and sample rows.
     Demo(demo::Args),
-    /// Runs every projection continuously; Ctrl-C or SIGTERM drains the batch and exits.
+    /// Runs every `provider: local` projection continuously; Ctrl-C or SIGTERM drains the
+    /// batch and exits.
     Run(run::Args),
+    /// Deploys projections to their provider: one Cloudflare Worker per `provider:
+    /// cloudflare` projection (rendered from projections.yaml, deployed with wrangler), or,
+    /// for `local`, readies the store for `projector run` (starts nothing).
+    Deploy(deploy::Args),
+    /// Reads a running deployment: each Worker's /health and /status, or the local
+    /// runner's /health and the store; exits non-zero when something is unhealthy.
+    Monitor(monitor::Args),
     /// Prints each projection partition's checkpoint, lag and health.
     Status(status::Args),
     /// Rebuilds a projection from the full history, in one transaction.
@@ -65,6 +75,8 @@ impl Command {
             Command::Append(args) => append::execute(&config, &connector, args).await,
             Command::Demo(args) => demo::execute(&config, &connector, args).await,
             Command::Run(args) => run::execute(config, connector, args).await,
+            Command::Deploy(args) => deploy::local(&config, &connector, args).await,
+            Command::Monitor(args) => monitor::local(&config, &connector, args).await,
             Command::Status(args) => status::execute(&config, &connector, args).await,
             Command::Rebuild(args) => rebuild::execute(&config, &connector, args).await,
             Command::Scale(args) => scale::execute(&config, &connector, args).await,
@@ -84,6 +96,19 @@ impl Command {
             Command::Completions(args) => Some(completions::execute(args)),
             Command::Keys(command) => command.standalone(),
             _ => None,
+        }
+    }
+
+    /// The answer of a command that needs the configuration but no store (deploying or
+    /// reading Workers); `Err(self)` for every other command.
+    pub async fn without_backend(self, config: Config, database_url: Option<String>) -> Result<Result<()>, Command> {
+        match self {
+            Command::Deploy(args) if args.provider == "local" && !args.needs_store() => {
+                Ok(deploy::local_plan(&config, args))
+            }
+            Command::Deploy(args) if !args.needs_store() => Ok(deploy::cloudflare(config, database_url, args).await),
+            Command::Monitor(args) if !args.needs_store() => Ok(monitor::cloudflare(config, args).await),
+            command => Err(command),
         }
     }
 
@@ -107,6 +132,26 @@ fn projection<'c>(config: &'c Config, name: &str) -> Result<&'c ProjectionConfig
         let known: Vec<&str> = config.projections.keys().map(String::as_str).collect();
         anyhow!("unknown projection {name:?}; configured projections: {}", known.join(", "))
     })
+}
+
+/// The projections a command works on: those `names` names (each must have `provider`),
+/// or every one with `provider`; never none.
+fn with_provider(config: &Config, names: &[String], provider: Provider) -> Result<Vec<String>> {
+    for name in names {
+        let p = projection(config, name)?;
+        if p.provider != provider {
+            bail!("projection {name} has `provider: {}`, not {provider}", p.provider);
+        }
+    }
+    let chosen: Vec<String> = if names.is_empty() {
+        config.projections.iter().filter(|(_, p)| p.provider == provider).map(|(n, _)| n.clone()).collect()
+    } else {
+        names.to_vec()
+    };
+    if chosen.is_empty() {
+        bail!("no projection in the configuration has `provider: {provider}`");
+    }
+    Ok(chosen)
 }
 
 async fn register_all<C: Connector>(config: &Config, connector: &C) -> Result<()> {

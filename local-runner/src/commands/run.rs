@@ -98,7 +98,7 @@ pub async fn execute<C: Connector>(config: Config, connector: C, args: Args) -> 
 /// changes it. A runner whose `partitions:` disagrees would split the aggregates
 /// differently from the runners already working, so it refuses to start, before it
 /// registers anything, and the running ones keep their partitions.
-async fn check_partition_counts<S: ProjectionStore>(config: &Config, store: &S) -> Result<()> {
+pub(super) async fn check_partition_counts<S: ProjectionStore>(config: &Config, store: &S) -> Result<()> {
     let states = store.states().await.context("reading the stored partition counts (has `projector init` run?)")?;
     let stored: BTreeMap<&str, u32> = states.iter().map(|s| (s.projection.as_str(), s.partitions)).collect();
     let disagreements: Vec<String> = config

@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use chrono::Utc;
-use projector::config::Config;
+use projector::config::{Config, Provider};
 use projector::upcast::Reading;
 use projector::EventStore;
 use projector::{Checkpoint, ProjectionHandler, ProjectionState, ProjectionStore};
@@ -74,6 +74,10 @@ pub async fn execute<C: Connector>(config: &Config, connector: &C, args: Args) -
     say!("{name}: {before} -> {partitions} partition(s), all starting at checkpoint {target}");
     if p.partitions != partitions {
         say!("set `partitions: {partitions}` for {name} in projections.yaml before starting the runners");
+    }
+    if p.provider == Provider::Cloudflare {
+        // Its Worker registers with the count it was deployed with, and is refused until then.
+        say!("{name} runs on Cloudflare Workers: then `projector deploy --provider cloudflare --projection {name}`");
     }
     Ok(())
 }

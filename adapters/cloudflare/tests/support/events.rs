@@ -64,3 +64,27 @@ pub fn poison() -> AppendRequest {
         idempotency_key: None,
     }
 }
+
+/// A user with version 1 appended, and version 3 written around the store (by SQL) with
+/// version 2 missing: its projections wait for version 2 until `gap_timeout`. Returns
+/// the user and the id of version 3.
+pub async fn gap(db: &projector_tests::pg::TestDb) -> (Uuid, Uuid) {
+    use projector::EventStore;
+    let user = Uuid::from_u64_pair(0x9a9, 1);
+    let at = Utc.with_ymd_and_hms(2026, 3, 30, 8, 0, 0).unwrap();
+    let registered =
+        NewEvent::new("UserRegistered", json!({"email": "gap@example.com", "name": "Gap", "plan": "free"}));
+    db.store().await.append(one(user, 0, registered.at(at))).await.expect("append version 1");
+    let third = Uuid::from_u64_pair(0x9a9, 3);
+    db.client()
+        .await
+        .execute(
+            "INSERT INTO events (event_id, aggregate_id, aggregate_type, event_type, event_data, version, timestamp) \
+             VALUES ($1, $2, 'user', 'UserRenamed', '{\"name\": \"After the gap\"}', 3, '2026-03-30T09:00:00Z')",
+            &[&third, &user],
+        )
+        .await
+        .expect("write version 3 around the store");
+    db.settle().await;
+    (user, third)
+}

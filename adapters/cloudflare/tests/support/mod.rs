@@ -1,6 +1,7 @@
 //! Support for driving the Worker in workerd: the `wrangler dev` process, a minimal HTTP
-//! client, and the demo events.
+//! client, a webhook receiver, and the demo events.
 
 pub mod events;
 pub mod http;
+pub mod webhook;
 pub mod wrangler;
