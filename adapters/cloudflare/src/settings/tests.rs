@@ -33,11 +33,13 @@ fn an_unknown_projection_is_named_with_the_known_ones() {
 fn upcasting_names_only_types_with_registered_upcasters() {
     let s = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile"), ("UPCASTING", " ")])).unwrap();
     assert!(s.upcasting.is_empty() && s.upcasters().is_empty());
-    let e = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile"), ("UPCASTING", "UserRegistered")]))
+    let s = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile"), ("UPCASTING", "UserRegistered")])).unwrap();
+    assert_eq!(s.upcasting, ["UserRegistered"]);
+    let e = Settings::from_vars(vars(&[("PROJECTIONS", "user-profile"), ("UPCASTING", "UserRenamed")]))
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("variable UPCASTING = \"UserRegistered\" is not"), "{e}");
-    assert!(e.contains("UserRegistered has none (event types with upcasters: none)"), "{e}");
+    assert!(e.starts_with("variable UPCASTING = \"UserRenamed\" is not"), "{e}");
+    assert!(e.contains("UserRenamed has none (event types with upcasters: UserRegistered)"), "{e}");
 }
 
 #[test]
