@@ -33,7 +33,7 @@ pub use handler::{Ordering, ProjectionHandler};
 pub use read_model::{Column, ColumnType, Merge, Record, RowError, RowKey, RowReader, TableSchema, Value};
 pub use retry::RetryPolicy;
 pub use runtime::{BatchRunner, CatchUpWindow, Rebuild, RebuildOutcome, RuntimeError, StepOutcome};
-pub use state::{ProjectionState, Status};
+pub use state::{Health, PartitionHealth, ProjectionState, Status};
 pub use store::keys::{
     AuditEntry, AuditOperation, AuditRecord, KeyLookup, Provisioned, Shredded, SubjectKey, SubjectKeys,
 };

@@ -100,3 +100,25 @@ impl ProjectionState {
         }
     }
 }
+
+/// The `/health` answer of every provider: each configured partition, healthy or why
+/// not, and why health could not be judged at all (e.g. the store is unreachable).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// True when every partition is healthy (and the states could be read).
+    pub healthy: bool,
+    /// Why health could not be fully judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub partitions: Vec<PartitionHealth>,
+}
+
+/// Health of one partition of one projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionHealth {
+    pub projection: String,
+    pub partition: u32,
+    pub healthy: bool,
+    /// Why it is unhealthy; `None` when healthy.
+    pub reason: Option<String>,
+}

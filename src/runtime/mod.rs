@@ -134,12 +134,6 @@ struct Window {
     audit: Vec<crate::store::keys::AuditRecord>,
 }
 
-impl Window {
-    fn is_clean(&self) -> bool {
-        !self.cut
-    }
-}
-
 /// Why folding a batch stopped.
 enum BatchEnd {
     /// Its first event waits for missing versions (see [`RuntimeError::GapWait`]).
@@ -336,7 +330,7 @@ where
         }
         // Far behind (the read came back full): fold further batches into the same rows
         // and commit them all at once.
-        while full && window.is_clean() && self.window.reads_on(fold.len(), window.events_read) {
+        while full && !window.cut && self.window.reads_on(fold.len(), window.events_read) {
             let after = window.to.expect("a folded batch has an end");
             let events = self.store.read_all(after, self.reading.store_filter(), self.lease.partition, limit).await?;
             let (read, read_to) = (events.len(), events.last().map(DomainEvent::checkpoint));

@@ -14,24 +14,9 @@ use chrono::{DateTime, Utc};
 use projector::metrics::{self, Format};
 use projector::{HorizonHold, ProjectionState};
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-/// Health of every configured partition (the local runner's `/health` shape).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
-    pub healthy: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub partitions: Vec<PartitionHealth>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionHealth {
-    pub projection: String,
-    pub partition: u32,
-    pub healthy: bool,
-    pub reason: Option<String>,
-}
+pub use projector::{Health, PartitionHealth};
 
 /// Health of `projections` from their states at `now`.
 pub fn health(projections: &[&str], states: &[ProjectionState], interval: Duration, now: DateTime<Utc>) -> Health {

@@ -4,30 +4,10 @@
 use std::time::{Duration, Instant};
 
 use projector::ProjectionState;
-use serde::{Deserialize, Serialize};
 
 use super::{Metrics, PartitionLife, Partitions};
 
-/// Health of every known partition (see the module docs).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Health {
-    /// True when every partition is healthy (and the states could be read).
-    pub healthy: bool,
-    /// Why health could not be fully judged (e.g. the store is unreachable).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub partitions: Vec<PartitionHealth>,
-}
-
-/// Health of one partition of one projection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionHealth {
-    pub projection: String,
-    pub partition: u32,
-    pub healthy: bool,
-    /// Why it is unhealthy; `None` when healthy.
-    pub reason: Option<String>,
-}
+pub use projector::{Health, PartitionHealth};
 
 impl Metrics {
     /// Health now; `interval` is how long a loop may go without a heartbeat.
